@@ -1,0 +1,160 @@
+//! The errors the library returns; each message says what to do next.
+
+use std::path::PathBuf;
+
+/// A backend key, or one part of it, that the broker's rules reject.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("invalid {part} {value:?}: {problem}")]
+pub struct KeyError {
+    part: &'static str,
+    value: String,
+    problem: String,
+}
+
+impl KeyError {
+    pub(crate) fn new(part: &'static str, value: &str, problem: impl Into<String>) -> Self {
+        // Keep hostile input from blowing up messages: show at most 80 characters of it.
+        let value = match value.char_indices().nth(80) {
+            Some((cut, _)) => format!("{}…", &value[..cut]),
+            None => value.to_owned(),
+        };
+        Self {
+            part,
+            value,
+            problem: problem.into(),
+        }
+    }
+
+    /// Which part was rejected: `key`, `instance`, `service name`, `service version`, ….
+    pub fn part(&self) -> &'static str {
+        self.part
+    }
+}
+
+/// Everything that can go wrong opening or using a [`RecoveryStore`](crate::RecoveryStore).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// A key failed validation.
+    #[error(transparent)]
+    InvalidKey(#[from] KeyError),
+
+    /// The store file does not exist and the operation may not create it.
+    #[error("no recovery store at {path}: check the path, or record a crash to create one")]
+    NotFound {
+        /// The path that was looked up.
+        path: PathBuf,
+    },
+
+    /// The file exists but is not a recovery store; it was left untouched.
+    #[error(
+        "{path} is not a recovery store ({detail}); it was left untouched: point at the right file or move this one aside"
+    )]
+    NotAStore {
+        /// The file that was refused.
+        path: PathBuf,
+        /// What gave it away.
+        detail: String,
+    },
+
+    /// The store was written by a newer schema than this build reads; it was left untouched.
+    #[error(
+        "store at {path} was written by schema {found}; this build reads up to {supported}: upgrade recovery-store"
+    )]
+    NewerSchema {
+        /// The store file.
+        path: PathBuf,
+        /// The schema version recorded in the file.
+        found: u32,
+        /// The newest schema this build understands.
+        supported: u32,
+    },
+
+    /// The file is a redb database whose contents are damaged.
+    #[error(
+        "store at {path} is damaged ({detail}): run `recovery-store check`, then restore from `export` output or move the file aside"
+    )]
+    Corrupt {
+        /// The store file.
+        path: PathBuf,
+        /// What was found damaged.
+        detail: String,
+    },
+
+    /// One stored entry could not be decoded.
+    #[error(
+        "entry {key:?} in {path} cannot be decoded ({detail}): reset it with `recovery-store reset`"
+    )]
+    CorruptEntry {
+        /// The store file.
+        path: PathBuf,
+        /// The raw stored key (sanitize before printing it to a terminal).
+        key: String,
+        /// Why decoding failed.
+        detail: String,
+    },
+
+    /// An I/O error on the store file or its directory.
+    #[error("{action} {path}: {source}: check the path and its permissions")]
+    Io {
+        /// What was being done.
+        action: &'static str,
+        /// The file or directory involved.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// Another process holds the file with an incompatible redb locking mode or version.
+    #[error(
+        "store at {path} is held by another process that cannot share it ({detail}): stop that process or use the same recovery-store version"
+    )]
+    Locked {
+        /// The store file.
+        path: PathBuf,
+        /// What redb reported.
+        detail: String,
+    },
+
+    /// An error from the storage engine.
+    #[error(
+        "storage error on {path}: {source}: retry, and run `recovery-store check` if it persists"
+    )]
+    Storage {
+        /// The store file.
+        path: PathBuf,
+        /// The error the storage engine returned.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync + 'static>,
+    },
+
+    /// A policy the store cannot hold.
+    #[error("invalid policy: {detail}: choose a shorter duration")]
+    InvalidPolicy {
+        /// What was wrong with it.
+        detail: String,
+    },
+
+    /// An import document did not validate.
+    #[error("cannot import: {detail}: fix the document and run the import again")]
+    InvalidImport {
+        /// What was wrong with it.
+        detail: String,
+    },
+}
+
+impl StoreError {
+    /// True for errors that say the file is not usable as a store as it stands (foreign,
+    /// damaged, newer, missing), as opposed to a passing I/O or storage failure.
+    pub fn is_bad_file(&self) -> bool {
+        matches!(
+            self,
+            Self::NotFound { .. }
+                | Self::NotAStore { .. }
+                | Self::NewerSchema { .. }
+                | Self::Corrupt { .. }
+                | Self::CorruptEntry { .. }
+        )
+    }
+}

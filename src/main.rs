@@ -1,0 +1,2 @@
+//! The `recovery-store` command (being built).
+fn main() {}

@@ -1,0 +1,278 @@
+//! The recovery policy as a pure state machine.
+//!
+//! Nothing here touches a clock, a file or a database: callers measure how long the current
+//! window has run and hand that in, so the same transition serves the in-memory
+//! [`BackendRecoveryState`](crate::BackendRecoveryState) and the durable
+//! [`RecoveryStore`](crate::RecoveryStore).
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// Default window bounding spawn retries in the broker.
+pub const DEFAULT_SPAWN_BUDGET_WINDOW: Duration = Duration::from_secs(30);
+
+/// Default delay before the broker retries a crashed backend once.
+pub const DEFAULT_RECOVERY_RETRY_BACKOFF: Duration = Duration::from_millis(250);
+
+/// Default window before a backend-unavailable refusal can retry recovery.
+pub const DEFAULT_RECOVERY_BUDGET_WINDOW: Duration = DEFAULT_SPAWN_BUDGET_WINDOW;
+
+/// The floor that zero durations are clamped to.
+const MIN_DURATION: Duration = Duration::from_millis(1);
+
+/// Recovery tuning for one backend key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct BackendRecoveryPolicy {
+    /// Delay reported before the one allowed retry should begin.
+    pub retry_backoff: Duration,
+    /// Window bounding crash retries and backend-unavailable retry-after hints.
+    pub budget_window: Duration,
+}
+
+impl BackendRecoveryPolicy {
+    /// Build a policy, clamping zero durations to a non-zero floor.
+    pub fn new(retry_backoff: Duration, budget_window: Duration) -> Self {
+        Self {
+            retry_backoff: non_zero(retry_backoff),
+            budget_window: non_zero(budget_window),
+        }
+    }
+}
+
+impl Default for BackendRecoveryPolicy {
+    fn default() -> Self {
+        Self {
+            retry_backoff: DEFAULT_RECOVERY_RETRY_BACKOFF,
+            budget_window: DEFAULT_RECOVERY_BUDGET_WINDOW,
+        }
+    }
+}
+
+/// Decision returned after an observed backend crash.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum BackendRecoveryDecision {
+    /// The broker may retry this backend once after `retry_after`.
+    Retry {
+        /// Delay before the retry should begin.
+        retry_after: Duration,
+        /// 1-based recovery attempt number.
+        attempt: u32,
+    },
+    /// The backend should be refused as unavailable.
+    Refuse {
+        /// Refusal reason suitable for mapping to a Hello `Refused` reason.
+        reason: BackendRecoveryRefusalReason,
+        /// Retry-after hint for clients.
+        retry_after: Duration,
+    },
+}
+
+/// Refusal reason emitted by backend recovery state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum BackendRecoveryRefusalReason {
+    /// The backend crashed again after its one retry.
+    BackendUnavailable,
+}
+
+/// Where a backend stands at one moment, as seen by [`status`](crate::RecoveryStore::status).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum BackendStatus {
+    /// No crash in a live window: the backend may be started.
+    Healthy,
+    /// One crash in the current window: its retry is allowed, the next crash refuses.
+    Recovering {
+        /// Crashes recorded in the current window.
+        crashes_in_window: u32,
+        /// Time until the window ends and the backend is healthy again.
+        window_remaining: Duration,
+    },
+    /// Crashed again within the window: refused until the window ends.
+    Refused {
+        /// Why the backend is refused.
+        reason: BackendRecoveryRefusalReason,
+        /// Time until the window ends and a start may be tried again.
+        retry_after: Duration,
+    },
+}
+
+/// The outcome of one crash applied to a window.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct CrashOutcome {
+    /// True when the crash opened a new window, starting at the crash's time.
+    pub restart_window: bool,
+    /// Crashes counted in the window after this one.
+    pub crashes_in_window: u32,
+    /// What the broker should do.
+    pub decision: BackendRecoveryDecision,
+}
+
+/// Applies one crash to a window that has run for `elapsed` and holds `crashes_in_window`
+/// earlier crashes (0 for a backend with no state, whose window opens now).
+pub(crate) fn on_crash(
+    crashes_in_window: u32,
+    elapsed: Duration,
+    policy: &BackendRecoveryPolicy,
+) -> CrashOutcome {
+    let restart_window = crashes_in_window == 0 || elapsed >= policy.budget_window;
+    let (before, elapsed) = if restart_window {
+        (0, Duration::ZERO)
+    } else {
+        (crashes_in_window, elapsed)
+    };
+    let crashes_in_window = before.saturating_add(1);
+    let decision = if crashes_in_window == 1 {
+        BackendRecoveryDecision::Retry {
+            retry_after: policy.retry_backoff,
+            attempt: 1,
+        }
+    } else {
+        BackendRecoveryDecision::Refuse {
+            reason: BackendRecoveryRefusalReason::BackendUnavailable,
+            retry_after: policy.budget_window.saturating_sub(elapsed),
+        }
+    };
+    CrashOutcome {
+        restart_window,
+        crashes_in_window,
+        decision,
+    }
+}
+
+/// The status of a window that has run for `elapsed` and holds `crashes_in_window` crashes.
+pub(crate) fn status(
+    crashes_in_window: u32,
+    elapsed: Duration,
+    policy: &BackendRecoveryPolicy,
+) -> BackendStatus {
+    let remaining = policy.budget_window.saturating_sub(elapsed);
+    if crashes_in_window == 0 || remaining.is_zero() {
+        BackendStatus::Healthy
+    } else if crashes_in_window == 1 {
+        BackendStatus::Recovering {
+            crashes_in_window,
+            window_remaining: remaining,
+        }
+    } else {
+        BackendStatus::Refused {
+            reason: BackendRecoveryRefusalReason::BackendUnavailable,
+            retry_after: remaining,
+        }
+    }
+}
+
+/// True when a window that has run for `elapsed` is over, so its state can be dropped.
+pub(crate) fn window_ended(elapsed: Duration, policy: &BackendRecoveryPolicy) -> bool {
+    elapsed >= policy.budget_window
+}
+
+fn non_zero(duration: Duration) -> Duration {
+    if duration.is_zero() {
+        MIN_DURATION
+    } else {
+        duration
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MS: Duration = Duration::from_millis(1);
+
+    fn policy() -> BackendRecoveryPolicy {
+        BackendRecoveryPolicy::default()
+    }
+
+    #[test]
+    fn zero_durations_clamp_to_one_millisecond() {
+        let p = BackendRecoveryPolicy::new(Duration::ZERO, Duration::ZERO);
+        assert_eq!(p.retry_backoff, MS);
+        assert_eq!(p.budget_window, MS);
+        let p = BackendRecoveryPolicy::new(2 * MS, 3 * MS);
+        assert_eq!((p.retry_backoff, p.budget_window), (2 * MS, 3 * MS));
+    }
+
+    #[test]
+    fn defaults_match_the_broker() {
+        assert_eq!(policy().retry_backoff, Duration::from_millis(250));
+        assert_eq!(policy().budget_window, Duration::from_secs(30));
+    }
+
+    #[test]
+    fn first_crash_retries_after_backoff() {
+        let out = on_crash(0, Duration::from_secs(999), &policy());
+        assert!(out.restart_window);
+        assert_eq!(out.crashes_in_window, 1);
+        assert_eq!(
+            out.decision,
+            BackendRecoveryDecision::Retry {
+                retry_after: DEFAULT_RECOVERY_RETRY_BACKOFF,
+                attempt: 1
+            }
+        );
+    }
+
+    #[test]
+    fn second_crash_in_window_refuses_for_the_rest_of_it() {
+        let out = on_crash(1, Duration::from_secs(10), &policy());
+        assert!(!out.restart_window);
+        assert_eq!(out.crashes_in_window, 2);
+        assert_eq!(
+            out.decision,
+            BackendRecoveryDecision::Refuse {
+                reason: BackendRecoveryRefusalReason::BackendUnavailable,
+                retry_after: Duration::from_secs(20)
+            }
+        );
+    }
+
+    #[test]
+    fn window_boundary_is_exclusive() {
+        let just_inside = on_crash(1, Duration::from_secs(30) - MS, &policy());
+        assert_eq!(just_inside.crashes_in_window, 2);
+        assert!(matches!(
+            just_inside.decision,
+            BackendRecoveryDecision::Refuse { retry_after, .. } if retry_after == MS
+        ));
+        let at_end = on_crash(5, Duration::from_secs(30), &policy());
+        assert!(at_end.restart_window);
+        assert_eq!(at_end.crashes_in_window, 1);
+    }
+
+    #[test]
+    fn crash_count_saturates() {
+        let out = on_crash(u32::MAX, Duration::ZERO, &policy());
+        assert_eq!(out.crashes_in_window, u32::MAX);
+        assert!(matches!(
+            out.decision,
+            BackendRecoveryDecision::Refuse { .. }
+        ));
+    }
+
+    #[test]
+    fn status_follows_the_window() {
+        let p = policy();
+        assert_eq!(status(0, Duration::ZERO, &p), BackendStatus::Healthy);
+        assert_eq!(
+            status(1, Duration::from_secs(5), &p),
+            BackendStatus::Recovering {
+                crashes_in_window: 1,
+                window_remaining: Duration::from_secs(25)
+            }
+        );
+        assert_eq!(
+            status(2, Duration::from_secs(5), &p),
+            BackendStatus::Refused {
+                reason: BackendRecoveryRefusalReason::BackendUnavailable,
+                retry_after: Duration::from_secs(25)
+            }
+        );
+        assert_eq!(
+            status(2, Duration::from_secs(30), &p),
+            BackendStatus::Healthy
+        );
+        assert!(window_ended(Duration::from_secs(30), &p));
+        assert!(!window_ended(Duration::from_secs(30) - MS, &p));
+    }
+}

@@ -1,0 +1,345 @@
+//! [`RecoveryStore`]: the recovery policy with its state kept durably in a redb file.
+
+use std::path::{Path, PathBuf};
+
+use crate::error::StoreError;
+use crate::key::BackendKey;
+use crate::policy::{self, BackendRecoveryDecision, BackendRecoveryPolicy, BackendStatus};
+use crate::record::RecoveryEntry;
+use crate::storage::{OpenConfig, Storage, StorageBackend, Writer};
+use crate::time::Timestamp;
+
+/// Default redb page cache: a few MiB, plenty for tens of thousands of backends.
+pub const DEFAULT_CACHE_SIZE: usize = 4 << 20;
+
+/// Options for [`RecoveryStore::open_with`].
+#[derive(Clone, Debug)]
+pub struct StoreOptions {
+    policy: Option<BackendRecoveryPolicy>,
+    cache_size: usize,
+    create: bool,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        Self {
+            policy: None,
+            cache_size: DEFAULT_CACHE_SIZE,
+            create: true,
+        }
+    }
+}
+
+impl StoreOptions {
+    /// Sets the store's policy. It is persisted in the file and applies to every process that
+    /// opens the store. Without this, the policy already in the file is kept (the default
+    /// policy for a new file).
+    pub fn policy(mut self, policy: BackendRecoveryPolicy) -> Self {
+        self.policy = Some(policy);
+        self
+    }
+
+    /// Sets the page cache size in bytes (default [`DEFAULT_CACHE_SIZE`]).
+    pub fn cache_size(mut self, bytes: usize) -> Self {
+        self.cache_size = bytes;
+        self
+    }
+
+    /// Whether a missing file is created (the default) or reported as
+    /// [`StoreError::NotFound`]. Inspection tools turn this off so they never create a store.
+    pub fn create_if_missing(mut self, create: bool) -> Self {
+        self.create = create;
+        self
+    }
+
+    fn config(&self) -> OpenConfig {
+        OpenConfig {
+            cache_size: self.cache_size,
+            create: self.create,
+            policy: self.policy,
+        }
+    }
+}
+
+/// The recovery policy with its state kept durably in a redb file.
+///
+/// Every method runs in its own redb transaction. Writes are committed with immediate
+/// durability before the method returns, and several processes may have the same file open at
+/// once. The store is `Send + Sync`: share one handle across threads with an `Arc`.
+#[derive(Debug)]
+pub struct RecoveryStore {
+    storage: Storage,
+}
+
+impl RecoveryStore {
+    /// Opens the store at `path`, creating it (and its directory) if missing.
+    pub fn open(path: impl AsRef<Path>) -> Result<Self, StoreError> {
+        Self::open_with(path, StoreOptions::default())
+    }
+
+    /// Opens the store at `path` with `options`.
+    pub fn open_with(path: impl AsRef<Path>, options: StoreOptions) -> Result<Self, StoreError> {
+        Ok(Self {
+            storage: Storage::open_path(path.as_ref(), &options.config())?,
+        })
+    }
+
+    /// Opens a store kept by a custom redb [`StorageBackend`], such as a fault-injecting one in
+    /// tests. The backend must support redb's byte-range locks; `label` names it in errors.
+    /// An empty backend, or one whose creation was cut short, is initialized.
+    pub fn open_with_backend(
+        backend: impl StorageBackend,
+        label: impl Into<PathBuf>,
+        options: StoreOptions,
+    ) -> Result<Self, StoreError> {
+        Ok(Self {
+            storage: Storage::open_backend(backend, label.into(), &options.config())?,
+        })
+    }
+
+    /// The file this store was opened from.
+    pub fn path(&self) -> &Path {
+        self.storage.path()
+    }
+
+    /// The policy persisted in the store.
+    pub fn policy(&self) -> Result<BackendRecoveryPolicy, StoreError> {
+        self.storage.read(|r| r.policy())
+    }
+
+    /// Persists a new policy for every process sharing the store. Windows already open are
+    /// judged by the new policy from the next decision on.
+    pub fn set_policy(&self, policy: BackendRecoveryPolicy) -> Result<(), StoreError> {
+        self.storage.write(|w| w.set_policy(&policy))
+    }
+
+    /// Records one observed crash of `key` at `now` and returns the recovery decision.
+    ///
+    /// The decision and the new state are committed durably, in one transaction, before this
+    /// returns; two processes recording crashes for the same key lose no update.
+    pub fn record_crash(
+        &self,
+        key: &BackendKey,
+        now: Timestamp,
+    ) -> Result<BackendRecoveryDecision, StoreError> {
+        self.storage.write(|w| apply_crash(w, key, now))
+    }
+
+    /// Records crashes for several backends in one transaction, in order, returning one
+    /// decision per crash. All are durable before this returns.
+    pub fn record_crashes(
+        &self,
+        crashes: &[(BackendKey, Timestamp)],
+    ) -> Result<Vec<BackendRecoveryDecision>, StoreError> {
+        self.storage.write(|w| {
+            crashes
+                .iter()
+                .map(|(key, now)| apply_crash(w, key, *now))
+                .collect()
+        })
+    }
+
+    /// Clears `key`'s state after the backend is verified healthy; true if there was any.
+    pub fn record_success(&self, key: &BackendKey) -> Result<bool, StoreError> {
+        self.storage.write(|w| w.remove(key))
+    }
+
+    /// Clears `key`'s state on an operator's word; true if there was any.
+    pub fn reset(&self, key: &BackendKey) -> Result<bool, StoreError> {
+        self.record_success(key)
+    }
+
+    /// Clears every entry whose key text starts with `prefix` (`""` for all), in one
+    /// transaction, damaged entries included. Returns the stored keys removed.
+    pub fn reset_prefix(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
+        self.reset_where(prefix, |_| true)
+    }
+
+    /// Clears the entries under `prefix` whose key satisfies `matches`, in one transaction.
+    /// Damaged entries are offered with the stored key text. Returns the keys removed.
+    pub fn reset_where(
+        &self,
+        prefix: &str,
+        mut matches: impl FnMut(&str) -> bool,
+    ) -> Result<Vec<String>, StoreError> {
+        self.storage.write(|w| {
+            let mut doomed = Vec::new();
+            w.scan(prefix, |raw, _| {
+                let text = String::from_utf8_lossy(raw);
+                if matches(&text) {
+                    doomed.push(raw.to_vec());
+                }
+                Ok(())
+            })?;
+            for raw in &doomed {
+                w.remove_raw(raw)?;
+            }
+            Ok(doomed
+                .into_iter()
+                .map(|raw| String::from_utf8_lossy(&raw).into_owned())
+                .collect())
+        })
+    }
+
+    /// The stored state of `key`, if any.
+    pub fn get(&self, key: &BackendKey) -> Result<Option<RecoveryEntry>, StoreError> {
+        self.storage.read(|r| r.get(key))
+    }
+
+    /// Where `key` stands at `now`.
+    pub fn status(&self, key: &BackendKey, now: Timestamp) -> Result<BackendStatus, StoreError> {
+        self.storage.read(|r| {
+            let Some(entry) = r.get(key)? else {
+                return Ok(BackendStatus::Healthy);
+            };
+            let policy = r.policy()?;
+            Ok(status_of(&entry, now, &policy))
+        })
+    }
+
+    /// Every entry, in key order (by instance, then service).
+    pub fn list(&self) -> Result<Vec<RecoveryEntry>, StoreError> {
+        self.list_prefix("")
+    }
+
+    /// The entries whose key text starts with `prefix`, in key order; e.g. `"shared/"` for the
+    /// shared broker's backends. Fails on the first damaged entry.
+    pub fn list_prefix(&self, prefix: &str) -> Result<Vec<RecoveryEntry>, StoreError> {
+        self.storage.read(|r| {
+            let mut out = Vec::new();
+            r.scan(prefix, |_, entry| {
+                out.push(entry?);
+                Ok(())
+            })?;
+            Ok(out)
+        })
+    }
+
+    /// Decodes every entry, reporting each damaged one instead of stopping at the first.
+    pub fn scan_all(&self) -> Result<(Vec<RecoveryEntry>, Vec<StoreError>), StoreError> {
+        self.storage.read(|r| {
+            let (mut good, mut bad) = (Vec::new(), Vec::new());
+            r.scan("", |_, entry| {
+                match entry {
+                    Ok(e) => good.push(e),
+                    Err(e) => bad.push(e),
+                }
+                Ok(())
+            })?;
+            Ok((good, bad))
+        })
+    }
+
+    /// The number of entries.
+    pub fn len(&self) -> Result<u64, StoreError> {
+        self.storage.read(|r| r.len())
+    }
+
+    /// True when no backend has state.
+    pub fn is_empty(&self) -> Result<bool, StoreError> {
+        Ok(self.len()? == 0)
+    }
+
+    /// Drops every entry whose window has ended at `now`; returns how many.
+    pub fn prune(&self, now: Timestamp) -> Result<usize, StoreError> {
+        self.storage.write(|w| {
+            let policy = w.policy()?;
+            let mut ended = Vec::new();
+            w.scan("", |_, entry| {
+                let entry = entry?;
+                if window_elapsed(&entry, now).is_some_and(|e| policy::window_ended(e, &policy)) {
+                    ended.push(entry.key);
+                }
+                Ok(())
+            })?;
+            for key in &ended {
+                w.remove(key)?;
+            }
+            Ok(ended.len())
+        })
+    }
+
+    /// Replaces the whole state with `entries` (and the policy, if given) in one transaction.
+    pub fn replace_all(
+        &self,
+        policy: Option<BackendRecoveryPolicy>,
+        entries: &[RecoveryEntry],
+    ) -> Result<(), StoreError> {
+        self.storage.write(|w| {
+            let mut old = Vec::new();
+            w.scan("", |raw, _| {
+                old.push(raw.to_vec());
+                Ok(())
+            })?;
+            for raw in &old {
+                w.remove_raw(raw)?;
+            }
+            for entry in entries {
+                w.put(entry)?;
+            }
+            if let Some(policy) = policy {
+                w.set_policy(&policy)?;
+            }
+            Ok(())
+        })
+    }
+
+    /// Runs the storage engine's full integrity check, repairing what it can. Returns true when
+    /// the file was sound. Needs the only handle in this process.
+    pub fn check_integrity(&mut self) -> Result<bool, StoreError> {
+        self.storage.check_integrity()
+    }
+}
+
+/// Where an entry stands at `now` under `policy`.
+pub fn status_of(
+    entry: &RecoveryEntry,
+    now: Timestamp,
+    policy: &BackendRecoveryPolicy,
+) -> BackendStatus {
+    // A window start in the future (the clock was stepped back) counts from now.
+    let elapsed = window_elapsed(entry, now).unwrap_or_default();
+    policy::status(entry.crashes_in_window, elapsed, policy)
+}
+
+/// How long `entry`'s window has run at `now`, or `None` if it starts later than `now`.
+fn window_elapsed(entry: &RecoveryEntry, now: Timestamp) -> Option<std::time::Duration> {
+    now.duration_since(&entry.window_started_at)
+}
+
+fn apply_crash(
+    w: &mut Writer<'_>,
+    key: &BackendKey,
+    now: Timestamp,
+) -> Result<BackendRecoveryDecision, StoreError> {
+    let policy = w.policy()?;
+    let previous = w.get(key)?;
+    let (crashes, elapsed, started, total) = match &previous {
+        None => (0, Default::default(), now, 0),
+        // A window that starts after `now` is re-anchored at `now`, so a refusal never outlasts
+        // one window from the moment it is observed, whatever the clock did.
+        Some(e) => match window_elapsed(e, now) {
+            Some(elapsed) => (
+                e.crashes_in_window,
+                elapsed,
+                e.window_started_at,
+                e.total_crashes,
+            ),
+            None => (
+                e.crashes_in_window,
+                Default::default(),
+                now,
+                e.total_crashes,
+            ),
+        },
+    };
+    let outcome = policy::on_crash(crashes, elapsed, &policy);
+    w.put(&RecoveryEntry {
+        key: key.clone(),
+        window_started_at: if outcome.restart_window { now } else { started },
+        crashes_in_window: outcome.crashes_in_window,
+        last_crash: now,
+        total_crashes: total.saturating_add(1),
+    })?;
+    Ok(outcome.decision)
+}

@@ -1,0 +1,11 @@
+//! The integration suite: one test binary, one module per area.
+
+mod util;
+
+mod cli;
+mod crash;
+mod format;
+mod hostile;
+mod model;
+mod processes;
+mod store;
