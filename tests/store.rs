@@ -1,1 +1,510 @@
-//! Placeholder; filled in by the owner of this area.
+//! The reference policy's behaviours, on the in-memory `BackendRecoveryState` and on the durable
+//! `RecoveryStore` with a reopen between steps; plus the store's own promises (policy in the
+//! file, clock semantics, permissions, sharing across threads).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use recovery_store::{
+    BackendKey, BackendRecoveryDecision, BackendRecoveryPolicy, BackendRecoveryRefusalReason,
+    BackendRecoveryState, BackendStatus, BootTime, BrokerInstanceKey,
+    DEFAULT_RECOVERY_BUDGET_WINDOW, DEFAULT_RECOVERY_RETRY_BACKOFF, DEFAULT_SPAWN_BUDGET_WINDOW,
+    RecoveryStore, StoreOptions, Timestamp,
+};
+
+use crate::util::{TempStore, at, base, key};
+
+const MS: Duration = Duration::from_millis(1);
+const SEC: Duration = Duration::from_secs(1);
+
+fn retry() -> BackendRecoveryDecision {
+    BackendRecoveryDecision::Retry {
+        retry_after: DEFAULT_RECOVERY_RETRY_BACKOFF,
+        attempt: 1,
+    }
+}
+
+fn refuse(retry_after: Duration) -> BackendRecoveryDecision {
+    BackendRecoveryDecision::Refuse {
+        reason: BackendRecoveryRefusalReason::BackendUnavailable,
+        retry_after,
+    }
+}
+
+fn zccache() -> BackendKey {
+    BackendKey::new(BrokerInstanceKey::Shared, "zccache", "1.11.20", "").unwrap()
+}
+
+// ---- The reference module's behaviours, against the in-memory drop-in. ----
+
+#[test]
+fn memory_first_crash_retries_once_after_backoff() {
+    let mut state = BackendRecoveryState::new();
+    let now = Instant::now();
+    assert_eq!(state.record_crash(zccache(), now), retry());
+}
+
+#[test]
+fn memory_second_crash_in_window_refuses_for_the_rest_of_it() {
+    let mut state = BackendRecoveryState::new();
+    let now = Instant::now();
+    state.record_crash(zccache(), now);
+    assert_eq!(
+        state.record_crash(zccache(), now + 10 * SEC),
+        refuse(20 * SEC)
+    );
+    assert_eq!(state.record_crash(zccache(), now + 29 * SEC), refuse(SEC));
+}
+
+#[test]
+fn memory_crash_after_window_starts_a_new_one() {
+    let mut state = BackendRecoveryState::new();
+    let now = Instant::now();
+    state.record_crash(zccache(), now);
+    state.record_crash(zccache(), now + SEC);
+    assert_eq!(
+        state.record_crash(zccache(), now + DEFAULT_RECOVERY_BUDGET_WINDOW),
+        retry()
+    );
+    assert_eq!(
+        state.record_crash(zccache(), now + DEFAULT_RECOVERY_BUDGET_WINDOW + 5 * SEC),
+        refuse(25 * SEC)
+    );
+}
+
+#[test]
+fn memory_success_clears_state() {
+    let mut state = BackendRecoveryState::new();
+    let now = Instant::now();
+    state.record_crash(zccache(), now);
+    state.record_success(&zccache());
+    assert_eq!(state.record_crash(zccache(), now + SEC), retry());
+}
+
+#[test]
+fn memory_keys_are_independent() {
+    let mut state = BackendRecoveryState::default();
+    let now = Instant::now();
+    let other = key("private:zccache/zccache@1.11.20");
+    state.record_crash(zccache(), now);
+    assert_eq!(state.record_crash(other, now), retry());
+    assert!(matches!(
+        state.record_crash(zccache(), now),
+        BackendRecoveryDecision::Refuse { .. }
+    ));
+}
+
+#[test]
+fn memory_policy_clamps_zero_and_is_honoured() {
+    let policy = BackendRecoveryPolicy::new(Duration::ZERO, 2 * SEC);
+    assert_eq!(policy.retry_backoff, MS);
+    let mut state = BackendRecoveryState::with_policy(policy);
+    let now = Instant::now();
+    assert_eq!(
+        state.record_crash(zccache(), now),
+        BackendRecoveryDecision::Retry {
+            retry_after: MS,
+            attempt: 1
+        }
+    );
+    assert_eq!(state.record_crash(zccache(), now + SEC), refuse(SEC));
+    assert_eq!(
+        state.record_crash(zccache(), now + 2 * SEC),
+        BackendRecoveryDecision::Retry {
+            retry_after: MS,
+            attempt: 1
+        }
+    );
+}
+
+#[test]
+fn memory_earlier_instant_counts_as_no_time() {
+    let mut state = BackendRecoveryState::new();
+    let now = Instant::now() + 60 * SEC;
+    state.record_crash(zccache(), now);
+    // As in the reference, a `now` before the window start counts as zero elapsed.
+    assert_eq!(
+        state.record_crash(zccache(), now - 10 * SEC),
+        refuse(DEFAULT_RECOVERY_BUDGET_WINDOW)
+    );
+}
+
+#[test]
+fn constants_match_the_broker() {
+    assert_eq!(DEFAULT_SPAWN_BUDGET_WINDOW, Duration::from_secs(30));
+    assert_eq!(DEFAULT_RECOVERY_BUDGET_WINDOW, DEFAULT_SPAWN_BUDGET_WINDOW);
+    assert_eq!(DEFAULT_RECOVERY_RETRY_BACKOFF, Duration::from_millis(250));
+    assert_eq!(BackendRecoveryPolicy::default().budget_window, 30 * SEC);
+}
+
+// ---- The same behaviours on the durable store, reopened between steps. ----
+
+#[test]
+fn store_window_survives_reopen() {
+    let t = TempStore::new();
+    let k = zccache();
+    assert_eq!(t.open().record_crash(&k, at(0.0)).unwrap(), retry());
+    assert_eq!(
+        t.open().record_crash(&k, at(10.0)).unwrap(),
+        refuse(20 * SEC)
+    );
+    assert_eq!(t.open().record_crash(&k, at(29.0)).unwrap(), refuse(SEC));
+    assert_eq!(t.open().record_crash(&k, at(30.0)).unwrap(), retry());
+    let entry = t.open().get(&k).unwrap().unwrap();
+    assert_eq!(entry.key, k);
+    assert_eq!(entry.window_started_at, at(30.0));
+    assert_eq!(entry.crashes_in_window, 1);
+    assert_eq!(entry.last_crash, at(30.0));
+    assert_eq!(entry.total_crashes, 4);
+}
+
+#[test]
+fn store_success_and_reset_clear_state() {
+    let t = TempStore::new();
+    let k = zccache();
+    let store = t.open();
+    assert!(!store.record_success(&k).unwrap());
+    store.record_crash(&k, at(0.0)).unwrap();
+    drop(store);
+    assert!(t.open().record_success(&k).unwrap());
+    assert_eq!(t.open().get(&k).unwrap(), None);
+    assert_eq!(t.open().record_crash(&k, at(1.0)).unwrap(), retry());
+    t.open().record_crash(&k, at(2.0)).unwrap();
+    assert!(t.open().reset(&k).unwrap());
+    assert!(!t.open().reset(&k).unwrap());
+    assert_eq!(t.open().record_crash(&k, at(3.0)).unwrap(), retry());
+}
+
+#[test]
+fn store_status_tracks_the_window() {
+    let t = TempStore::new();
+    let k = zccache();
+    let store = t.open();
+    assert_eq!(store.status(&k, at(0.0)).unwrap(), BackendStatus::Healthy);
+    store.record_crash(&k, at(0.0)).unwrap();
+    assert_eq!(
+        store.status(&k, at(5.0)).unwrap(),
+        BackendStatus::Recovering {
+            crashes_in_window: 1,
+            window_remaining: 25 * SEC
+        }
+    );
+    store.record_crash(&k, at(6.0)).unwrap();
+    drop(store);
+    let store = t.open();
+    assert_eq!(
+        store.status(&k, at(10.0)).unwrap(),
+        BackendStatus::Refused {
+            reason: BackendRecoveryRefusalReason::BackendUnavailable,
+            retry_after: 20 * SEC
+        }
+    );
+    assert_eq!(store.status(&k, at(30.0)).unwrap(), BackendStatus::Healthy);
+}
+
+#[test]
+fn store_list_is_sorted_by_instance_then_service_and_prune_drops_ended_windows() {
+    let t = TempStore::new();
+    let store = t.open();
+    let keys = [
+        "shared/b@1.0.0",
+        "explicit:ci/a@1.0.0",
+        "shared/a@1.0.0",
+        "private:z/z@2.0.0",
+    ];
+    for (i, k) in keys.iter().enumerate() {
+        store.record_crash(&key(k), at(i as f64 * 10.0)).unwrap();
+    }
+    let listed: Vec<String> = store
+        .list()
+        .unwrap()
+        .iter()
+        .map(|e| e.key.to_string())
+        .collect();
+    assert_eq!(
+        listed,
+        [
+            "explicit:ci/a@1.0.0",
+            "private:z/z@2.0.0",
+            "shared/a@1.0.0",
+            "shared/b@1.0.0"
+        ]
+    );
+    let shared: Vec<String> = store
+        .list_prefix("shared/")
+        .unwrap()
+        .iter()
+        .map(|e| e.key.to_string())
+        .collect();
+    assert_eq!(shared, ["shared/a@1.0.0", "shared/b@1.0.0"]);
+    // At t=40 the windows that began at 0 and 10 have ended; those at 20 and 30 have not.
+    assert_eq!(store.prune(at(40.0)).unwrap(), 2);
+    let left: Vec<String> = store
+        .list()
+        .unwrap()
+        .iter()
+        .map(|e| e.key.to_string())
+        .collect();
+    assert_eq!(left, ["private:z/z@2.0.0", "shared/a@1.0.0"]);
+    assert_eq!(store.len().unwrap(), 2);
+    assert_eq!(store.prune(at(40.0)).unwrap(), 0);
+}
+
+#[test]
+fn store_reset_prefix_clears_only_matching_keys() {
+    let t = TempStore::new();
+    let store = t.open();
+    for k in ["shared/a@1.0.0", "shared/b@1.0.0", "private:a/a@1.0.0"] {
+        store.record_crash(&key(k), at(0.0)).unwrap();
+    }
+    assert_eq!(
+        store.reset_prefix("shared/").unwrap(),
+        ["shared/a@1.0.0", "shared/b@1.0.0"]
+    );
+    assert_eq!(store.len().unwrap(), 1);
+}
+
+#[test]
+fn policy_is_persisted_and_shared_by_every_opener() {
+    let t = TempStore::new();
+    let custom = BackendRecoveryPolicy::new(100 * MS, 5 * SEC);
+    let store = RecoveryStore::open_with(&t.path, StoreOptions::default().policy(custom)).unwrap();
+    assert_eq!(store.policy().unwrap(), custom);
+    // A second handle opened without a policy sees the stored one, and decides by it.
+    let other = t.open();
+    assert_eq!(other.policy().unwrap(), custom);
+    let k = zccache();
+    assert_eq!(
+        other.record_crash(&k, at(0.0)).unwrap(),
+        BackendRecoveryDecision::Retry {
+            retry_after: 100 * MS,
+            attempt: 1
+        }
+    );
+    assert_eq!(store.record_crash(&k, at(1.0)).unwrap(), refuse(4 * SEC));
+    // A policy change by one handle is seen by the other at its next decision.
+    other
+        .set_policy(BackendRecoveryPolicy::new(SEC, 60 * SEC))
+        .unwrap();
+    assert_eq!(store.record_crash(&k, at(2.0)).unwrap(), refuse(58 * SEC));
+    drop((store, other));
+    assert_eq!(t.open().policy().unwrap().budget_window, 60 * SEC);
+}
+
+#[test]
+fn new_store_uses_the_default_policy() {
+    let t = TempStore::new();
+    assert_eq!(t.open().policy().unwrap(), BackendRecoveryPolicy::default());
+}
+
+#[test]
+fn batch_decides_in_order_in_one_call() {
+    let t = TempStore::new();
+    let store = t.open();
+    let (a, b) = (key("shared/a@1.0.0"), key("shared/b@1.0.0"));
+    let decisions = store
+        .record_crashes(&[
+            (a.clone(), at(0.0)),
+            (b.clone(), at(0.0)),
+            (a.clone(), at(1.0)),
+        ])
+        .unwrap();
+    assert_eq!(decisions, [retry(), retry(), refuse(29 * SEC)]);
+    assert_eq!(store.get(&a).unwrap().unwrap().total_crashes, 2);
+}
+
+// ---- Clock semantics. ----
+
+fn boot(id: u128, since_boot: Duration) -> BootTime {
+    BootTime {
+        boot_id: id,
+        since_boot,
+    }
+}
+
+#[test]
+fn wall_clock_step_back_within_a_boot_does_not_move_the_window() {
+    let t = TempStore::new();
+    let k = zccache();
+    let store = t.open();
+    store
+        .record_crash(&k, Timestamp::with_boot(base(), boot(1, 100 * SEC)))
+        .unwrap();
+    // NTP steps the wall clock back a day; 10 s pass on the boot clock.
+    let stepped = base() - Duration::from_secs(86_400);
+    let now = Timestamp::with_boot(stepped, boot(1, 110 * SEC));
+    assert_eq!(store.record_crash(&k, now).unwrap(), refuse(20 * SEC));
+    // The window ends 30 s after it began on the boot clock, whatever the wall clock says.
+    let later = Timestamp::with_boot(stepped, boot(1, 130 * SEC));
+    assert_eq!(store.status(&k, later).unwrap(), BackendStatus::Healthy);
+    assert_eq!(store.record_crash(&k, later).unwrap(), retry());
+}
+
+#[test]
+fn wall_clock_step_back_without_boot_clock_bounds_the_refusal_by_one_window() {
+    let t = TempStore::new();
+    let k = zccache();
+    let store = t.open();
+    store.record_crash(&k, at(0.0)).unwrap();
+    store.record_crash(&k, at(1.0)).unwrap();
+    // The clock jumps back a day: the stored window now lies in the future.
+    let back = at(1.0 - 86_400.0);
+    assert_eq!(store.record_crash(&k, back).unwrap(), refuse(30 * SEC));
+    // It was re-anchored at the observation, so one window later the backend may start again.
+    let entry = store.get(&k).unwrap().unwrap();
+    assert_eq!(entry.window_started_at, back);
+    let one_window_later = back + DEFAULT_RECOVERY_BUDGET_WINDOW;
+    assert_eq!(
+        store.status(&k, one_window_later).unwrap(),
+        BackendStatus::Healthy
+    );
+    assert_eq!(store.record_crash(&k, one_window_later).unwrap(), retry());
+}
+
+#[test]
+fn status_with_window_in_the_future_reports_at_most_one_window() {
+    let t = TempStore::new();
+    let k = zccache();
+    let store = t.open();
+    store.record_crash(&k, at(0.0)).unwrap();
+    store.record_crash(&k, at(1.0)).unwrap();
+    assert_eq!(
+        store.status(&k, at(-3600.0)).unwrap(),
+        BackendStatus::Refused {
+            reason: BackendRecoveryRefusalReason::BackendUnavailable,
+            retry_after: DEFAULT_RECOVERY_BUDGET_WINDOW
+        }
+    );
+}
+
+#[test]
+fn boot_change_falls_back_to_the_wall_clock() {
+    let t = TempStore::new();
+    let k = zccache();
+    t.open()
+        .record_crash(&k, Timestamp::with_boot(base(), boot(1, 500 * SEC)))
+        .unwrap();
+    // Reboot: the boot clock restarts near zero, the wall clock moved on 12 s.
+    let after_reboot = Timestamp::with_boot(base() + 12 * SEC, boot(2, 3 * SEC));
+    assert_eq!(
+        t.open().record_crash(&k, after_reboot).unwrap(),
+        refuse(18 * SEC)
+    );
+    // Within the new boot, the window (started in the old one) is still judged by wall time.
+    let later = Timestamp::with_boot(base() + 31 * SEC, boot(2, 22 * SEC));
+    assert_eq!(t.open().record_crash(&k, later).unwrap(), retry());
+    // The new window began in boot 2, so from here the boot clock measures it.
+    let stepped = Timestamp::with_boot(base() - 86_400 * SEC, boot(2, 32 * SEC));
+    assert_eq!(
+        t.open().record_crash(&k, stepped).unwrap(),
+        refuse(20 * SEC)
+    );
+}
+
+#[test]
+fn real_clock_round_trip() {
+    let t = TempStore::new();
+    let k = zccache();
+    let store = t.open();
+    assert_eq!(store.record_crash(&k, Timestamp::now()).unwrap(), retry());
+    let second = store.record_crash(&k, Timestamp::now()).unwrap();
+    assert!(
+        matches!(second, BackendRecoveryDecision::Refuse { retry_after, .. }
+            if retry_after <= DEFAULT_RECOVERY_BUDGET_WINDOW
+                && retry_after > DEFAULT_RECOVERY_BUDGET_WINDOW - 10 * SEC),
+        "{second:?}"
+    );
+    let stored = store.get(&k).unwrap().unwrap();
+    assert!(stored.window_started_at.boot().is_some() || !cfg!(target_os = "linux"));
+}
+
+// ---- Sharing and files. ----
+
+#[test]
+fn store_is_shared_across_threads_without_lost_updates() {
+    let t = TempStore::new();
+    let store = Arc::new(t.open());
+    let keys: Vec<BackendKey> = (0..4).map(|i| key(&format!("shared/s{i}@1.0.0"))).collect();
+    let threads: Vec<_> = (0..4)
+        .map(|n| {
+            let store = Arc::clone(&store);
+            let keys = keys.clone();
+            std::thread::spawn(move || {
+                for i in 0..25 {
+                    store
+                        .record_crash(&keys[(i + n) % keys.len()], at(i as f64))
+                        .unwrap();
+                }
+            })
+        })
+        .collect();
+    for thread in threads {
+        thread.join().unwrap();
+    }
+    let total: u64 = store.list().unwrap().iter().map(|e| e.total_crashes).sum();
+    assert_eq!(total, 100);
+}
+
+#[test]
+fn two_handles_in_one_process_see_each_others_commits() {
+    let t = TempStore::new();
+    let (a, b) = (t.open(), t.open());
+    let k = zccache();
+    a.record_crash(&k, at(0.0)).unwrap();
+    assert_eq!(b.get(&k).unwrap().unwrap().crashes_in_window, 1);
+    assert_eq!(b.record_crash(&k, at(1.0)).unwrap(), refuse(29 * SEC));
+    assert!(b.reset(&k).unwrap());
+    assert_eq!(a.get(&k).unwrap(), None);
+}
+
+#[test]
+fn new_file_and_directory_are_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state/nested/recovery.redb");
+    RecoveryStore::open(&path).unwrap();
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&path), 0o600);
+    assert_eq!(mode(path.parent().unwrap()), 0o700);
+    assert_eq!(mode(&dir.path().join("state")), 0o700);
+    // No temporary file is left beside the store.
+    let names: Vec<_> = std::fs::read_dir(path.parent().unwrap())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(names, ["recovery.redb"]);
+}
+
+#[test]
+fn open_without_create_refuses_missing_file_and_creates_nothing() {
+    let t = TempStore::new();
+    let err = RecoveryStore::open_with(&t.path, StoreOptions::default().create_if_missing(false))
+        .unwrap_err();
+    assert!(
+        matches!(err, recovery_store::StoreError::NotFound { .. }),
+        "{err}"
+    );
+    assert!(err.to_string().contains(&t.path.display().to_string()));
+    assert!(!t.path.exists());
+}
+
+#[test]
+fn concurrent_creators_share_one_store() {
+    let t = TempStore::new();
+    let path = Arc::new(t.path.clone());
+    let threads: Vec<_> = (0..4)
+        .map(|i| {
+            let path = Arc::clone(&path);
+            std::thread::spawn(move || {
+                let store = RecoveryStore::open(&*path).unwrap();
+                store
+                    .record_crash(&key(&format!("shared/c{i}@1.0.0")), at(0.0))
+                    .unwrap();
+            })
+        })
+        .collect();
+    for thread in threads {
+        thread.join().unwrap();
+    }
+    assert_eq!(t.open().len().unwrap(), 4);
+}

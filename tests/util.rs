@@ -31,7 +31,12 @@ pub fn key(text: &str) -> BackendKey {
 
 /// A wall-clock-only timestamp `secs` seconds after a fixed base (2026-01-01).
 pub fn at(secs: f64) -> Timestamp {
-    Timestamp::from_wall(base() + Duration::from_secs_f64(secs))
+    let offset = Duration::from_secs_f64(secs.abs());
+    Timestamp::from_wall(if secs < 0.0 {
+        base() - offset
+    } else {
+        base() + offset
+    })
 }
 
 pub fn base() -> SystemTime {
