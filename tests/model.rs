@@ -1,1 +1,271 @@
-//! Placeholder; filled in by the owner of this area.
+//! Property tests: random sequences of crashes, successes, resets, reopens, time advances,
+//! wall-clock steps and reboots give the same decisions, states and statuses on the durable
+//! store as on an in-memory model; and, with monotonic time, the same decisions as the
+//! in-memory `BackendRecoveryState` that mirrors the broker's reference module.
+//!
+//! `RECOVERY_STORE_PROPTEST_CASES` raises the number of cases (default 48 each).
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use proptest::prelude::*;
+use recovery_store::{
+    BackendKey, BackendRecoveryDecision, BackendRecoveryPolicy, BackendRecoveryRefusalReason,
+    BackendRecoveryState, BackendStatus, BootTime, RecoveryStore, StoreOptions, Timestamp,
+};
+
+use crate::util::{TempStore, base, key};
+
+const KEYS: [&str; 3] = [
+    "shared/alpha@1.0.0",
+    "private:beta/beta@2.1.0-rc.1",
+    "explicit:ci/gamma@0.0.1#00ff",
+];
+
+#[derive(Clone, Debug)]
+enum Op {
+    Crash(usize),
+    Success(usize),
+    Reset(usize),
+    Reopen,
+    /// Both clocks move forward this many milliseconds.
+    Advance(u64),
+    /// The wall clock alone steps back this many milliseconds (NTP or an operator).
+    StepBack(u64),
+    /// The wall clock alone steps forward.
+    StepForward(u64),
+    /// The machine reboots: a new boot id, the boot clock restarts, wall time moves on.
+    Reboot(u64),
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        6 => (0..KEYS.len()).prop_map(Op::Crash),
+        1 => (0..KEYS.len()).prop_map(Op::Success),
+        1 => (0..KEYS.len()).prop_map(Op::Reset),
+        1 => Just(Op::Reopen),
+        4 => (0u64..45_000).prop_map(Op::Advance),
+        1 => (1u64..=86_400_000).prop_map(Op::StepBack),
+        1 => (1u64..=3_600_000).prop_map(Op::StepForward),
+        1 => (0u64..120_000).prop_map(Op::Reboot),
+    ]
+}
+
+fn policy() -> impl Strategy<Value = BackendRecoveryPolicy> {
+    (0u64..2_000, 0u64..60_000).prop_map(|(backoff, window)| {
+        BackendRecoveryPolicy::new(
+            Duration::from_millis(backoff),
+            Duration::from_millis(window),
+        )
+    })
+}
+
+fn cases() -> u32 {
+    std::env::var("RECOVERY_STORE_PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(48)
+}
+
+/// The simulated machine's clocks.
+struct Clock {
+    wall_ms: i64,
+    boot_id: u128,
+    since_boot_ms: u64,
+}
+
+impl Clock {
+    fn now(&self) -> Timestamp {
+        let offset = Duration::from_millis(self.wall_ms.unsigned_abs());
+        let wall = if self.wall_ms >= 0 {
+            base() + offset
+        } else {
+            base() - offset
+        };
+        Timestamp::with_boot(
+            wall,
+            BootTime {
+                boot_id: self.boot_id,
+                since_boot: Duration::from_millis(self.since_boot_ms),
+            },
+        )
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+struct Window {
+    started: Timestamp,
+    crashes: u32,
+    total: u64,
+}
+
+/// The policy written out longhand from the reference, plus the store's one addition: a window
+/// that starts after `now` (the wall clock went back) is re-anchored at `now`.
+struct Model {
+    policy: BackendRecoveryPolicy,
+    windows: HashMap<usize, Window>,
+}
+
+impl Model {
+    fn elapsed(window: &Window, now: Timestamp) -> Option<Duration> {
+        now.duration_since(&window.started)
+    }
+
+    fn crash(&mut self, k: usize, now: Timestamp) -> BackendRecoveryDecision {
+        let p = self.policy;
+        let w = self.windows.entry(k).or_insert(Window {
+            started: now,
+            crashes: 0,
+            total: 0,
+        });
+        let elapsed = match Self::elapsed(w, now) {
+            Some(e) => e,
+            None => {
+                w.started = now;
+                Duration::ZERO
+            }
+        };
+        w.total += 1;
+        if w.crashes == 0 || elapsed >= p.budget_window {
+            w.started = now;
+            w.crashes = 1;
+            return BackendRecoveryDecision::Retry {
+                retry_after: p.retry_backoff,
+                attempt: 1,
+            };
+        }
+        w.crashes += 1;
+        BackendRecoveryDecision::Refuse {
+            reason: BackendRecoveryRefusalReason::BackendUnavailable,
+            retry_after: p.budget_window - elapsed,
+        }
+    }
+
+    fn status(&self, k: usize, now: Timestamp) -> BackendStatus {
+        let Some(w) = self.windows.get(&k) else {
+            return BackendStatus::Healthy;
+        };
+        let elapsed = Self::elapsed(w, now).unwrap_or_default();
+        if elapsed >= self.policy.budget_window {
+            BackendStatus::Healthy
+        } else if w.crashes == 1 {
+            BackendStatus::Recovering {
+                crashes_in_window: 1,
+                window_remaining: self.policy.budget_window - elapsed,
+            }
+        } else {
+            BackendStatus::Refused {
+                reason: BackendRecoveryRefusalReason::BackendUnavailable,
+                retry_after: self.policy.budget_window - elapsed,
+            }
+        }
+    }
+}
+
+fn keys() -> Vec<BackendKey> {
+    KEYS.iter().map(|k| key(k)).collect()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(cases()))]
+
+    #[test]
+    fn store_matches_model_through_reopens_and_clock_faults(
+        policy in policy(),
+        ops in proptest::collection::vec(op(), 1..40),
+    ) {
+        let t = TempStore::new();
+        let keys = keys();
+        let mut store = RecoveryStore::open_with(&t.path, StoreOptions::default().policy(policy))
+            .unwrap();
+        let mut model = Model { policy, windows: HashMap::new() };
+        let mut clock = Clock { wall_ms: 0, boot_id: 1, since_boot_ms: 60_000 };
+        for op in &ops {
+            let now = clock.now();
+            match *op {
+                Op::Crash(k) => {
+                    let got = store.record_crash(&keys[k], now).unwrap();
+                    let want = model.crash(k, now);
+                    prop_assert_eq!(&got, &want, "crash {} at {:?}", KEYS[k], now);
+                    // Whatever the clocks did, a refusal never outlasts one window.
+                    if let BackendRecoveryDecision::Refuse { retry_after, .. } = got {
+                        prop_assert!(retry_after <= policy.budget_window);
+                    }
+                }
+                Op::Success(k) => {
+                    let had = model.windows.remove(&k).is_some();
+                    prop_assert_eq!(store.record_success(&keys[k]).unwrap(), had);
+                }
+                Op::Reset(k) => {
+                    let had = model.windows.remove(&k).is_some();
+                    prop_assert_eq!(store.reset(&keys[k]).unwrap(), had);
+                }
+                Op::Reopen => {
+                    drop(store);
+                    store = t.open();
+                    prop_assert_eq!(store.policy().unwrap(), policy);
+                }
+                Op::Advance(ms) => {
+                    clock.wall_ms += ms as i64;
+                    clock.since_boot_ms += ms;
+                }
+                Op::StepBack(ms) => clock.wall_ms -= ms as i64,
+                Op::StepForward(ms) => clock.wall_ms += ms as i64,
+                Op::Reboot(ms) => {
+                    clock.boot_id += 1;
+                    clock.since_boot_ms = 5_000;
+                    clock.wall_ms += ms as i64;
+                }
+            }
+            let now = clock.now();
+            for (k, backend) in keys.iter().enumerate() {
+                prop_assert_eq!(store.status(backend, now).unwrap(), model.status(k, now));
+                let stored = store.get(backend).unwrap();
+                let modelled = model.windows.get(&k);
+                prop_assert_eq!(stored.is_some(), modelled.is_some());
+                if let (Some(s), Some(m)) = (stored, modelled) {
+                    prop_assert_eq!(s.window_started_at, m.started);
+                    prop_assert_eq!(s.crashes_in_window, m.crashes);
+                    prop_assert_eq!(s.total_crashes, m.total);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn store_decides_exactly_as_the_in_memory_reference(
+        policy in policy(),
+        ops in proptest::collection::vec(op(), 1..40),
+    ) {
+        let t = TempStore::new();
+        let keys = keys();
+        let mut store = RecoveryStore::open_with(&t.path, StoreOptions::default().policy(policy))
+            .unwrap();
+        let mut reference = BackendRecoveryState::with_policy(policy);
+        let start = Instant::now();
+        let mut elapsed = Duration::ZERO;
+        for op in &ops {
+            // Monotonic time only: the reference is keyed by Instant, which never steps.
+            let now = Timestamp::from_wall(base() + elapsed);
+            match *op {
+                Op::Crash(k) => {
+                    let got = store.record_crash(&keys[k], now).unwrap();
+                    let want = reference.record_crash(keys[k].clone(), start + elapsed);
+                    prop_assert_eq!(got, want);
+                }
+                Op::Success(k) | Op::Reset(k) => {
+                    store.record_success(&keys[k]).unwrap();
+                    reference.record_success(&keys[k]);
+                }
+                Op::Reopen => {
+                    drop(store);
+                    store = t.open();
+                }
+                Op::Advance(ms) | Op::StepForward(ms) | Op::Reboot(ms) => {
+                    elapsed += Duration::from_millis(ms);
+                }
+                Op::StepBack(_) => {}
+            }
+        }
+    }
+}
