@@ -48,7 +48,10 @@ fn fixture_entries() -> Vec<RecoveryEntry> {
             key: key("shared/zccache@1.11.20"),
             window_started_at: Timestamp::from_parts(
                 i64::MAX,
-                Some(boot(u128::MAX, u64::MAX / 2)),
+                Some(BootTime {
+                    boot_id: u128::MAX,
+                    since_boot: Duration::from_nanos(u64::MAX),
+                }),
             ),
             crashes_in_window: u32::MAX,
             last_crash: Timestamp::from_parts(i64::MAX, None),
@@ -128,9 +131,13 @@ fn meta_table_records_format_and_schema() {
         meta.get(b"format".as_slice()).unwrap().unwrap().value(),
         b"recovery-store"
     );
-    let version: u32 =
-        postcard::from_bytes(meta.get(b"schema_version".as_slice()).unwrap().unwrap().value())
-            .unwrap();
+    let version: u32 = postcard::from_bytes(
+        meta.get(b"schema_version".as_slice())
+            .unwrap()
+            .unwrap()
+            .value(),
+    )
+    .unwrap();
     assert_eq!(version, 1);
 }
 
@@ -147,12 +154,25 @@ fn rewrite_meta(path: &Path, key: &[u8], value: &[u8]) {
 #[test]
 fn newer_schema_is_refused_untouched() {
     let t = TempStore::new();
-    t.open().record_crash(&key("shared/a@1.0.0"), Timestamp::now()).unwrap();
-    rewrite_meta(&t.path, b"schema_version", &postcard::to_allocvec(&2u32).unwrap());
+    t.open()
+        .record_crash(&key("shared/a@1.0.0"), Timestamp::now())
+        .unwrap();
+    rewrite_meta(
+        &t.path,
+        b"schema_version",
+        &postcard::to_allocvec(&2u32).unwrap(),
+    );
     let before = sha256(&t.path);
     let err = RecoveryStore::open(&t.path).unwrap_err();
     assert!(
-        matches!(err, StoreError::NewerSchema { found: 2, supported: 1, .. }),
+        matches!(
+            err,
+            StoreError::NewerSchema {
+                found: 2,
+                supported: 1,
+                ..
+            }
+        ),
         "{err}"
     );
     let message = err.to_string();
