@@ -76,3 +76,8 @@ pub use time::{BootTime, Timestamp};
 
 /// The schema version this build writes; older files are migrated, newer ones refused.
 pub const SCHEMA_VERSION: u32 = migrations::CURRENT_VERSION;
+
+// Runs the README's Rust examples as doctests, so the README cannot drift from the API.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
