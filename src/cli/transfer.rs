@@ -1,0 +1,393 @@
+//! `check`, `export` and `import`: the whole store at once.
+
+use std::collections::BTreeSet;
+use std::io::{Read, Write};
+use std::path::Path;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use recovery_store::{
+    BackendKey, BackendRecoveryPolicy, BootTime, RecoveryEntry, SCHEMA_VERSION, Timestamp,
+};
+use serde::{Deserialize, Serialize};
+
+use super::sanitize::{sanitize, sanitize_lossy};
+use super::view::{millis, rfc3339};
+use super::{Ctx, NEGATIVE, json, render};
+
+/// What `format` holds in every export document.
+const FORMAT: &str = "recovery-store-export";
+/// The export document version this build writes and reads.
+const EXPORT_VERSION: u32 = 1;
+
+pub fn check(ctx: &Ctx, out: &mut impl Write) -> anyhow::Result<ExitCode> {
+    // Opening validates the header, the format name and the schema version.
+    let mut store = ctx.open_read()?;
+    let mut problems = Vec::new();
+    let integrity = match store.check_integrity() {
+        Ok(true) => "ok",
+        Ok(false) => {
+            problems
+                .push("the storage engine's integrity check failed and repaired the file".into());
+            "repaired"
+        }
+        Err(e) => {
+            problems.push(e.to_string());
+            "failed"
+        }
+    };
+    let policy = store
+        .policy()
+        .map_err(|e| problems.push(e.to_string()))
+        .ok();
+    let (good, bad) = store.scan_all().unwrap_or_else(|e| {
+        problems.push(e.to_string());
+        (Vec::new(), Vec::new())
+    });
+    for e in &good {
+        if e.total_crashes < u64::from(e.crashes_in_window) {
+            problems.push(format!(
+                "entry {} counts {} in its window but {} in total: reset it with `recovery-store reset`",
+                e.key, e.crashes_in_window, e.total_crashes
+            ));
+        }
+    }
+    problems.extend(bad.iter().map(|e| e.to_string()));
+    let ok = problems.is_empty();
+    if ctx.json {
+        json::emit(
+            out,
+            &json::Check {
+                store: ctx.path.to_string_lossy().into_owned(),
+                ok,
+                integrity,
+                schema_version: SCHEMA_VERSION,
+                policy: policy.as_ref().map(json::Policy::of),
+                entries: good.len(),
+                damaged: bad.len(),
+                problems,
+            },
+        )?;
+    } else {
+        writeln!(out, "store:     {}", ctx.shown_path())?;
+        writeln!(out, "integrity: {integrity}")?;
+        writeln!(out, "schema:    ok (version {SCHEMA_VERSION})")?;
+        match &policy {
+            Some(p) => writeln!(out, "policy:    ok ({})", render::policy_text(p))?,
+            None => writeln!(out, "policy:    damaged")?,
+        }
+        writeln!(out, "entries:   {} ok, {} damaged", good.len(), bad.len())?;
+        for problem in &problems {
+            writeln!(out, "problem:   {}", sanitize(problem))?;
+        }
+        let verdict = if ok {
+            "no problems found".to_owned()
+        } else {
+            format!("{} problem(s) found", problems.len())
+        };
+        writeln!(out, "{verdict}")?;
+    }
+    Ok(if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(NEGATIVE)
+    })
+}
+
+/// A stored time in full: what `json::Time` shows, plus what a lossless restore needs.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Stamp {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    rfc3339: Option<String>,
+    unix_ms: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    unix_nanos: Option<i64>,
+    #[serde(default)]
+    boot: Option<Boot>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Boot {
+    /// 32 lowercase hex digits.
+    boot_id: String,
+    since_boot_ns: u64,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ExportPolicy {
+    retry_backoff_ms: u64,
+    budget_window_ms: u64,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ExportEntry {
+    key: String,
+    window_started_at: Stamp,
+    crashes_in_window: u32,
+    last_crash: Stamp,
+    total_crashes: u64,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Document {
+    format: String,
+    version: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    exported_at: Option<Stamp>,
+    policy: ExportPolicy,
+    entries: Vec<ExportEntry>,
+}
+
+pub fn export(ctx: &Ctx, out: &mut impl Write) -> anyhow::Result<ExitCode> {
+    let store = ctx.open_read()?;
+    let policy = store.policy()?;
+    let (good, bad) = store.scan_all()?;
+    let doc = Document {
+        format: FORMAT.into(),
+        version: EXPORT_VERSION,
+        exported_at: Some(stamp(&ctx.now())),
+        policy: ExportPolicy {
+            retry_backoff_ms: millis(policy.retry_backoff),
+            budget_window_ms: millis(policy.budget_window),
+        },
+        entries: good
+            .iter()
+            .map(|e| ExportEntry {
+                key: e.key.to_string(),
+                window_started_at: stamp(&e.window_started_at),
+                crashes_in_window: e.crashes_in_window,
+                last_crash: stamp(&e.last_crash),
+                total_crashes: e.total_crashes,
+            })
+            .collect(),
+    };
+    json::emit(out, &doc)?;
+    // Export what can be read; say what was left out, and exit 1 so scripts notice.
+    for e in &bad {
+        eprintln!(
+            "recovery-store: left out of the export: {}",
+            sanitize(&e.to_string())
+        );
+    }
+    Ok(if bad.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(NEGATIVE)
+    })
+}
+
+pub fn import(ctx: &Ctx, file: &Path, out: &mut impl Write) -> anyhow::Result<ExitCode> {
+    let shown = sanitize_lossy(file);
+    let text = read_document(file).with_context(|| format!("cannot read {shown}"))?;
+    let (policy, entries) = parse_document(&text).with_context(|| {
+        format!("cannot import {shown}: fix the document and run the import again")
+    })?;
+    // Validate everything before the store is opened, so a bad document changes nothing.
+    let store = ctx.open_write()?;
+    store
+        .replace_all(Some(policy), &entries)
+        .with_context(|| format!("cannot import {shown} into {}", ctx.shown_path()))?;
+    if ctx.json {
+        json::emit(
+            out,
+            &json::Import {
+                store: ctx.path.to_string_lossy().into_owned(),
+                imported: entries.len(),
+                policy: json::Policy::of(&policy),
+            },
+        )?;
+    } else {
+        let noun = if entries.len() == 1 {
+            "entry"
+        } else {
+            "entries"
+        };
+        writeln!(
+            out,
+            "imported {} {noun} and the policy ({}) into {}, replacing its previous state",
+            entries.len(),
+            render::policy_text(&policy),
+            ctx.shown_path()
+        )?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn read_document(file: &Path) -> anyhow::Result<String> {
+    let mut text = String::new();
+    if file.as_os_str() == "-" {
+        std::io::stdin().read_to_string(&mut text)?;
+    } else {
+        std::fs::File::open(file)?.read_to_string(&mut text)?;
+    }
+    Ok(text)
+}
+
+fn parse_document(text: &str) -> anyhow::Result<(BackendRecoveryPolicy, Vec<RecoveryEntry>)> {
+    let doc: Document = serde_json::from_str(text).context("not a valid export document")?;
+    if doc.format != FORMAT {
+        bail!("`format` is {:?}, expected {FORMAT:?}", doc.format);
+    }
+    if doc.version != EXPORT_VERSION {
+        bail!(
+            "`version` is {}; this build reads export version {EXPORT_VERSION}: use a matching recovery-store",
+            doc.version
+        );
+    }
+    let duration = |name: &str, ms: u64| {
+        if ms == 0 {
+            bail!("`policy.{name}` must be at least 1");
+        }
+        Ok(Duration::from_millis(ms))
+    };
+    let policy = BackendRecoveryPolicy::new(
+        duration("retry_backoff_ms", doc.policy.retry_backoff_ms)?,
+        duration("budget_window_ms", doc.policy.budget_window_ms)?,
+    );
+    let mut seen = BTreeSet::new();
+    let mut entries = Vec::with_capacity(doc.entries.len());
+    for (i, e) in doc.entries.into_iter().enumerate() {
+        let at = format!("`entries[{i}]`");
+        let key: BackendKey = e.key.parse().with_context(|| format!("{at}.key"))?;
+        if !seen.insert(key.to_string()) {
+            bail!("{at}.key: {key} appears more than once");
+        }
+        if e.crashes_in_window == 0 {
+            bail!("{at}.crashes_in_window must be at least 1 ({key})");
+        }
+        if e.total_crashes < u64::from(e.crashes_in_window) {
+            bail!("{at}.total_crashes is below crashes_in_window ({key})");
+        }
+        entries.push(RecoveryEntry {
+            window_started_at: timestamp(&e.window_started_at)
+                .with_context(|| format!("{at}.window_started_at ({key})"))?,
+            last_crash: timestamp(&e.last_crash)
+                .with_context(|| format!("{at}.last_crash ({key})"))?,
+            crashes_in_window: e.crashes_in_window,
+            total_crashes: e.total_crashes,
+            key,
+        });
+    }
+    Ok((policy, entries))
+}
+
+fn stamp(ts: &Timestamp) -> Stamp {
+    Stamp {
+        rfc3339: Some(rfc3339(ts, true)),
+        unix_ms: ts.unix_millis(),
+        unix_nanos: Some(ts.unix_nanos()),
+        boot: ts.boot().map(|b| Boot {
+            boot_id: format!("{:032x}", b.boot_id),
+            since_boot_ns: u64::try_from(b.since_boot.as_nanos()).unwrap_or(u64::MAX),
+        }),
+    }
+}
+
+fn timestamp(s: &Stamp) -> anyhow::Result<Timestamp> {
+    let nanos = match s.unix_nanos {
+        Some(n) if n.div_euclid(1_000_000) != s.unix_ms => {
+            bail!("unix_nanos {n} does not match unix_ms {}", s.unix_ms)
+        }
+        Some(n) => n,
+        None => s
+            .unix_ms
+            .checked_mul(1_000_000)
+            .context("unix_ms is out of range (years 1677 to 2262)")?,
+    };
+    let boot = match &s.boot {
+        None => None,
+        Some(b) => {
+            let valid = b.boot_id.len() == 32 && b.boot_id.bytes().all(|c| c.is_ascii_hexdigit());
+            let boot_id = u128::from_str_radix(&b.boot_id, 16)
+                .ok()
+                .filter(|_| valid)
+                .context("boot.boot_id must be 32 hex digits")?;
+            Some(BootTime {
+                boot_id,
+                since_boot: Duration::from_nanos(b.since_boot_ns),
+            })
+        }
+    };
+    let ts = Timestamp::from_parts(nanos, boot);
+    if let Some(text) = &s.rfc3339 {
+        let with_millis = text.contains('.');
+        let expected = rfc3339(&ts, with_millis);
+        if *text != expected {
+            bail!("rfc3339 {text:?} does not match unix_ms (expected {expected:?})");
+        }
+    }
+    Ok(ts)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn doc(entries: &str) -> String {
+        format!(
+            r#"{{"format":"{FORMAT}","version":1,"policy":{{"retry_backoff_ms":250,"budget_window_ms":30000}},"entries":[{entries}]}}"#
+        )
+    }
+
+    const GOOD: &str = r#"{"key":"shared/a@1.0.0","window_started_at":{"unix_ms":1000},"crashes_in_window":1,"last_crash":{"rfc3339":"1970-01-01T00:00:02Z","unix_ms":2000},"total_crashes":3}"#;
+
+    #[test]
+    fn a_minimal_document_parses() {
+        let (policy, entries) = parse_document(&doc(GOOD)).unwrap();
+        assert_eq!(policy, BackendRecoveryPolicy::default());
+        assert_eq!(entries.len(), 1);
+        assert_eq!(entries[0].last_crash.unix_nanos(), 2_000_000_000);
+        assert_eq!(entries[0].total_crashes, 3);
+    }
+
+    #[test]
+    fn export_stamps_round_trip() {
+        let ts = Timestamp::from_parts(
+            -1_234_567_891,
+            Some(BootTime {
+                boot_id: u128::MAX - 5,
+                since_boot: Duration::from_nanos(77),
+            }),
+        );
+        assert_eq!(timestamp(&stamp(&ts)).unwrap(), ts);
+    }
+
+    #[test]
+    fn problems_are_named() {
+        let cases = [
+            (doc(&format!("{GOOD},{GOOD}")), "appears more than once"),
+            (
+                doc(&GOOD.replace("shared/a", "Shared/a")),
+                "entries[0]`.key",
+            ),
+            (
+                doc(&GOOD.replace(r#""crashes_in_window":1"#, r#""crashes_in_window":0"#)),
+                "at least 1",
+            ),
+            (
+                doc(&GOOD.replace("00:00:02Z", "00:00:03Z")),
+                "does not match",
+            ),
+            (doc(&GOOD.replace("total_crashes", "totl")), "unknown field"),
+            (
+                doc("").replace("recovery-store-export", "other"),
+                "`format`",
+            ),
+            (
+                doc("").replace(r#""version":1"#, r#""version":2"#),
+                "`version` is 2",
+            ),
+            (doc("").replace("250", "0"), "policy.retry_backoff_ms"),
+        ];
+        for (text, needle) in cases {
+            let err = format!("{:#}", parse_document(&text).unwrap_err());
+            assert!(err.contains(needle), "{needle:?} not in {err:?}");
+        }
+    }
+}
