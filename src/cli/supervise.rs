@@ -24,6 +24,8 @@ use super::{Ctx, TEMPFAIL, commands::decision_text, json};
 
 /// How often the child and the signal flag are polled.
 const POLL: Duration = Duration::from_millis(10);
+/// How often `run --wait` rechecks a refusal in the store.
+const RECHECK: Duration = Duration::from_millis(200);
 
 /// The last SIGINT/SIGTERM received: positive when it must be forwarded, negative when the
 /// terminal already delivered it to the child (same process group), 0 when none.
@@ -180,7 +182,8 @@ impl Supervisor {
         }
     }
 
-    /// Exits 75, or with `--wait` sleeps through the refusal (`None`: try again).
+    /// Exits 75, or with `--wait` sleeps through the refusal (`None`: try again). While it
+    /// waits it rechecks the store, so an operator's `reset` starts the command at once.
     fn refused(&self, retry_after: Duration) -> anyhow::Result<Option<Stop>> {
         if !self.args.wait {
             return Ok(Some(Stop::Refused(retry_after)));
@@ -189,7 +192,21 @@ impl Supervisor {
             "waiting {} before trying again",
             span(retry_after, true)
         ));
-        Ok(self.pause(retry_after).map(Stop::Interrupted))
+        let until = Instant::now() + retry_after;
+        loop {
+            let left = until.saturating_duration_since(Instant::now());
+            if let Some(sig) = self.pause(left.min(RECHECK)) {
+                return Ok(Some(Stop::Interrupted(sig)));
+            }
+            if left <= RECHECK {
+                return Ok(None);
+            }
+            let status = self.store.status(self.key(), Timestamp::now())?;
+            if !matches!(status, BackendStatus::Refused { .. }) {
+                self.say(format_args!("no longer refused: trying again"));
+                return Ok(None);
+            }
+        }
     }
 
     /// Sleeps for `d`, or until SIGINT/SIGTERM: returns the signal if one came.
