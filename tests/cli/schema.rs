@@ -1,0 +1,173 @@
+//! The `--json` schema, as a reader of the documentation would declare it: any field the
+//! binary adds or drops fails these tests.
+
+use serde::Deserialize;
+
+#[derive(Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Time {
+    pub rfc3339: String,
+    pub unix_ms: i64,
+}
+
+#[derive(Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Policy {
+    pub retry_backoff_ms: u64,
+    pub budget_window_ms: u64,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Entry {
+    pub key: String,
+    pub instance: String,
+    pub service: String,
+    pub version: String,
+    pub exe_hash: Option<String>,
+    pub state: String,
+    pub crashes_in_window: u32,
+    pub total_crashes: u64,
+    pub window_started_at: Time,
+    pub last_crash: Time,
+    pub window_ends_at: Time,
+    pub window_remaining_ms: u64,
+    pub retry_after_ms: Option<u64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Damaged {
+    pub key: String,
+    pub error: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct List {
+    pub store: String,
+    pub now: Time,
+    pub entries: Vec<Entry>,
+    pub damaged: Vec<Damaged>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Show {
+    pub key: String,
+    pub now: Time,
+    pub state: String,
+    pub policy: Policy,
+    pub entry: Option<Entry>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Status {
+    pub key: String,
+    pub now: Time,
+    pub state: String,
+    pub may_start: bool,
+    pub crashes_in_window: u32,
+    pub window_remaining_ms: Option<u64>,
+    pub retry_after_ms: Option<u64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Reset {
+    pub cleared: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RecordCrash {
+    pub key: String,
+    pub at: Time,
+    pub decision: String,
+    pub retry_after_ms: u64,
+    pub attempt: Option<u32>,
+    pub reason: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RecordSuccess {
+    pub key: String,
+    pub cleared: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Prune {
+    pub now: Time,
+    pub pruned: usize,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Check {
+    pub store: String,
+    pub ok: bool,
+    pub integrity: String,
+    pub schema_version: u32,
+    pub policy: Option<Policy>,
+    pub entries: usize,
+    pub damaged: usize,
+    pub problems: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Import {
+    pub store: String,
+    pub imported: usize,
+    pub policy: Policy,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Run {
+    pub key: String,
+    pub outcome: String,
+    pub exit_code: u8,
+    pub starts: u32,
+    pub crashes: u32,
+    pub retry_after_ms: Option<u64>,
+}
+
+#[derive(Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Stamp {
+    pub rfc3339: String,
+    pub unix_ms: i64,
+    pub unix_nanos: i64,
+    pub boot: Option<Boot>,
+}
+
+#[derive(Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Boot {
+    pub boot_id: String,
+    pub since_boot_ns: u64,
+}
+
+#[derive(Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ExportEntry {
+    pub key: String,
+    pub window_started_at: Stamp,
+    pub crashes_in_window: u32,
+    pub last_crash: Stamp,
+    pub total_crashes: u64,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Export {
+    pub format: String,
+    pub version: u32,
+    pub exported_at: Stamp,
+    pub policy: Policy,
+    pub entries: Vec<ExportEntry>,
+}

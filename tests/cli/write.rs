@@ -1,0 +1,142 @@
+//! `record-crash`, `record-success`, `reset`, `prune` and `policy`.
+
+use super::*;
+
+#[test]
+fn record_crash_and_success_print_the_decision() {
+    let cli = Cli::new();
+    let now = at(T0);
+    let key = "shared/a@1.0.0";
+    assert_eq!(
+        cli.ok(&with_now(&now, &["record-crash", key])),
+        "shared/a@1.0.0: crash recorded: retry after 250ms (attempt 1)\n"
+    );
+    let later = at("2026-01-01T00:00:10Z");
+    let doc: RecordCrash = cli.json(1, &with_now(&later, &["record-crash", key]));
+    assert_eq!((doc.key.as_str(), doc.decision.as_str()), (key, "refuse"));
+    assert_eq!((doc.retry_after_ms, doc.attempt), (20_000, None));
+    assert_eq!(doc.reason.as_deref(), Some("backend_unavailable"));
+    assert_eq!(doc.at.rfc3339, "2026-01-01T00:00:10.000Z");
+    let out = cli.expect(1, &with_now(&later, &["record-crash", key]));
+    assert_eq!(
+        out,
+        "shared/a@1.0.0: crash recorded: refused (backend unavailable), retry after 20s\n"
+    );
+
+    let doc: RecordSuccess = cli.json(0, &["record-success", key]);
+    assert!(doc.cleared && doc.key == key);
+    assert_eq!(
+        cli.ok(&["record-success", key]),
+        "shared/a@1.0.0: success recorded: it had no recovery state\n"
+    );
+    let doc: RecordCrash = cli.json(0, &["record-crash", key]);
+    assert_eq!(
+        (doc.decision.as_str(), doc.attempt, doc.retry_after_ms),
+        ("retry", Some(1), 250)
+    );
+    assert_eq!(doc.reason, None);
+    assert_eq!(
+        cli.ok(&["record-success", key]),
+        "shared/a@1.0.0: success recorded: its recovery state was cleared\n"
+    );
+}
+
+#[test]
+fn reset_forms_say_what_they_cleared() {
+    let cli = populated();
+    let out = cli.run(&["reset", "--all"]);
+    assert_error(&out, "without --yes");
+    assert_eq!(
+        cli.json::<List>(0, &["list"]).entries.len(),
+        3,
+        "--all without --yes cleared nothing"
+    );
+
+    assert_eq!(
+        cli.ok(&["reset", "shared/demo@1.0.0", "shared/none@1.0.0"]),
+        "cleared shared/demo@1.0.0\n"
+    );
+    assert_eq!(
+        cli.ok(&["reset", "shared/demo@1.0.0"]),
+        "nothing to reset: no state for shared/demo@1.0.0\n"
+    );
+    assert_eq!(
+        cli.ok(&["reset", "--service", "svc", "--instance", "shared"]),
+        "nothing to reset: no entry for service svc under shared\n"
+    );
+    let doc: Reset = cli.json(0, &["reset", "--service", "svc"]);
+    assert_eq!(doc.cleared, ["private:svc/svc@1.0.0#9f2c"]);
+    let doc: Reset = cli.json(0, &["reset", "--all", "--yes"]);
+    assert_eq!(doc.cleared, ["explicit:ci/old@1.0.0"]);
+    assert_eq!(
+        cli.ok(&["reset", "--all", "--yes"]),
+        "nothing to reset: the store is empty\n"
+    );
+    assert_eq!(
+        cli.ok(&["list"]),
+        format!(
+            "no backend has recovery state in {}\n",
+            cli.path().display()
+        )
+    );
+
+    let fresh = Cli::new();
+    assert_error(&fresh.run(&["reset", "--all"]), "--yes");
+    assert!(!fresh.path().exists(), "a refused reset creates nothing");
+}
+
+#[test]
+fn prune_drops_ended_windows() {
+    let cli = populated();
+    let now = at(T5);
+    assert_eq!(
+        cli.ok(&with_now(&now, &["prune"])),
+        "pruned 1 entry whose window had ended\n"
+    );
+    let doc: Prune = cli.json(0, &with_now(&now, &["prune"]));
+    assert_eq!(doc.pruned, 0);
+    assert_eq!(doc.now.unix_ms, 1_767_225_605_000);
+    let later = at("2026-01-01T00:01:00Z");
+    let doc: Prune = cli.json(0, &with_now(&later, &["prune"]));
+    assert_eq!(doc.pruned, 2);
+    assert!(cli.json::<List>(0, &["list"]).entries.is_empty());
+}
+
+#[test]
+fn policy_shows_and_sets() {
+    let cli = Cli::new();
+    assert_error(&cli.run(&["policy"]), "no recovery store");
+    assert_eq!(
+        cli.ok(&[
+            "policy",
+            "set",
+            "--retry-backoff",
+            "10ms",
+            "--budget-window",
+            "5s"
+        ]),
+        "retry backoff: 10ms\nbudget window: 5s\n"
+    );
+    assert_eq!(
+        cli.ok(&["policy"]),
+        "retry backoff: 10ms\nbudget window: 5s\n"
+    );
+    let doc: Policy = cli.json(0, &["policy", "set", "--budget-window", "1m"]);
+    assert_eq!(
+        doc,
+        Policy {
+            retry_backoff_ms: 10,
+            budget_window_ms: 60_000
+        }
+    );
+    let doc: Policy = cli.json(0, &["policy"]);
+    assert_eq!(
+        doc,
+        Policy {
+            retry_backoff_ms: 10,
+            budget_window_ms: 60_000
+        }
+    );
+    let doc: RecordCrash = cli.json(0, &["record-crash", "shared/a@1.0.0"]);
+    assert_eq!(doc.retry_after_ms, 10, "the new policy decides");
+}
