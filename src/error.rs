@@ -129,6 +129,13 @@ pub enum StoreError {
         source: Box<dyn std::error::Error + Send + Sync + 'static>,
     },
 
+    /// A write was attempted through a handle opened read-only.
+    #[error("store at {path} was opened read-only: open it without `read_only` to change it")]
+    ReadOnly {
+        /// The store file.
+        path: PathBuf,
+    },
+
     /// A policy the store cannot hold.
     #[error("invalid policy: {detail}: choose a shorter duration")]
     InvalidPolicy {

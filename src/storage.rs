@@ -11,9 +11,9 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
 
 use redb::{
-    Builder, ConcurrencyMode, Database, Durability, ReadOnlyTable, ReadTransaction,
-    ReadableDatabase, ReadableTable, ReadableTableMetadata, Table, TableDefinition, TableError,
-    WriteTransaction,
+    Builder, ConcurrencyMode, Database, Durability, ReadOnlyDatabase, ReadOnlyTable,
+    ReadTransaction, ReadableDatabase, ReadableTable, ReadableTableMetadata, Table,
+    TableDefinition, TableError, WriteTransaction,
 };
 
 use crate::error::StoreError;
@@ -39,12 +39,29 @@ pub(crate) struct OpenConfig {
     pub create: bool,
     /// Policy to persist, if the caller asked for one.
     pub policy: Option<BackendRecoveryPolicy>,
+    /// Open without ever writing to the file (a store that needs crash recovery is still
+    /// repaired, which takes a writable handle).
+    pub read_only: bool,
 }
 
 /// An open store file.
 pub(crate) struct Storage {
-    db: Database,
+    db: Handle,
     path: PathBuf,
+}
+
+enum Handle {
+    Writable(Database),
+    ReadOnly(ReadOnlyDatabase),
+}
+
+impl Handle {
+    fn begin_read(&self) -> Result<ReadTransaction, redb::TransactionError> {
+        match self {
+            Self::Writable(db) => db.begin_read(),
+            Self::ReadOnly(db) => db.begin_read(),
+        }
+    }
 }
 
 impl std::fmt::Debug for Storage {
@@ -75,7 +92,15 @@ impl Storage {
             Err(source) => return Err(io_err("cannot read", path, source)),
         }
         check_magic(path)?;
-        preflight(path)?;
+        let reader = preflight(path, config.cache_size)?;
+        if config.read_only
+            && let Some(db) = reader
+        {
+            return Ok(Self {
+                db: Handle::ReadOnly(db),
+                path: path.to_owned(),
+            });
+        }
         let db = guarded(path, "opening", || {
             Builder::new()
                 .set_concurrency_mode(ConcurrencyMode::MultiWriter)
@@ -84,7 +109,7 @@ impl Storage {
                 .map_err(|e| engine_err(path, e))
         })?;
         let storage = Self {
-            db,
+            db: Handle::Writable(db),
             path: path.to_owned(),
         };
         storage.finish_open(config, false)?;
@@ -105,7 +130,10 @@ impl Storage {
                 .create_with_backend(backend)
                 .map_err(|e| engine_err(&label, e))
         })?;
-        let storage = Self { db, path: label };
+        let storage = Self {
+            db: Handle::Writable(db),
+            path: label,
+        };
         storage.finish_open(config, true)?;
         Ok(storage)
     }
@@ -135,7 +163,7 @@ impl Storage {
         f: impl FnOnce(&mut Writer<'_>) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
         guarded(&self.path, "writing", || {
-            let mut txn = self.db.begin_write().map_err(|e| self.err(e))?;
+            let mut txn = self.writable()?.begin_write().map_err(|e| self.err(e))?;
             txn.set_durability(Durability::Immediate)
                 .map_err(|e| self.err(e))?;
             let value = {
@@ -150,9 +178,21 @@ impl Storage {
     /// Runs redb's integrity check; true when the file needed no repair.
     pub fn check_integrity(&mut self) -> Result<bool, StoreError> {
         let path = self.path.clone();
+        let Handle::Writable(db) = &mut self.db else {
+            return Err(StoreError::ReadOnly { path });
+        };
         guarded(&path, "checking", || {
-            self.db.check_integrity().map_err(|e| engine_err(&path, e))
+            db.check_integrity().map_err(|e| engine_err(&path, e))
         })
+    }
+
+    fn writable(&self) -> Result<&Database, StoreError> {
+        match &self.db {
+            Handle::Writable(db) => Ok(db),
+            Handle::ReadOnly(_) => Err(StoreError::ReadOnly {
+                path: self.path.clone(),
+            }),
+        }
     }
 
     fn err(&self, e: impl Into<redb::Error>) -> StoreError {
@@ -501,13 +541,14 @@ fn check_magic(path: &Path) -> Result<(), StoreError> {
 }
 
 // Validates format and schema through a read-only handle, which never writes to the file, so a
-// foreign or newer file is refused untouched. A file that needs crash recovery cannot be read
-// this way; the writable open that follows repairs it and validates it then.
-fn preflight(path: &Path) -> Result<(), StoreError> {
+// foreign or newer file is refused untouched, and returns that handle. A file that needs crash
+// recovery cannot be read this way (`None`); the writable open that follows repairs it and
+// validates it then.
+fn preflight(path: &Path, cache_size: usize) -> Result<Option<ReadOnlyDatabase>, StoreError> {
     let opened = guarded(path, "opening", || {
         match Builder::new()
             .set_concurrency_mode(ConcurrencyMode::MultiWriter)
-            .set_cache_size(1 << 20)
+            .set_cache_size(cache_size)
             .open_read_only(path)
         {
             Ok(db) => Ok(Some(db)),
@@ -516,7 +557,7 @@ fn preflight(path: &Path) -> Result<(), StoreError> {
         }
     })?;
     let Some(db) = opened else {
-        return Ok(());
+        return Ok(None);
     };
     let version = guarded(path, "reading", || {
         let txn = db.begin_read().map_err(|e| engine_err(path, e))?;
@@ -527,7 +568,12 @@ fn preflight(path: &Path) -> Result<(), StoreError> {
         };
         read_schema_version(&meta, path)
     })?;
-    check_version(path, version)
+    check_version(path, version)?;
+    if version < CURRENT_VERSION {
+        // Only a writable open can migrate it.
+        return Ok(None);
+    }
+    Ok(Some(db))
 }
 
 // Builds the store under a temporary name beside `path`, then links it into place, so `path`
@@ -563,7 +609,7 @@ fn create_atomically(path: &Path, config: &OpenConfig) -> Result<(), StoreError>
                 .map_err(|e| engine_err(&tmp, e))
         })?;
         let storage = Storage {
-            db,
+            db: Handle::Writable(db),
             path: tmp.clone(),
         };
         storage.write(|w| w.initialize(config.policy.unwrap_or_default()))?;

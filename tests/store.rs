@@ -508,3 +508,34 @@ fn concurrent_creators_share_one_store() {
     }
     assert_eq!(t.open().len().unwrap(), 4);
 }
+
+#[test]
+fn read_only_open_never_writes_and_refuses_writes() {
+    let t = TempStore::new();
+    let k = zccache();
+    t.open().record_crash(&k, at(0.0)).unwrap();
+    let options = || StoreOptions::default().read_only(true);
+    let store = RecoveryStore::open_with(&t.path, options()).unwrap();
+    assert_eq!(store.get(&k).unwrap().unwrap().crashes_in_window, 1);
+    assert_eq!(store.list().unwrap().len(), 1);
+    let err = store.record_crash(&k, at(1.0)).unwrap_err();
+    assert!(
+        matches!(err, recovery_store::StoreError::ReadOnly { .. }),
+        "{err}"
+    );
+    // A writer in the same moment is not blocked, and the reader sees its commit.
+    let writer = t.open();
+    writer.record_crash(&k, at(2.0)).unwrap();
+    assert_eq!(store.get(&k).unwrap().unwrap().crashes_in_window, 2);
+    drop((store, writer));
+    // Opening and reading read-only leaves the file byte-for-byte as it was.
+    let snapshot = std::fs::read(&t.path).unwrap();
+    let store = RecoveryStore::open_with(&t.path, options()).unwrap();
+    assert_eq!(store.len().unwrap(), 1);
+    drop(store);
+    assert_eq!(std::fs::read(&t.path).unwrap(), snapshot);
+    // A missing file is not created.
+    let missing = t.dir.path().join("missing.redb");
+    assert!(RecoveryStore::open_with(&missing, options()).is_err());
+    assert!(!missing.exists());
+}

@@ -68,8 +68,15 @@ impl Ctx {
         sanitize_lossy(&self.path)
     }
 
-    /// Opens the store for a read command: a missing file is an error and is not created.
+    /// Opens the store for a read command: a missing file is an error and is not created, and
+    /// the file is never written (unless redb must first recover it from an unclean shutdown).
     pub fn open_read(&self) -> anyhow::Result<RecoveryStore> {
+        self.open(StoreOptions::default().read_only(true))
+    }
+
+    /// Opens an existing store writably without creating one: `check`, whose integrity check
+    /// may repair the file.
+    pub fn open_existing(&self) -> anyhow::Result<RecoveryStore> {
         self.open(StoreOptions::default().create_if_missing(false))
     }
 

@@ -23,7 +23,7 @@ const EXPORT_VERSION: u32 = 1;
 
 pub fn check(ctx: &Ctx, out: &mut impl Write) -> anyhow::Result<ExitCode> {
     // Opening validates the header, the format name and the schema version.
-    let mut store = ctx.open_read()?;
+    let mut store = ctx.open_existing()?;
     let mut problems = Vec::new();
     let integrity = match store.check_integrity() {
         Ok(true) => "ok",
