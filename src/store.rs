@@ -18,6 +18,7 @@ pub struct StoreOptions {
     policy: Option<BackendRecoveryPolicy>,
     cache_size: usize,
     create: bool,
+    read_only: bool,
 }
 
 impl Default for StoreOptions {
@@ -26,6 +27,7 @@ impl Default for StoreOptions {
             policy: None,
             cache_size: DEFAULT_CACHE_SIZE,
             create: true,
+            read_only: false,
         }
     }
 }
@@ -52,11 +54,21 @@ impl StoreOptions {
         self
     }
 
+    /// Opens without ever writing to the file: inspection leaves a store byte-for-byte as it
+    /// was. Implies `create_if_missing(false)`; a policy set with [`policy`](Self::policy) is
+    /// ignored, and writes return [`StoreError::ReadOnly`]. A store left by an unclean shutdown
+    /// still gets redb's crash recovery, which needs a writable handle.
+    pub fn read_only(mut self, read_only: bool) -> Self {
+        self.read_only = read_only;
+        self
+    }
+
     fn config(&self) -> OpenConfig {
         OpenConfig {
             cache_size: self.cache_size,
-            create: self.create,
-            policy: self.policy,
+            create: self.create && !self.read_only,
+            policy: self.policy.filter(|_| !self.read_only),
+            read_only: self.read_only,
         }
     }
 }
