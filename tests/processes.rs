@@ -339,8 +339,8 @@ fn processes_and_threads_sharing_keys_count_exactly() {
     assert_eq!(acked as u64, per_key * KEYS.len() as u64);
     let store = tmp.open();
     let totals = read_totals(&store);
-    for k in 0..KEYS.len() {
-        assert_eq!(totals.get(&k), Some(&per_key), "key {}", KEYS[k]);
+    for (k, name) in KEYS.iter().enumerate() {
+        assert_eq!(totals.get(&k), Some(&per_key), "key {name}");
     }
     eprintln!(
         "shared writers: {PROCESSES} processes x {THREADS} threads, {acked} crashes recorded, \
