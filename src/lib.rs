@@ -50,6 +50,7 @@
 #![deny(missing_docs)]
 
 mod error;
+mod group;
 mod key;
 mod memory;
 #[path = "../migrations/mod.rs"]

@@ -3,6 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::error::StoreError;
+use crate::group::{self, GroupCommit};
 use crate::key::BackendKey;
 use crate::policy::{self, BackendRecoveryDecision, BackendRecoveryPolicy, BackendStatus};
 use crate::record::RecoveryEntry;
@@ -81,6 +82,7 @@ impl StoreOptions {
 #[derive(Debug)]
 pub struct RecoveryStore {
     storage: Storage,
+    group: GroupCommit,
 }
 
 impl RecoveryStore {
@@ -93,6 +95,7 @@ impl RecoveryStore {
     pub fn open_with(path: impl AsRef<Path>, options: StoreOptions) -> Result<Self, StoreError> {
         Ok(Self {
             storage: Storage::open_path(path.as_ref(), &options.config())?,
+            group: GroupCommit::default(),
         })
     }
 
@@ -106,6 +109,7 @@ impl RecoveryStore {
     ) -> Result<Self, StoreError> {
         Ok(Self {
             storage: Storage::open_backend(backend, label.into(), &options.config())?,
+            group: GroupCommit::default(),
         })
     }
 
@@ -129,12 +133,24 @@ impl RecoveryStore {
     ///
     /// The decision and the new state are committed durably, in one transaction, before this
     /// returns; two processes recording crashes for the same key lose no update.
+    ///
+    /// Threads of one process that call this at the same time share one transaction and its
+    /// syncs (group commit); each still gets its own decision, and a lone caller waits for no
+    /// one.
     pub fn record_crash(
         &self,
         key: &BackendKey,
         now: Timestamp,
     ) -> Result<BackendRecoveryDecision, StoreError> {
-        self.storage.write(|w| apply_crash(w, key, now))
+        self.group.submit((key.clone(), now), |batch| {
+            group::commit_crashes(&self.storage, batch, apply_crash)
+        })
+    }
+
+    /// Group-commit counters: (batches committed, crashes waiting for the next batch).
+    #[doc(hidden)]
+    pub fn group_commit_stats(&self) -> (u64, usize) {
+        (self.group.batches(), self.group.waiting())
     }
 
     /// Records crashes for several backends in one transaction, in order, returning one

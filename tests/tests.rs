@@ -9,3 +9,4 @@ mod hostile;
 mod model;
 mod processes;
 mod store;
+mod group;

@@ -1,0 +1,326 @@
+//! Group commit: concurrent `record_crash` calls in one process share one write transaction.
+//!
+//! Each caller queues its crash. A caller that finds no commit in progress becomes the leader:
+//! it takes the whole queue, applies it in queue order in one transaction, commits it, and
+//! hands every caller in the batch its own result. Callers that arrive meanwhile wait on the
+//! condition variable, and one of them leads the next batch. Nobody returns before the commit
+//! holding their crash is durable, and a lone caller leads a batch of one at once: there is no
+//! timer waiting for company.
+
+use std::collections::HashMap;
+use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
+use std::path::Path;
+use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
+
+use crate::error::StoreError;
+use crate::key::BackendKey;
+use crate::policy::BackendRecoveryDecision;
+use crate::storage::Storage;
+use crate::time::Timestamp;
+
+/// One queued crash.
+pub(crate) type Crash = (BackendKey, Timestamp);
+/// What its caller gets back.
+pub(crate) type Outcome = Result<BackendRecoveryDecision, StoreError>;
+
+#[derive(Debug, Default)]
+pub(crate) struct GroupCommit {
+    state: Mutex<State>,
+    done: Condvar,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    /// Crashes waiting for a leader, in arrival order, with their callers' tickets.
+    queue: Vec<(u64, Crash)>,
+    /// Results not yet collected by their callers.
+    results: HashMap<u64, Outcome>,
+    /// True while a leader is committing a batch.
+    leading: bool,
+    next_ticket: u64,
+    /// Batches committed (or attempted), for tests and benchmarks.
+    batches: u64,
+}
+
+impl GroupCommit {
+    /// Queues `crash` and returns its outcome once the batch holding it has been run by
+    /// `run_batch`, which gets the batch in queue order and returns one outcome per crash.
+    pub fn submit(
+        &self,
+        crash: Crash,
+        run_batch: impl FnOnce(&[Crash]) -> Vec<Outcome>,
+    ) -> Outcome {
+        let mut state = self.lock();
+        let ticket = state.next_ticket;
+        state.next_ticket += 1;
+        state.queue.push((ticket, crash));
+        // A caller leads at most once: its own crash is in the batch it leads.
+        let mut run_batch = Some(run_batch);
+        loop {
+            if let Some(outcome) = state.results.remove(&ticket) {
+                return outcome;
+            }
+            // Our crash has no result and nobody is leading: it is still queued, so we lead.
+            if !state.leading
+                && let Some(run_batch) = run_batch.take()
+            {
+                state.leading = true;
+                state.batches += 1;
+                let batch = std::mem::take(&mut state.queue);
+                drop(state);
+                let (tickets, crashes): (Vec<u64>, Vec<Crash>) = batch.into_iter().unzip();
+                let ran = catch_unwind(AssertUnwindSafe(|| run_batch(&crashes)));
+                state = self.lock();
+                state.leading = false;
+                let outcomes = match ran {
+                    Ok(outcomes) => outcomes,
+                    Err(panic) => {
+                        // Release the followers of this batch before the panic goes on.
+                        for &t in &tickets {
+                            state.results.insert(t, Err(lost()));
+                        }
+                        state.results.remove(&ticket);
+                        self.done.notify_all();
+                        drop(state);
+                        resume_unwind(panic);
+                    }
+                };
+                let mut outcomes = outcomes.into_iter();
+                for t in tickets {
+                    let outcome = outcomes.next().unwrap_or_else(|| Err(lost()));
+                    state.results.insert(t, outcome);
+                }
+                // Followers of this batch collect their results; one of those still queued leads.
+                self.done.notify_all();
+                continue;
+            }
+            state = self
+                .done
+                .wait(state)
+                .unwrap_or_else(PoisonError::into_inner);
+        }
+    }
+
+    /// Batches run so far.
+    pub fn batches(&self) -> u64 {
+        self.lock().batches
+    }
+
+    /// Crashes queued and waiting for a leader.
+    pub fn waiting(&self) -> usize {
+        self.lock().queue.len()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // The state is consistent between statements, so a poisoned lock is still usable.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// Runs a batch of crashes in one durable transaction, as `apply` decides each in order.
+///
+/// When deciding one crash fails (a damaged entry, say), nothing was committed, and each crash
+/// is then run in a transaction of its own, so every caller gets exactly what a call on its own
+/// would have got. When the commit itself fails, every caller in the batch gets the error.
+pub(crate) fn commit_crashes(
+    storage: &Storage,
+    batch: &[Crash],
+    apply: impl Fn(&mut crate::storage::Writer<'_>, &BackendKey, Timestamp) -> Outcome,
+) -> Vec<Outcome> {
+    let mut decided = false;
+    let result = storage.write(|w| {
+        let decisions = batch
+            .iter()
+            .map(|(key, now)| apply(w, key, *now))
+            .collect::<Result<Vec<_>, _>>()?;
+        decided = true;
+        Ok(decisions)
+    });
+    match result {
+        Ok(decisions) => decisions.into_iter().map(Ok).collect(),
+        Err(_) if !decided && batch.len() > 1 => batch
+            .iter()
+            .map(|(key, now)| storage.write(|w| apply(w, key, *now)))
+            .collect(),
+        Err(err) => {
+            let mut outcomes: Vec<Outcome> = batch[1..]
+                .iter()
+                .map(|_| Err(replicate(&err, storage.path())))
+                .collect();
+            outcomes.insert(0, Err(err));
+            outcomes
+        }
+    }
+}
+
+/// A copy of `err` for another caller of the same failed batch. Errors are not `Clone` (they
+/// carry I/O and engine sources); the variants a commit can fail with are copied field by
+/// field, and any other keeps its message.
+fn replicate(err: &StoreError, path: &Path) -> StoreError {
+    use StoreError as E;
+    match err {
+        E::Corrupt { path, detail } => E::Corrupt {
+            path: path.clone(),
+            detail: detail.clone(),
+        },
+        E::CorruptEntry { path, key, detail } => E::CorruptEntry {
+            path: path.clone(),
+            key: key.clone(),
+            detail: detail.clone(),
+        },
+        E::NotAStore { path, detail } => E::NotAStore {
+            path: path.clone(),
+            detail: detail.clone(),
+        },
+        E::Locked { path, detail } => E::Locked {
+            path: path.clone(),
+            detail: detail.clone(),
+        },
+        E::Io {
+            action,
+            path,
+            source,
+        } => E::Io {
+            action,
+            path: path.clone(),
+            source: match source.raw_os_error() {
+                Some(code) => std::io::Error::from_raw_os_error(code),
+                None => std::io::Error::new(source.kind(), source.to_string()),
+            },
+        },
+        E::Storage { path, source } => E::Storage {
+            path: path.clone(),
+            source: source.to_string().into(),
+        },
+        other => E::Storage {
+            path: path.to_owned(),
+            source: other.to_string().into(),
+        },
+    }
+}
+
+// For callers whose batch ended without an outcome for them: its leader panicked.
+fn lost() -> StoreError {
+    StoreError::Storage {
+        path: Default::default(),
+        source: "the thread committing this crash together with others failed before \
+                 reporting its outcome"
+            .into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::time::Duration;
+
+    fn crash(i: usize) -> Crash {
+        (
+            format!("shared/svc-{i}@1.0.0").parse().unwrap(),
+            Timestamp::from_parts(i as i64, None),
+        )
+    }
+
+    fn retry(attempt: u32) -> Outcome {
+        Ok(BackendRecoveryDecision::Retry {
+            retry_after: Duration::from_millis(attempt.into()),
+            attempt,
+        })
+    }
+
+    // Decides each crash by the number in its key, so every caller can check it got its own.
+    fn decide(batch: &[Crash]) -> Vec<Outcome> {
+        batch
+            .iter()
+            .map(|(key, _)| {
+                let n: u32 = key.service_name()[4..].parse().unwrap();
+                retry(n)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_lone_caller_leads_a_batch_of_one() {
+        let group = GroupCommit::default();
+        for i in 0..3 {
+            let out = group.submit(crash(i), |batch| {
+                assert_eq!(batch.len(), 1);
+                decide(batch)
+            });
+            assert_eq!(out.unwrap(), retry(i as u32).unwrap());
+        }
+        assert_eq!(group.batches(), 3);
+    }
+
+    // Deterministic: the first leader is held inside its commit until seven callers have
+    // queued behind it; they must then share the next batch, each getting its own outcome.
+    #[test]
+    fn callers_queued_behind_a_commit_share_the_next_one() {
+        let group = Arc::new(GroupCommit::default());
+        let release = Arc::new(AtomicBool::new(false));
+        let leader = {
+            let (group, release) = (group.clone(), release.clone());
+            std::thread::spawn(move || {
+                group.submit(crash(0), |batch| {
+                    while !release.load(Ordering::Acquire) {
+                        std::thread::yield_now();
+                    }
+                    decide(batch)
+                })
+            })
+        };
+        while group.batches() == 0 {
+            std::thread::yield_now();
+        }
+        let followers: Vec<_> = (1..8)
+            .map(|i| {
+                let group = group.clone();
+                std::thread::spawn(move || group.submit(crash(i), decide))
+            })
+            .collect();
+        while group.waiting() < 7 {
+            std::thread::yield_now();
+        }
+        release.store(true, Ordering::Release);
+        assert_eq!(leader.join().unwrap().unwrap(), retry(0).unwrap());
+        for (i, f) in followers.into_iter().enumerate() {
+            assert_eq!(f.join().unwrap().unwrap(), retry(i as u32 + 1).unwrap());
+        }
+        assert_eq!(group.batches(), 2);
+    }
+
+    #[test]
+    fn a_panicking_leader_releases_its_followers() {
+        let group = Arc::new(GroupCommit::default());
+        let release = Arc::new(AtomicBool::new(false));
+        let leader = {
+            let (group, release) = (group.clone(), release.clone());
+            std::thread::spawn(move || {
+                group.submit(crash(0), |_| {
+                    while !release.load(Ordering::Acquire) {
+                        std::thread::yield_now();
+                    }
+                    Vec::new()
+                })
+            })
+        };
+        while group.batches() == 0 {
+            std::thread::yield_now();
+        }
+        let follower = {
+            let group = group.clone();
+            std::thread::spawn(move || group.submit(crash(1), |_| panic!("boom")))
+        };
+        while group.waiting() < 1 {
+            std::thread::yield_now();
+        }
+        release.store(true, Ordering::Release);
+        // The leader returned too few outcomes: both get an error, nobody hangs.
+        assert!(leader.join().unwrap().is_err());
+        // The follower leads the next batch, which panics; the panic reaches its own caller.
+        assert!(follower.join().is_err());
+        assert!(group.submit(crash(2), decide).is_ok());
+    }
+}
