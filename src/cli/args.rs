@@ -102,11 +102,16 @@ pub struct ListArgs {
 }
 
 #[derive(Debug, Args)]
-#[command(group(ArgGroup::new("what").required(true).multiple(true).args(["keys", "service", "instance", "all"])))]
+#[command(group(ArgGroup::new("what").required(true).multiple(true)
+    .args(["keys", "raw", "service", "instance", "all"])))]
 pub struct ResetArgs {
     /// Backend keys, e.g. shared/zccache@1.11.20.
     #[arg(value_parser = parse_key, conflicts_with_all = ["service", "instance", "all"])]
     pub keys: Vec<BackendKey>,
+    /// A damaged entry's stored key, exactly as `list` or `check` shows it (escapes included),
+    /// for keys that no longer parse.
+    #[arg(long, value_name = "TEXT", conflicts_with_all = ["service", "instance", "all"])]
+    pub raw: Vec<String>,
     /// Every version of this service.
     #[arg(long)]
     pub service: Option<String>,
@@ -232,6 +237,9 @@ mod tests {
                 ..
             })
         ));
+        let cli = parse(&["reset", "--raw", "shared/x\x1b@1", "--raw", "y"]).unwrap();
+        assert!(matches!(cli.command, Command::Reset(ResetArgs { raw, .. }) if raw.len() == 2));
+        assert!(parse(&["reset", "--raw", "x", "--all"]).is_err());
         // --all without --yes parses; the command refuses it with a message.
         let cli = parse(&["reset", "--all"]).unwrap();
         assert!(matches!(

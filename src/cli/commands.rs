@@ -6,11 +6,14 @@ use std::process::ExitCode;
 
 use anyhow::{Context as _, bail};
 use clap::CommandFactory;
-use recovery_store::{BackendKey, BackendRecoveryDecision, BackendRecoveryPolicy, StoreError};
+use recovery_store::{
+    BackendKey, BackendRecoveryDecision, BackendRecoveryPolicy, BrokerInstanceKey, RecoveryStore,
+    StoreError, Timestamp,
+};
 
 use super::args::{Cli, Command, ListArgs, PolicyAction, ResetArgs};
-use super::sanitize::sanitize;
-use super::view::{EntryView, State, span};
+use super::sanitize::{sanitize, sanitize_lossy};
+use super::view::{EntryView, State, millis, span};
 use super::{Ctx, NEGATIVE, json, render, supervise, transfer};
 
 pub fn dispatch(ctx: &Ctx, command: Command, out: &mut impl Write) -> anyhow::Result<ExitCode> {
@@ -38,11 +41,7 @@ fn list(ctx: &Ctx, args: &ListArgs, out: &mut impl Write) -> anyhow::Result<Exit
     let store = ctx.open_read()?;
     let policy = store.policy()?;
     let now = ctx.now();
-    let prefix = args
-        .instance
-        .as_ref()
-        .map(|i| format!("{i}/"))
-        .unwrap_or_default();
+    let prefix = instance_prefix(args.instance.as_ref());
     let service_ok = |key: &BackendKey| {
         args.service
             .as_deref()
@@ -55,24 +54,7 @@ fn list(ctx: &Ctx, args: &ListArgs, out: &mut impl Write) -> anyhow::Result<Exit
         .map(|e| EntryView::new(e, now, &policy))
         .filter(|v| !args.refused || v.state == State::Refused)
         .collect();
-    // Damaged entries are reported (never hidden) unless a filter rules them out by key text.
-    let damaged: Vec<json::Damaged> = bad
-        .iter()
-        .filter_map(|err| {
-            let raw = match err {
-                StoreError::CorruptEntry { key, .. } => key.clone(),
-                _ => String::new(),
-            };
-            let service_hit = args
-                .service
-                .as_deref()
-                .is_none_or(|s| raw.contains(&format!("/{s}@")));
-            (raw.starts_with(&prefix) && service_hit && !args.refused).then(|| json::Damaged {
-                key: raw,
-                error: err.to_string(),
-            })
-        })
-        .collect();
+    let damaged = damaged_matching(&bad, args, &prefix);
     if ctx.json {
         json::emit(
             out,
@@ -101,15 +83,57 @@ fn list(ctx: &Ctx, args: &ListArgs, out: &mut impl Write) -> anyhow::Result<Exit
     Ok(ExitCode::SUCCESS)
 }
 
+/// Damaged entries are reported (never hidden) unless a filter rules them out by key text.
+fn damaged_matching(bad: &[StoreError], args: &ListArgs, prefix: &str) -> Vec<json::Damaged> {
+    if args.refused {
+        return Vec::new();
+    }
+    bad.iter()
+        .filter_map(|err| {
+            let raw = match err {
+                StoreError::CorruptEntry { key, .. } => key.clone(),
+                _ => String::new(),
+            };
+            let service_hit = args
+                .service
+                .as_deref()
+                .is_none_or(|s| raw.contains(&format!("/{s}@")));
+            (raw.starts_with(prefix) && service_hit).then(|| json::Damaged {
+                key: raw,
+                error: damaged_text(err),
+            })
+        })
+        .collect()
+}
+
+/// A damaged entry's error, with the `reset --raw` command that clears it.
+pub fn damaged_text(err: &StoreError) -> String {
+    match err {
+        StoreError::CorruptEntry {
+            path, key, detail, ..
+        } => {
+            let shown = sanitize(key);
+            format!(
+                "entry {shown} in {} cannot be decoded ({detail}): clear it with \
+                 `recovery-store reset --raw '{}'`",
+                sanitize_lossy(path),
+                shown.replace('\'', r"'\''")
+            )
+        }
+        other => other.to_string(),
+    }
+}
+
+/// The key-text prefix of one broker instance's entries (`""` for every instance).
+fn instance_prefix(instance: Option<&BrokerInstanceKey>) -> String {
+    instance.map(|i| format!("{i}/")).unwrap_or_default()
+}
+
 /// The entry for `key` judged now, plus the policy it was judged by.
 fn lookup(
     ctx: &Ctx,
     key: &BackendKey,
-) -> anyhow::Result<(
-    Option<EntryView>,
-    BackendRecoveryPolicy,
-    recovery_store::Timestamp,
-)> {
+) -> anyhow::Result<(Option<EntryView>, BackendRecoveryPolicy, Timestamp)> {
     let store = ctx.open_read()?;
     let policy = store.policy()?;
     let now = ctx.now();
@@ -151,11 +175,8 @@ fn status(ctx: &Ctx, key: &BackendKey, out: &mut impl Write) -> anyhow::Result<E
                 state,
                 may_start: state.may_start(),
                 crashes_in_window: live.map_or(0, |v| v.entry.crashes_in_window),
-                window_remaining_ms: live.map(|v| super::view::millis(v.remaining)),
-                retry_after_ms: view
-                    .as_ref()
-                    .and_then(|v| v.retry_after())
-                    .map(super::view::millis),
+                window_remaining_ms: live.map(|v| millis(v.remaining)),
+                retry_after_ms: view.as_ref().and_then(|v| v.retry_after()).map(millis),
             },
         )?;
     } else {
@@ -176,44 +197,49 @@ fn reset(ctx: &Ctx, args: &ResetArgs, out: &mut impl Write) -> anyhow::Result<Ex
         );
     }
     let store = ctx.open_write()?;
-    let (cleared, what) = if args.all {
-        (store.reset_prefix("")?, "the store is empty".to_owned())
-    } else if !args.keys.is_empty() {
-        let wanted: BTreeSet<String> = args.keys.iter().map(|k| k.to_string()).collect();
-        let cleared = store.reset_where("", |text| wanted.contains(text))?;
-        let names: Vec<&str> = wanted.iter().map(String::as_str).collect();
-        (cleared, format!("no state for {}", names.join(", ")))
-    } else {
-        let prefix = args
-            .instance
-            .as_ref()
-            .map(|i| format!("{i}/"))
-            .unwrap_or_default();
-        let service = args.service.as_deref();
-        let cleared = store.reset_where(&prefix, |text| {
-            service.is_none_or(|s| {
-                text.parse::<BackendKey>()
-                    .is_ok_and(|k| k.service_name() == s)
-            })
-        })?;
-        let what = match (service, &args.instance) {
-            (Some(s), Some(i)) => format!("no entry for service {} under {i}", sanitize(s)),
-            (Some(s), None) => format!("no entry for service {}", sanitize(s)),
-            (None, Some(i)) => format!("no entry under {i}"),
-            (None, None) => "no entry".into(),
-        };
-        (cleared, what)
-    };
+    let (cleared, what) = clear(&store, args)?;
     if ctx.json {
         json::emit(out, &json::Reset { cleared })?;
     } else if cleared.is_empty() {
-        writeln!(out, "nothing to reset: {what}")?;
+        writeln!(out, "nothing to reset: {}", sanitize(&what))?;
     } else {
         for key in &cleared {
             writeln!(out, "cleared {}", sanitize(key))?;
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Clears what `args` names; returns the stored keys cleared, and what to say if none were.
+fn clear(store: &RecoveryStore, args: &ResetArgs) -> anyhow::Result<(Vec<String>, String)> {
+    if args.all {
+        return Ok((store.reset_prefix("")?, "the store is empty".to_owned()));
+    }
+    if !args.keys.is_empty() || !args.raw.is_empty() {
+        let mut wanted: BTreeSet<String> = args.keys.iter().map(|k| k.to_string()).collect();
+        wanted.extend(args.raw.iter().cloned());
+        // A raw key matches as stored, or as `list` and `check` show it (sanitized).
+        let cleared = store.reset_where("", |text| {
+            wanted.contains(text) || wanted.contains(sanitize(text).as_ref())
+        })?;
+        let names: Vec<&str> = wanted.iter().map(String::as_str).collect();
+        return Ok((cleared, format!("no state for {}", names.join(", "))));
+    }
+    let prefix = instance_prefix(args.instance.as_ref());
+    let service = args.service.as_deref();
+    let cleared = store.reset_where(&prefix, |text| {
+        service.is_none_or(|s| {
+            text.parse::<BackendKey>()
+                .is_ok_and(|k| k.service_name() == s)
+        })
+    })?;
+    let what = match (service, &args.instance) {
+        (Some(s), Some(i)) => format!("no entry for service {s} under {i}"),
+        (Some(s), None) => format!("no entry for service {s}"),
+        (None, Some(i)) => format!("no entry under {i}"),
+        (None, None) => "no entry".into(),
+    };
+    Ok((cleared, what))
 }
 
 fn record_crash(ctx: &Ctx, key: &BackendKey, out: &mut impl Write) -> anyhow::Result<ExitCode> {
@@ -224,28 +250,29 @@ fn record_crash(ctx: &Ctx, key: &BackendKey, out: &mut impl Write) -> anyhow::Re
         .with_context(|| format!("cannot record a crash of {key}"))?;
     let refused = matches!(decision, BackendRecoveryDecision::Refuse { .. });
     if ctx.json {
-        let doc = match &decision {
+        let (kind, retry_after, attempt, reason) = match decision {
             BackendRecoveryDecision::Retry {
                 retry_after,
                 attempt,
-            } => json::RecordCrash {
-                key: key.to_string(),
-                at: json::Time::of(&now),
-                decision: json::Decision::Retry,
-                retry_after_ms: super::view::millis(*retry_after),
-                attempt: Some(*attempt),
-                reason: None,
-            },
-            BackendRecoveryDecision::Refuse { retry_after, .. } => json::RecordCrash {
-                key: key.to_string(),
-                at: json::Time::of(&now),
-                decision: json::Decision::Refuse,
-                retry_after_ms: super::view::millis(*retry_after),
-                attempt: None,
-                reason: Some("backend_unavailable"),
-            },
+            } => (json::Decision::Retry, retry_after, Some(attempt), None),
+            BackendRecoveryDecision::Refuse { retry_after, .. } => (
+                json::Decision::Refuse,
+                retry_after,
+                None,
+                Some("backend_unavailable"),
+            ),
         };
-        json::emit(out, &doc)?;
+        json::emit(
+            out,
+            &json::RecordCrash {
+                key: key.to_string(),
+                at: json::Time::of(&now),
+                decision: kind,
+                retry_after_ms: millis(retry_after),
+                attempt,
+                reason,
+            },
+        )?;
     } else {
         writeln!(out, "{key}: crash recorded: {}", decision_text(&decision))?;
     }

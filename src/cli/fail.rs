@@ -50,11 +50,27 @@ pub fn exit(result: anyhow::Result<ExitCode>) -> ExitCode {
         Ok(code) => code,
         Err(err) if is_broken_pipe(&err) => ExitCode::SUCCESS,
         Err(err) => {
-            let text = format!("{err:#}");
-            let _ = writeln!(io::stderr(), "recovery-store: {}", sanitize(&text));
+            let _ = writeln!(io::stderr(), "recovery-store: {}", sanitize(&message(&err)));
             ExitCode::from(ERROR)
         }
     }
+}
+
+/// The error and its causes joined by `: `, like `{err:#}`, but without a cause whose text
+/// the line already holds: library errors show their source inline and also return it.
+fn message(err: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in err.chain() {
+        let part = cause.to_string();
+        if part.is_empty() || text.contains(&part) {
+            continue;
+        }
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(&part);
+    }
+    text
 }
 
 /// Prints a clap error (or help, or version) and gives its exit status: 2 for bad usage.
@@ -64,19 +80,29 @@ pub fn usage(err: &clap::Error) -> ExitCode {
         let _ = err.print();
         return ExitCode::SUCCESS;
     }
-    let text = err.render().to_string();
-    let text = text.strip_prefix("error: ").unwrap_or(&text);
-    let _ = write!(io::stderr(), "recovery-store: {}", sanitize_multiline(text));
+    let text = one_line(&err.render().to_string());
+    let _ = writeln!(io::stderr(), "recovery-store: {}", sanitize(&text));
     ExitCode::from(u8::try_from(err.exit_code()).unwrap_or(ERROR))
 }
 
-fn sanitize_multiline(text: &str) -> String {
-    text.split_inclusive('\n')
-        .map(|line| match line.strip_suffix('\n') {
-            Some(body) => format!("{}\n", sanitize(body)),
-            None => sanitize(line).into_owned(),
-        })
-        .collect()
+/// Folds clap's multi-paragraph error into one line: `<problem> (usage: …): see --help`.
+fn one_line(rendered: &str) -> String {
+    let rendered = rendered.strip_prefix("error: ").unwrap_or(rendered);
+    let mut problem = Vec::new();
+    let mut usage = None;
+    for paragraph in rendered.split("\n\n") {
+        let folded = paragraph.split_whitespace().collect::<Vec<_>>().join(" ");
+        if let Some(u) = folded.strip_prefix("Usage: ") {
+            usage = Some(u.to_owned());
+        } else if !folded.is_empty() && !folded.starts_with("For more information") {
+            problem.push(folded);
+        }
+    }
+    let problem = problem.join("; ");
+    match usage {
+        Some(u) => format!("{problem} (usage: {u}): see --help"),
+        None => format!("{problem}: see --help"),
+    }
 }
 
 fn is_broken_pipe(err: &anyhow::Error) -> bool {
@@ -85,4 +111,36 @@ fn is_broken_pipe(err: &anyhow::Error) -> bool {
             .downcast_ref::<io::Error>()
             .is_some_and(|e| e.kind() == ErrorKind::BrokenPipe)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clap_errors_fold_into_one_line() {
+        let rendered = "error: the following required arguments were not provided:\n  <KEY>\n\n\
+                        Usage: recovery-store show <KEY>\n\nFor more information, try '--help'.\n";
+        assert_eq!(
+            one_line(rendered),
+            "the following required arguments were not provided: <KEY> \
+             (usage: recovery-store show <KEY>): see --help"
+        );
+        let rendered = "error: invalid value 'fish2' for '<SHELL>'\n  [possible values: bash, fish]\n\n  \
+                        tip: a similar value exists: 'fish'\n\nFor more information, try '--help'.\n";
+        assert_eq!(
+            one_line(rendered),
+            "invalid value 'fish2' for '<SHELL>' [possible values: bash, fish]; \
+             tip: a similar value exists: 'fish': see --help"
+        );
+    }
+
+    #[test]
+    fn causes_already_shown_are_not_repeated() {
+        let io = io::Error::new(ErrorKind::NotFound, "gone");
+        let err = anyhow::Error::new(io).context("cannot read x: gone: check it");
+        assert_eq!(message(&err), "cannot read x: gone: check it");
+        let err = anyhow::anyhow!("inner").context("outer");
+        assert_eq!(message(&err), "outer: inner");
+    }
 }

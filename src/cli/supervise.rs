@@ -6,8 +6,9 @@
 //! SIGTERM sent to `run` are forwarded to the child, and stop `run` once the child is gone.
 
 use std::io::Write;
+use std::os::fd::AsFd;
 use std::os::unix::process::ExitStatusExt;
-use std::process::{Command, ExitCode, ExitStatus};
+use std::process::{Child, Command, ExitCode, ExitStatus};
 use std::sync::atomic::{AtomicI32, Ordering};
 use std::thread::sleep;
 use std::time::{Duration, Instant};
@@ -22,8 +23,8 @@ use super::sanitize::sanitize_lossy;
 use super::view::{millis, span};
 use super::{Ctx, TEMPFAIL, commands::decision_text, json};
 
-/// How often the child and the signal flag are polled.
-const POLL: Duration = Duration::from_millis(10);
+/// How often the child and the signal flag are polled: a signal is forwarded within this.
+const POLL: Duration = Duration::from_millis(50);
 /// How often `run --wait` rechecks a refusal in the store.
 const RECHECK: Duration = Duration::from_millis(200);
 
@@ -71,6 +72,7 @@ struct Supervisor {
     store: RecoveryStore,
     args: RunArgs,
     name: String,
+    json: bool,
     starts: u32,
     crashes: u32,
 }
@@ -92,6 +94,7 @@ pub fn run(ctx: &Ctx, args: RunArgs, out: &mut impl Write) -> anyhow::Result<Exi
         store,
         args,
         name,
+        json: ctx.json,
         starts: 0,
         crashes: 0,
     };
@@ -140,6 +143,10 @@ impl Supervisor {
 
     fn supervise(&mut self) -> anyhow::Result<Stop> {
         loop {
+            // A signal that came while the store was being asked stops `run` before a start.
+            if let Some((sig, _)) = take_signal() {
+                return Ok(Stop::Interrupted(sig));
+            }
             // Ask first: a key refused by an earlier run or a broker is not started.
             let status = self.store.status(self.key(), Timestamp::now())?;
             if let BackendStatus::Refused { retry_after, .. } = status {
@@ -226,34 +233,69 @@ impl Supervisor {
 
     /// Starts the command once. `Ok(status)` is a crash to record; `Err(stop)` ends `run`.
     fn start_and_wait(&mut self) -> anyhow::Result<Result<ExitStatus, Stop>> {
-        let args = &self.args.command;
-        let mut child = Command::new(&args[0])
-            .args(&args[1..])
-            .spawn()
-            .with_context(|| {
-                format!(
-                    "cannot start {} ({}): check the command and PATH",
-                    self.name,
-                    self.key()
-                )
-            })?;
+        let mut child = self.spawn()?;
         self.starts += 1;
+        let (status, watch) = self.watch(&mut child)?;
+        if status.success() {
+            if !watch.healthy {
+                self.store
+                    .record_success(self.key())
+                    .with_context(|| format!("cannot record a success of {}", self.key()))?;
+            }
+            self.say(format_args!("{} exited 0: success recorded", self.name));
+            return Ok(Err(Stop::Exited(status)));
+        }
+        if watch.interrupted {
+            // Stopped on request: not a crash.
+            self.say(format_args!(
+                "{} {} after an interrupt: stopping",
+                self.name,
+                describe(status)
+            ));
+            return Ok(Err(Stop::Exited(status)));
+        }
+        Ok(Ok(status))
+    }
+
+    fn spawn(&self) -> anyhow::Result<Running> {
+        let args = &self.args.command;
+        let mut command = Command::new(&args[0]);
+        command.args(&args[1..]);
+        if self.json {
+            // stdout carries `run`'s one JSON document; the child's output goes to stderr.
+            let stderr = std::io::stderr()
+                .as_fd()
+                .try_clone_to_owned()
+                .context("cannot duplicate stderr for the command")?;
+            command.stdout(stderr);
+        }
+        let child = command.spawn().with_context(|| {
+            format!(
+                "cannot start {} ({}): check the command and PATH",
+                self.name,
+                self.key()
+            )
+        })?;
+        Ok(Running(child))
+    }
+
+    /// Waits for the child, forwarding signals and recording a success once it has run for
+    /// `--healthy-after`.
+    fn watch(&self, child: &mut Running) -> anyhow::Result<(ExitStatus, Watch)> {
         let started = Instant::now();
-        let mut healthy = false;
-        let mut interrupted = false;
-        let status = loop {
-            if let Some(status) = child.try_wait().context("cannot wait for the command")? {
-                break status;
+        let mut watch = Watch::default();
+        loop {
+            if let Some(status) = child.try_wait()? {
+                return Ok((status, watch));
             }
             if let Some((sig, forward)) = take_signal() {
-                interrupted = true;
+                watch.interrupted = true;
                 if forward {
-                    // SAFETY: plain kill(2) on our own child's pid.
-                    unsafe { libc::kill(child.id() as libc::pid_t, sig) };
+                    child.signal(sig);
                 }
             }
-            if !healthy && started.elapsed() >= self.args.healthy_after {
-                healthy = true;
+            if !watch.healthy && started.elapsed() >= self.args.healthy_after {
+                watch.healthy = true;
                 // The child keeps running whatever happens here, so a failure only warns.
                 match self.store.record_success(self.key()) {
                     Ok(_) => self.say(format_args!(
@@ -265,26 +307,43 @@ impl Supervisor {
                 }
             }
             sleep(POLL);
-        };
-        if status.success() {
-            if !healthy {
-                self.store
-                    .record_success(self.key())
-                    .with_context(|| format!("cannot record a success of {}", self.key()))?;
-            }
-            self.say(format_args!("{} exited 0: success recorded", self.name));
-            return Ok(Err(Stop::Exited(status)));
         }
-        if interrupted {
-            // Stopped on request: not a crash.
-            self.say(format_args!(
-                "{} {} after an interrupt: stopping",
-                self.name,
-                describe(status)
-            ));
-            return Ok(Err(Stop::Exited(status)));
+    }
+}
+
+/// What happened while a child ran.
+#[derive(Default)]
+struct Watch {
+    /// A success was recorded after `--healthy-after`.
+    healthy: bool,
+    /// SIGINT or SIGTERM arrived: the child's end is a stop, not a crash.
+    interrupted: bool,
+}
+
+/// A running child. If `run` leaves early (an error, a panic) the child is killed and reaped
+/// rather than left running unsupervised.
+struct Running(Child);
+
+impl Running {
+    /// The child's status once it has exited; after that, dropping this does nothing.
+    fn try_wait(&mut self) -> anyhow::Result<Option<ExitStatus>> {
+        self.0.try_wait().context("cannot wait for the command")
+    }
+
+    fn signal(&self, sig: i32) {
+        // SAFETY: plain kill(2) on our own child, which has not been reaped (so the pid is
+        // still ours).
+        unsafe { libc::kill(self.0.id() as libc::pid_t, sig) };
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        // Ok(Some) means it was reaped already; kill() on a reaped child is a no-op error.
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
         }
-        Ok(Ok(status))
     }
 }
 

@@ -8,10 +8,12 @@ use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use recovery_store::{
-    BackendKey, BackendRecoveryPolicy, BootTime, RecoveryEntry, SCHEMA_VERSION, Timestamp,
+    BackendKey, BackendRecoveryPolicy, BootTime, RecoveryEntry, RecoveryStore, SCHEMA_VERSION,
+    Timestamp,
 };
 use serde::{Deserialize, Serialize};
 
+use super::commands::damaged_text;
 use super::sanitize::{sanitize, sanitize_lossy};
 use super::view::{millis, rfc3339};
 use super::{Ctx, NEGATIVE, json, render};
@@ -24,6 +26,41 @@ const EXPORT_VERSION: u32 = 1;
 pub fn check(ctx: &Ctx, out: &mut impl Write) -> anyhow::Result<ExitCode> {
     // Opening validates the header, the format name and the schema version.
     let mut store = ctx.open_existing()?;
+    let (doc, policy) = examine(ctx, &mut store);
+    if ctx.json {
+        json::emit(out, &doc)?;
+    } else {
+        writeln!(out, "store:     {}", ctx.shown_path())?;
+        writeln!(out, "integrity: {}", doc.integrity)?;
+        writeln!(out, "schema:    ok (version {})", doc.schema_version)?;
+        match &policy {
+            Some(p) => writeln!(out, "policy:    ok ({})", render::policy_text(p))?,
+            None => writeln!(out, "policy:    damaged")?,
+        }
+        writeln!(
+            out,
+            "entries:   {} ok, {} damaged",
+            doc.entries, doc.damaged
+        )?;
+        for problem in &doc.problems {
+            writeln!(out, "problem:   {}", sanitize(problem))?;
+        }
+        if doc.ok {
+            writeln!(out, "no problems found")?;
+        } else {
+            writeln!(out, "{} problem(s) found", doc.problems.len())?;
+        }
+    }
+    Ok(if doc.ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(NEGATIVE)
+    })
+}
+
+/// Runs every check, collecting each problem instead of stopping at the first; also returns
+/// the policy, when it could be read.
+fn examine(ctx: &Ctx, store: &mut RecoveryStore) -> (json::Check, Option<BackendRecoveryPolicy>) {
     let mut problems = Vec::new();
     let integrity = match store.check_integrity() {
         Ok(true) => "ok",
@@ -45,54 +82,27 @@ pub fn check(ctx: &Ctx, out: &mut impl Write) -> anyhow::Result<ExitCode> {
         problems.push(e.to_string());
         (Vec::new(), Vec::new())
     });
-    for e in &good {
-        if e.total_crashes < u64::from(e.crashes_in_window) {
-            problems.push(format!(
-                "entry {} counts {} in its window but {} in total: reset it with `recovery-store reset`",
-                e.key, e.crashes_in_window, e.total_crashes
-            ));
-        }
+    for e in good
+        .iter()
+        .filter(|e| e.total_crashes < u64::from(e.crashes_in_window))
+    {
+        problems.push(format!(
+            "entry {} counts {} in its window but {} in total: reset it with `recovery-store reset`",
+            e.key, e.crashes_in_window, e.total_crashes
+        ));
     }
-    problems.extend(bad.iter().map(|e| e.to_string()));
-    let ok = problems.is_empty();
-    if ctx.json {
-        json::emit(
-            out,
-            &json::Check {
-                store: ctx.path.to_string_lossy().into_owned(),
-                ok,
-                integrity,
-                schema_version: SCHEMA_VERSION,
-                policy: policy.as_ref().map(json::Policy::of),
-                entries: good.len(),
-                damaged: bad.len(),
-                problems,
-            },
-        )?;
-    } else {
-        writeln!(out, "store:     {}", ctx.shown_path())?;
-        writeln!(out, "integrity: {integrity}")?;
-        writeln!(out, "schema:    ok (version {SCHEMA_VERSION})")?;
-        match &policy {
-            Some(p) => writeln!(out, "policy:    ok ({})", render::policy_text(p))?,
-            None => writeln!(out, "policy:    damaged")?,
-        }
-        writeln!(out, "entries:   {} ok, {} damaged", good.len(), bad.len())?;
-        for problem in &problems {
-            writeln!(out, "problem:   {}", sanitize(problem))?;
-        }
-        let verdict = if ok {
-            "no problems found".to_owned()
-        } else {
-            format!("{} problem(s) found", problems.len())
-        };
-        writeln!(out, "{verdict}")?;
-    }
-    Ok(if ok {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(NEGATIVE)
-    })
+    problems.extend(bad.iter().map(damaged_text));
+    let doc = json::Check {
+        store: ctx.path.to_string_lossy().into_owned(),
+        ok: problems.is_empty(),
+        integrity,
+        schema_version: SCHEMA_VERSION,
+        policy: policy.as_ref().map(json::Policy::of),
+        entries: good.len(),
+        damaged: bad.len(),
+        problems,
+    };
+    (doc, policy)
 }
 
 /// A stored time in full: what `json::Time` shows, plus what a lossless restore needs.
@@ -172,7 +182,7 @@ pub fn export(ctx: &Ctx, out: &mut impl Write) -> anyhow::Result<ExitCode> {
     for e in &bad {
         eprintln!(
             "recovery-store: left out of the export: {}",
-            sanitize(&e.to_string())
+            sanitize(&damaged_text(e))
         );
     }
     Ok(if bad.is_empty() {
@@ -184,7 +194,11 @@ pub fn export(ctx: &Ctx, out: &mut impl Write) -> anyhow::Result<ExitCode> {
 
 pub fn import(ctx: &Ctx, file: &Path, out: &mut impl Write) -> anyhow::Result<ExitCode> {
     let shown = sanitize_lossy(file);
-    let text = read_document(file).with_context(|| format!("cannot read {shown}"))?;
+    let text = read_document(file).map_err(|e| {
+        anyhow::anyhow!(
+            "cannot read the import document ({shown}): {e}: check the path, or pass - to read stdin"
+        )
+    })?;
     let (policy, entries) = parse_document(&text).with_context(|| {
         format!("cannot import {shown}: fix the document and run the import again")
     })?;
@@ -219,7 +233,7 @@ pub fn import(ctx: &Ctx, file: &Path, out: &mut impl Write) -> anyhow::Result<Ex
     Ok(ExitCode::SUCCESS)
 }
 
-fn read_document(file: &Path) -> anyhow::Result<String> {
+fn read_document(file: &Path) -> std::io::Result<String> {
     let mut text = String::new();
     if file.as_os_str() == "-" {
         std::io::stdin().read_to_string(&mut text)?;

@@ -50,11 +50,15 @@ pub struct EntryView {
 impl EntryView {
     pub fn new(entry: RecoveryEntry, now: Timestamp, policy: &BackendRecoveryPolicy) -> Self {
         let status = status_of(&entry, now, policy);
-        // As in the store: a window that starts after `now` counts from now.
-        let elapsed = now
-            .duration_since(&entry.window_started_at)
-            .unwrap_or_default();
-        let remaining = policy.budget_window.saturating_sub(elapsed);
+        // The library judges the window (clock steps included); an entry is healthy only once
+        // its window has ended.
+        let remaining = match status {
+            BackendStatus::Healthy => Duration::ZERO,
+            BackendStatus::Recovering {
+                window_remaining, ..
+            } => window_remaining,
+            BackendStatus::Refused { retry_after, .. } => retry_after,
+        };
         let window_ends = if remaining.is_zero() {
             entry.window_started_at + policy.budget_window
         } else {

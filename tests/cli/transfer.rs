@@ -216,9 +216,17 @@ fn bad_import_documents_change_nothing_and_say_what_is_wrong() {
             stderr(&out)
         );
     }
+    let out = cli.run(&["import", "/nonexistent/export.json"]);
     assert_error(
-        &cli.run(&["import", "/nonexistent/export.json"]),
-        "cannot read /nonexistent/export.json",
+        &out,
+        "cannot read the import document (/nonexistent/export.json): ",
+    );
+    assert!(
+        stderr(&out)
+            .trim_end()
+            .ends_with(": check the path, or pass - to read stdin"),
+        "{}",
+        stderr(&out)
     );
     assert_eq!(
         cli.ok(&["export"]).lines().skip(12).collect::<Vec<_>>(),
