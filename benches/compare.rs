@@ -85,27 +85,50 @@ fn run(cfg: &Config, dir: &Path) {
     let mut t = Table::default();
     eprintln!("compare: working in {} ...", dir.display());
 
-    // (a) the fsync floor, and the durable write against it.
-    let floor = fsync_floor(dir, cfg.ops, 1);
-    let floor2 = fsync_floor(dir, cfg.ops, 2);
+    // (a) and (b): the fsync floor, the store and SQLite, interleaved op by op so that all of
+    // them see the same disk (its flush latency drifts when other programs use it).
     let store_path = dir.join("store.redb");
     let store = RecoveryStore::open(&store_path).expect("open store");
-    let one = key(0);
-    let mut i = 0i64;
-    let crash_one = median_of(cfg.ops, || {
-        i += 1;
-        store.record_crash(&one, at_secs(i)).expect("record_crash");
-    });
     populate_store(&store, cfg.entries);
-    let mut j = 0usize;
-    let crash_many = median_of(cfg.ops, || {
-        j += 1;
-        let k = key(j * 7919 % cfg.entries);
-        store
-            .record_crash(&k, at_secs(1_000 + j as i64))
-            .expect("record_crash");
-    });
-    t.section("(a) durable record_crash vs the fsync floor");
+    let sql_path = dir.join("sqlite.db");
+    let sql = sqlite_open(&sql_path);
+    sqlite_populate(&sql, cfg.entries);
+    let floor1 = FloorFile::new(dir, "floor-1");
+    let floor2 = FloorFile::new(dir, "floor-2");
+    let one = key(cfg.entries + 1);
+    let one_text = key_text(cfg.entries + 1);
+    let (mut a, mut b, mut c, mut d) = (0i64, 0i64, 0usize, 0usize);
+    let m = interleaved(
+        cfg.ops,
+        &mut [
+            &mut || floor1.op(1),
+            &mut || floor2.op(2),
+            &mut || {
+                a += 1;
+                store.record_crash(&one, at_secs(a)).expect("record_crash");
+            },
+            &mut || {
+                c += 1;
+                let k = key(c * 7919 % cfg.entries);
+                store
+                    .record_crash(&k, at_secs(1_000 + c as i64))
+                    .expect("record_crash");
+            },
+            &mut || {
+                b += 1;
+                sqlite_crash(&sql, &one_text, at_nanos(b));
+            },
+            &mut || {
+                d += 1;
+                let k = key_text(d * 7919 % cfg.entries);
+                sqlite_crash(&sql, &k, at_nanos(1_000 + d as i64));
+            },
+        ],
+    );
+    let [floor, floor2, crash_one, crash_many, sql_one, sql_many] = m[..] else {
+        unreachable!()
+    };
+    t.section("(a) durable record_crash vs the fsync floor (all rows of (a) and (b) interleaved)");
     t.row("fsync floor: 64 B pwrite + fdatasync", floor, None);
     t.row("two-sync floor: 2 x (pwrite + fdatasync)", floor2, None);
     t.row(
@@ -119,22 +142,8 @@ fn run(cfg: &Config, dir: &Path) {
         crash_many,
         Some(("fsync floor", floor, "<= 2.5x")),
     );
+    t.row_ratio("  same, against the two-sync floor", crash_many, floor2);
 
-    // (b) SQLite doing the same read-modify-write.
-    let sql_path = dir.join("sqlite.db");
-    let sql = sqlite_open(&sql_path);
-    let mut i = 0i64;
-    let sql_one = median_of(cfg.ops, || {
-        i += 1;
-        sqlite_crash(&sql, &key_text(0), at_nanos(i));
-    });
-    sqlite_populate(&sql, cfg.entries);
-    let mut j = 0usize;
-    let sql_many = median_of(cfg.ops, || {
-        j += 1;
-        let k = key_text(j * 7919 % cfg.entries);
-        sqlite_crash(&sql, &k, at_nanos(1_000 + j as i64));
-    });
     t.section("(b) one durable decision: SQLite WAL, synchronous=FULL, BEGIN IMMEDIATE..COMMIT");
     t.row(
         "sqlite decision, 1 key",
@@ -225,15 +234,12 @@ fn run(cfg: &Config, dir: &Path) {
     }
 
     // (d) 8 threads on distinct keys.
-    let mut store_rates = Vec::new();
-    let mut syncs_per = Vec::new();
+    // Rounds alternate between the two, for the same reason as above.
+    let (mut store_rates, mut syncs_per, mut sql_rates) = (Vec::new(), Vec::new(), Vec::new());
     for round in 0..cfg.mt_rounds {
         let (rate, syncs) = store_threads(dir, round, cfg.mt_ops);
         store_rates.push(rate);
         syncs_per.push(syncs);
-    }
-    let mut sql_rates = Vec::new();
-    for round in 0..cfg.mt_rounds {
         sql_rates.push(sqlite_threads(dir, round, cfg.mt_ops));
     }
     let store_rate = median_f64(&mut store_rates);
@@ -320,29 +326,40 @@ fn run(cfg: &Config, dir: &Path) {
 // ---------------------------------------------------------------------------------------------
 // The fsync floor.
 
-/// A small overwrite at offset 0 plus `File::sync_data`, `syncs` times per op: the least any
-/// durable commit on this file system can cost.
-fn fsync_floor(dir: &Path, ops: usize, syncs: usize) -> Duration {
-    let path = dir.join(format!("floor-{syncs}"));
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(&path)
-        .expect("floor file");
-    file.write_all_at(&[0u8; 4096], 0).expect("write");
-    file.sync_all().expect("sync");
-    let mut buf = [0u8; 64];
-    let mut n = 0u8;
-    median_of(ops, || {
-        for s in 0..syncs {
-            n = n.wrapping_add(1);
-            buf.fill(n);
-            file.write_all_at(&buf, (s * 64) as u64).expect("write");
-            file.sync_data().expect("fdatasync");
+/// A file for the fsync floor: each op overwrites 64 bytes in place and calls
+/// `File::sync_data`, `syncs` times: the least a durable commit can cost on this file system.
+struct FloorFile {
+    file: std::fs::File,
+    n: std::cell::Cell<u8>,
+}
+
+impl FloorFile {
+    fn new(dir: &Path, name: &str) -> Self {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(dir.join(name))
+            .expect("floor file");
+        file.write_all_at(&[0u8; 4096], 0).expect("write");
+        file.sync_all().expect("sync");
+        Self {
+            file,
+            n: Default::default(),
         }
-    })
+    }
+
+    fn op(&self, syncs: usize) {
+        for s in 0..syncs {
+            self.n.set(self.n.get().wrapping_add(1));
+            let buf = [self.n.get(); 64];
+            self.file
+                .write_all_at(&buf, (s * 64) as u64)
+                .expect("write");
+            self.file.sync_data().expect("fdatasync");
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -547,10 +564,15 @@ struct Counters {
     locks: AtomicU64,
     unlocks: AtomicU64,
     queries: AtomicU64,
+    /// Nanoseconds spent in sync_data, in write, in the lock calls, and in read.
+    sync_ns: AtomicU64,
+    write_ns: AtomicU64,
+    lock_ns: AtomicU64,
+    read_ns: AtomicU64,
 }
 
 impl Counters {
-    fn snapshot(&self) -> [u64; 9] {
+    fn snapshot(&self) -> [u64; 13] {
         [
             &self.reads,
             &self.read_bytes,
@@ -561,9 +583,21 @@ impl Counters {
             &self.locks,
             &self.unlocks,
             &self.queries,
+            &self.sync_ns,
+            &self.write_ns,
+            &self.lock_ns,
+            &self.read_ns,
         ]
         .map(|c| c.load(Relaxed))
     }
+}
+
+/// Runs `f`, adding its duration to `ns`.
+fn timed<T>(ns: &AtomicU64, f: impl FnOnce() -> T) -> T {
+    let start = Instant::now();
+    let out = f();
+    ns.fetch_add(start.elapsed().as_nanos() as u64, Relaxed);
+    out
 }
 
 #[derive(Debug)]
@@ -599,7 +633,7 @@ impl StorageBackend for CountingBackend {
         self.counters
             .read_bytes
             .fetch_add(out.len() as u64, Relaxed);
-        self.inner.read(offset, out)
+        timed(&self.counters.read_ns, || self.inner.read(offset, out))
     }
     fn set_len(&self, len: u64) -> Result<(), std::io::Error> {
         self.counters.set_lens.fetch_add(1, Relaxed);
@@ -607,21 +641,23 @@ impl StorageBackend for CountingBackend {
     }
     fn sync_data(&self) -> Result<(), std::io::Error> {
         self.counters.syncs.fetch_add(1, Relaxed);
-        self.inner.sync_data()
+        timed(&self.counters.sync_ns, || self.inner.sync_data())
     }
     fn write(&self, offset: u64, data: &[u8]) -> Result<(), std::io::Error> {
         self.counters.writes.fetch_add(1, Relaxed);
         self.counters
             .write_bytes
             .fetch_add(data.len() as u64, Relaxed);
-        self.inner.write(offset, data)
+        timed(&self.counters.write_ns, || self.inner.write(offset, data))
     }
     fn close(&self) -> Result<(), std::io::Error> {
         self.inner.close()
     }
     fn try_lock_range(&self, start: Bound<u64>, end: Bound<u64>) -> Result<bool, BackendError> {
         self.counters.locks.fetch_add(1, Relaxed);
-        self.inner.try_lock_range(start, end)
+        timed(&self.counters.lock_ns, || {
+            self.inner.try_lock_range(start, end)
+        })
     }
     fn try_lock_shared_range(
         &self,
@@ -629,23 +665,31 @@ impl StorageBackend for CountingBackend {
         end: Bound<u64>,
     ) -> Result<bool, BackendError> {
         self.counters.locks.fetch_add(1, Relaxed);
-        self.inner.try_lock_shared_range(start, end)
+        timed(&self.counters.lock_ns, || {
+            self.inner.try_lock_shared_range(start, end)
+        })
     }
     fn lock_range(&self, start: Bound<u64>, end: Bound<u64>) -> Result<(), BackendError> {
         self.counters.locks.fetch_add(1, Relaxed);
-        self.inner.lock_range(start, end)
+        timed(&self.counters.lock_ns, || self.inner.lock_range(start, end))
     }
     fn lock_shared_range(&self, start: Bound<u64>, end: Bound<u64>) -> Result<(), BackendError> {
         self.counters.locks.fetch_add(1, Relaxed);
-        self.inner.lock_shared_range(start, end)
+        timed(&self.counters.lock_ns, || {
+            self.inner.lock_shared_range(start, end)
+        })
     }
     fn unlock_range(&self, start: Bound<u64>, end: Bound<u64>) -> Result<(), BackendError> {
         self.counters.unlocks.fetch_add(1, Relaxed);
-        self.inner.unlock_range(start, end)
+        timed(&self.counters.lock_ns, || {
+            self.inner.unlock_range(start, end)
+        })
     }
     fn query_lock_range(&self, start: Bound<u64>, end: Bound<u64>) -> Result<bool, BackendError> {
         self.counters.queries.fetch_add(1, Relaxed);
-        self.inner.query_lock_range(start, end)
+        timed(&self.counters.lock_ns, || {
+            self.inner.query_lock_range(start, end)
+        })
     }
 }
 
@@ -670,10 +714,21 @@ fn sync_counts(dir: &Path, ops: usize) -> Vec<String> {
             .zip(after)
             .map(|(b, a)| (a - b) as f64 / ops as f64)
             .collect();
+        let us = |i: usize| d[i] / 1e3;
+        let other = per_op.as_secs_f64() * 1e6 - us(9) - us(10) - us(11) - us(12);
         lines.push(format!(
-            "{what:<22} {:>4.1} fdatasync  {:>4.1} writes ({:>6.0} B)  {:>4.1} reads ({:>5.0} B)  \
-             {:>4.1} set_len  {:>4.1} lock + {:>4.1} unlock + {:>3.1} query  ({per_op:.2?}/op)",
+            "{what:<22} {:>4.1} fdatasync  {:>4.1} pwrite ({:>6.0} B)  {:>4.1} pread ({:>4.0} B)  \
+             {:>3.1} set_len  {:>4.1} lock + {:>4.1} unlock + {:>3.1} query",
             d[4], d[2], d[3], d[0], d[1], d[5], d[6], d[7], d[8]
+        ));
+        lines.push(format!(
+            "{:<22} {per_op:>9.2?}/op = fdatasync {:.1} us + pwrite {:.1} us + locks {:.1} us \
+             + pread {:.1} us + the rest (CPU) {other:.1} us",
+            "",
+            us(9),
+            us(10),
+            us(11),
+            us(12)
         ));
     };
     measure("record_crash, 1 key:", &mut |i| {
@@ -793,6 +848,22 @@ fn median_of(ops: usize, mut f: impl FnMut()) -> Duration {
         times.push(start.elapsed());
     }
     median(&mut times)
+}
+
+/// Runs the operations round-robin, `ops` rounds after a warm-up, timing each call; returns
+/// each operation's median.
+fn interleaved(ops: usize, fs: &mut [&mut dyn FnMut()]) -> Vec<Duration> {
+    let mut times = vec![Vec::with_capacity(ops); fs.len()];
+    for round in 0..ops + (ops / 20).max(3) {
+        for (f, times) in fs.iter_mut().zip(&mut times) {
+            let start = Instant::now();
+            f();
+            if round >= (ops / 20).max(3) {
+                times.push(start.elapsed());
+            }
+        }
+    }
+    times.iter_mut().map(|t| median(t)).collect()
 }
 
 fn median(times: &mut [Duration]) -> Duration {
