@@ -80,3 +80,9 @@ impl Rng {
 pub fn env_flag(name: &str) -> bool {
     std::env::var(name).is_ok_and(|v| !v.is_empty() && v != "0")
 }
+
+/// The SHA-256 of a file's bytes, to show that something left it untouched.
+pub fn digest(path: &std::path::Path) -> Vec<u8> {
+    use sha2::Digest as _;
+    sha2::Sha256::digest(std::fs::read(path).expect("read file")).to_vec()
+}

@@ -29,7 +29,7 @@ fn check_reports_a_sound_store() {
 }
 
 /// Writes a raw entry the library would never write: a hostile key and an undecodable value.
-fn plant_damaged_entry(path: &Path, raw_key: &[u8]) {
+pub(super) fn plant_damaged_entry(path: &Path, raw_key: &[u8]) {
     let db = redb::Database::create(path).unwrap();
     let txn = db.begin_write().unwrap();
     {
