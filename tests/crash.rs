@@ -217,7 +217,7 @@ fn open(backend: FaultBackend) -> Result<RecoveryStore, StoreError> {
 /// Runs `w` from `from` on `store`, checking every outcome and the final state; the text of the
 /// first disagreement otherwise.
 fn continue_as_model(store: &RecoveryStore, w: &Workload, from: usize) -> Result<(), String> {
-    let until = (from + continuation_ops()).min(w.len());
+    let until = from.saturating_add(continuation_ops()).min(w.len());
     for i in from..until {
         let got = apply(store, &w.ops[i]).map_err(|e| format!("op {i} failed: {e}"))?;
         if got != w.outcomes[i] {
