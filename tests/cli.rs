@@ -136,3 +136,12 @@ fn populated() -> Cli {
 }
 
 const T5: &str = "2026-01-01T00:00:05Z";
+
+/// Polls `done` until it holds; the deadline is generous for a loaded machine.
+fn wait_for(mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

@@ -146,7 +146,7 @@ fn a_store_left_by_a_killed_run_works_without_a_raw_error() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    wait_until(|| {
+    wait_for(|| {
         cli.json::<Show>(0, &["show", key])
             .entry
             .is_some_and(|e| e.total_crashes >= 5)
@@ -333,13 +333,5 @@ fn a_store_in_a_read_only_directory_gets_a_clean_error() {
             stderr(&out)
         );
         assert!(!db.exists());
-    }
-}
-
-fn wait_until(mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out");
-        std::thread::sleep(Duration::from_millis(20));
     }
 }
