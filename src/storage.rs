@@ -6,6 +6,7 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{ErrorKind, Read};
+use std::mem::ManuallyDrop;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
@@ -46,8 +47,18 @@ pub(crate) struct OpenConfig {
 
 /// An open store file.
 pub(crate) struct Storage {
-    db: Handle,
+    db: ManuallyDrop<Handle>,
     path: PathBuf,
+}
+
+impl Drop for Storage {
+    // Closing commits redb's allocator state, which on a damaged file can trip an assertion
+    // inside the engine; that must not escape as a panic either.
+    fn drop(&mut self) {
+        let db = &mut self.db;
+        // SAFETY: `db` is dropped exactly once, here, and `self` is never used again.
+        let _ = catch_unwind(AssertUnwindSafe(|| unsafe { ManuallyDrop::drop(db) }));
+    }
 }
 
 enum Handle {
@@ -97,7 +108,7 @@ impl Storage {
             && let Some(db) = reader
         {
             return Ok(Self {
-                db: Handle::ReadOnly(db),
+                db: ManuallyDrop::new(Handle::ReadOnly(db)),
                 path: path.to_owned(),
             });
         }
@@ -109,7 +120,7 @@ impl Storage {
                 .map_err(|e| engine_err(path, e))
         })?;
         let storage = Self {
-            db: Handle::Writable(db),
+            db: ManuallyDrop::new(Handle::Writable(db)),
             path: path.to_owned(),
         };
         storage.finish_open(config, false)?;
@@ -123,6 +134,7 @@ impl Storage {
         label: PathBuf,
         config: &OpenConfig,
     ) -> Result<Self, StoreError> {
+        discard_unfinished_creation(&backend, &label)?;
         let db = guarded(&label, "opening", || {
             Builder::new()
                 .set_concurrency_mode(ConcurrencyMode::MultiWriter)
@@ -131,7 +143,7 @@ impl Storage {
                 .map_err(|e| engine_err(&label, e))
         })?;
         let storage = Self {
-            db: Handle::Writable(db),
+            db: ManuallyDrop::new(Handle::Writable(db)),
             path: label,
         };
         storage.finish_open(config, true)?;
@@ -178,7 +190,7 @@ impl Storage {
     /// Runs redb's integrity check; true when the file needed no repair.
     pub fn check_integrity(&mut self) -> Result<bool, StoreError> {
         let path = self.path.clone();
-        let Handle::Writable(db) = &mut self.db else {
+        let Handle::Writable(db) = &mut *self.db else {
             return Err(StoreError::ReadOnly { path });
         };
         guarded(&path, "checking", || {
@@ -187,7 +199,7 @@ impl Storage {
     }
 
     fn writable(&self) -> Result<&Database, StoreError> {
-        match &self.db {
+        match &*self.db {
             Handle::Writable(db) => Ok(db),
             Handle::ReadOnly(_) => Err(StoreError::ReadOnly {
                 path: self.path.clone(),
@@ -511,6 +523,29 @@ fn check_version(path: &Path, found: u32) -> Result<(), StoreError> {
     Ok(())
 }
 
+// redb writes its magic number last when it creates a database, so a non-empty backend whose
+// first bytes are all zero holds a creation that was cut short: start it over.
+fn discard_unfinished_creation(
+    backend: &impl StorageBackend,
+    label: &Path,
+) -> Result<(), StoreError> {
+    let len = backend.len().map_err(|e| io_err("cannot read", label, e))?;
+    if len == 0 {
+        return Ok(());
+    }
+    let mut head = [0u8; REDB_MAGIC.len()];
+    let n = head.len().min(usize::try_from(len).unwrap_or(usize::MAX));
+    backend
+        .read(0, &mut head[..n])
+        .map_err(|e| io_err("cannot read", label, e))?;
+    if head[..n].iter().all(|b| *b == 0) {
+        backend
+            .set_len(0)
+            .map_err(|e| io_err("cannot reset", label, e))?;
+    }
+    Ok(())
+}
+
 // Refuses files that are plainly not redb before redb sees them: redb would initialize an
 // empty file, and reports foreign bytes less clearly.
 fn check_magic(path: &Path) -> Result<(), StoreError> {
@@ -609,7 +644,7 @@ fn create_atomically(path: &Path, config: &OpenConfig) -> Result<(), StoreError>
                 .map_err(|e| engine_err(&tmp, e))
         })?;
         let storage = Storage {
-            db: Handle::Writable(db),
+            db: ManuallyDrop::new(Handle::Writable(db)),
             path: tmp.clone(),
         };
         storage.write(|w| w.initialize(config.policy.unwrap_or_default()))?;
