@@ -60,6 +60,18 @@ impl Cli {
         self.expect(0, args)
     }
 
+    /// `policy set` with both durations, e.g. a fast policy for `run` tests.
+    fn set_policy(&self, retry_backoff: &str, budget_window: &str) {
+        self.ok(&[
+            "policy",
+            "set",
+            "--retry-backoff",
+            retry_backoff,
+            "--budget-window",
+            budget_window,
+        ]);
+    }
+
     /// Runs with `--json`, asserts the exit code, parses the one document on stdout.
     fn json<T: DeserializeOwned>(&self, code: i32, args: &[&str]) -> T {
         let mut all = vec!["--json"];

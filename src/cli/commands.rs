@@ -1,4 +1,5 @@
-//! The commands that inspect and change the store; `run`, `export` and `import` live apart.
+//! The commands that inspect and change the store; `check`, `run`, `export` and `import` live
+//! apart.
 
 use std::collections::BTreeSet;
 use std::io::Write;
@@ -14,7 +15,7 @@ use recovery_store::{
 use super::args::{Cli, Command, ListArgs, PolicyAction, ResetArgs};
 use super::sanitize::{sanitize, sanitize_lossy};
 use super::view::{EntryView, State, millis, span};
-use super::{Ctx, NEGATIVE, json, render, supervise, transfer};
+use super::{Ctx, NEGATIVE, check, json, render, supervise, transfer};
 
 pub fn dispatch(ctx: &Ctx, command: Command, out: &mut impl Write) -> anyhow::Result<ExitCode> {
     match command {
@@ -26,7 +27,7 @@ pub fn dispatch(ctx: &Ctx, command: Command, out: &mut impl Write) -> anyhow::Re
         Command::RecordSuccess { key } => record_success(ctx, &key, out),
         Command::Prune => prune(ctx, out),
         Command::Policy { action } => policy(ctx, action, out),
-        Command::Check => transfer::check(ctx, out),
+        Command::Check => check::check(ctx, out),
         Command::Export => transfer::export(ctx, out),
         Command::Import { file } => transfer::import(ctx, &file, out),
         Command::Completions { shell } => {

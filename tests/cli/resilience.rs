@@ -132,14 +132,7 @@ fn a_store_left_by_a_killed_run_works_without_a_raw_error() {
     let cli = Cli::new();
     // A one-millisecond window: every crash opens a new window and earns a retry, so `run`
     // records crashes as fast as `sh` can fail.
-    cli.ok(&[
-        "policy",
-        "set",
-        "--retry-backoff",
-        "1ms",
-        "--budget-window",
-        "1ms",
-    ]);
+    cli.set_policy("1ms", "1ms");
     let key = "shared/busy@1.0.0";
     let mut run = cli
         .cmd(&["run", key, "--wait", "--", "sh", "-c", "exit 3"])

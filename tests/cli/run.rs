@@ -47,14 +47,7 @@ fn run_catches_a_crash_loop() {
 #[test]
 fn run_json_reports_starts_and_crashes() {
     let cli = Cli::new();
-    cli.ok(&[
-        "policy",
-        "set",
-        "--retry-backoff",
-        "10ms",
-        "--budget-window",
-        "5s",
-    ]);
+    cli.set_policy("10ms", "5s");
     let doc: Run = cli.json(75, &["run", "shared/a@1.0.0", "--", "sh", "-c", "exit 3"]);
     assert_eq!(
         (doc.outcome.as_str(), doc.exit_code, doc.starts, doc.crashes),
@@ -217,14 +210,7 @@ fn a_run_killed_with_sigkill_and_restarted_continues_the_same_window() {
 #[test]
 fn a_reset_takes_effect_while_another_run_holds_the_store() {
     let cli = Cli::new();
-    cli.ok(&[
-        "policy",
-        "set",
-        "--retry-backoff",
-        "10ms",
-        "--budget-window",
-        "30s",
-    ]);
+    cli.set_policy("10ms", "30s");
     let key = "shared/loop@1.0.0";
     let starts = cli.tmp.dir.path().join("starts");
     let script = format!("echo x >> '{}'; exit 3", starts.display());
