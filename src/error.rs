@@ -83,7 +83,7 @@ pub enum StoreError {
 
     /// One stored entry could not be decoded.
     #[error(
-        "entry {key:?} in {path} cannot be decoded ({detail}): reset it with `recovery-store reset`"
+        "entry {key:?} in {path} cannot be decoded ({detail}): clear it with `recovery-store reset --raw`"
     )]
     CorruptEntry {
         /// The store file.

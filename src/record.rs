@@ -42,13 +42,21 @@ pub(crate) fn decode_entry(
     value: &[u8],
     path: &std::path::Path,
 ) -> Result<RecoveryEntry, StoreError> {
-    let corrupt = |detail: String| StoreError::CorruptEntry {
-        path: path.to_owned(),
-        key: String::from_utf8_lossy(raw_key).into_owned(),
-        detail,
-    };
-    let text = std::str::from_utf8(raw_key).map_err(|_| corrupt("key is not UTF-8".into()))?;
-    let key: BackendKey = text.parse().map_err(|e| corrupt(format!("{e}")))?;
+    let key = std::str::from_utf8(raw_key)
+        .map_err(|_| "key is not UTF-8".to_owned())
+        .and_then(|text| text.parse::<BackendKey>().map_err(|e| e.to_string()))
+        .map_err(|detail| corrupt_entry(raw_key, path, detail))?;
+    decode_entry_of(key, value, path)
+}
+
+/// Decodes the value stored under `key`, which the caller already holds, so the stored key
+/// text need not be parsed again (the read path of `get` and `status`).
+pub(crate) fn decode_entry_of(
+    key: BackendKey,
+    value: &[u8],
+    path: &std::path::Path,
+) -> Result<RecoveryEntry, StoreError> {
+    let corrupt = |detail: String| corrupt_entry(key.to_string().as_bytes(), path, detail);
     let record: stored::Entry = decode(value).map_err(|e| corrupt(format!("value: {e}")))?;
     if record.crashes_in_window == 0 {
         return Err(corrupt(
@@ -62,6 +70,14 @@ pub(crate) fn decode_entry(
         last_crash: timestamp(&record.last_crash),
         total_crashes: record.total_crashes,
     })
+}
+
+fn corrupt_entry(raw_key: &[u8], path: &std::path::Path, detail: String) -> StoreError {
+    StoreError::CorruptEntry {
+        path: path.to_owned(),
+        key: String::from_utf8_lossy(raw_key).into_owned(),
+        detail,
+    }
 }
 
 pub(crate) fn encode_policy(policy: &BackendRecoveryPolicy) -> Result<Vec<u8>, StoreError> {

@@ -482,7 +482,7 @@ fn get_entry(
         .get(text.as_bytes())
         .map_err(|e| engine_err(path, e))?;
     value
-        .map(|v| record::decode_entry(text.as_bytes(), v.value(), path))
+        .map(|v| record::decode_entry_of(key.clone(), v.value(), path))
         .transpose()
 }
 
@@ -636,7 +636,7 @@ fn create_atomically(path: &Path, config: &OpenConfig) -> Result<(), StoreError>
             .create_new(true)
             .mode(0o600)
             .open(&tmp)
-            .map_err(|e| io_err("cannot create", &tmp, e))?;
+            .map_err(|e| io_err("cannot create a store in the directory of", path, e))?;
         let db = guarded(&tmp, "creating", || {
             Builder::new()
                 .set_cache_size(1 << 20)
