@@ -87,7 +87,6 @@ fn command(db: &Path, args: &[&str]) -> Command {
         .arg(db)
         .args(args)
         .env_remove("RECOVERY_STORE_DB")
-        .env_remove("RECOVERY_STORE_NOW")
         .stdin(Stdio::null());
     cmd
 }

@@ -31,9 +31,9 @@ pub struct Cli {
     #[arg(long, global = true)]
     pub json: bool,
 
-    /// For tests: take this RFC 3339 time as "now" (wall clock only). `run` ignores it.
-    #[arg(long, global = true, hide = true, value_name = "RFC3339",
-          env = "RECOVERY_STORE_NOW", value_parser = parse_time)]
+    /// For tests: take this RFC 3339 time as "now" (wall clock only). `run` ignores it. A flag
+    /// only, never an environment variable, so a stray setting cannot skew a production store.
+    #[arg(long, global = true, hide = true, value_name = "RFC3339", value_parser = parse_time)]
     pub now: Option<SystemTime>,
 
     #[command(subcommand)]
