@@ -10,7 +10,7 @@ use recovery_store::{
 };
 use sha2::{Digest, Sha256};
 
-use crate::util::{TempStore, key};
+use crate::util::{TempStore, key, rewrite_meta};
 
 const ENTRIES: redb::TableDefinition<&[u8], &[u8]> = redb::TableDefinition::new("entries");
 const META: redb::TableDefinition<&[u8], &[u8]> = redb::TableDefinition::new("meta");
@@ -139,16 +139,6 @@ fn meta_table_records_format_and_schema() {
     )
     .unwrap();
     assert_eq!(version, 1);
-}
-
-fn rewrite_meta(path: &Path, key: &[u8], value: &[u8]) {
-    let db = redb::Database::builder()
-        .set_concurrency_mode(redb::ConcurrencyMode::MultiWriter)
-        .open(path)
-        .unwrap();
-    let txn = db.begin_write().unwrap();
-    txn.open_table(META).unwrap().insert(key, value).unwrap();
-    txn.commit().unwrap();
 }
 
 #[test]

@@ -323,16 +323,8 @@ fn foreign_redb_database_is_refused_untouched() {
 fn newer_schema_is_refused_untouched() {
     let tmp = TempStore::new();
     drop(tmp.open());
-    {
-        let db = redb::Database::open(&tmp.path).expect("redb open");
-        let txn = db.begin_write().expect("begin");
-        let newer = postcard::to_allocvec(&2u32).expect("encode");
-        txn.open_table(META)
-            .expect("meta")
-            .insert(b"schema_version".as_slice(), newer.as_slice())
-            .expect("insert");
-        txn.commit().expect("commit");
-    }
+    let newer = postcard::to_allocvec(&2u32).expect("encode");
+    crate::util::rewrite_meta(&tmp.path, b"schema_version", &newer);
     let bytes = std::fs::read(&tmp.path).expect("read");
     match refused("newer schema", &bytes, &["NewerSchema"]) {
         StoreError::NewerSchema {

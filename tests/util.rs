@@ -86,3 +86,18 @@ pub fn digest(path: &std::path::Path) -> Vec<u8> {
     use sha2::Digest as _;
     sha2::Sha256::digest(std::fs::read(path).expect("read file")).to_vec()
 }
+
+/// Rewrites one `meta` key of a store the way a future schema (or damage) would, bypassing the
+/// library.
+pub fn rewrite_meta(path: &std::path::Path, key: &[u8], value: &[u8]) {
+    let db = redb::Database::builder()
+        .set_concurrency_mode(redb::ConcurrencyMode::MultiWriter)
+        .open(path)
+        .unwrap();
+    let txn = db.begin_write().unwrap();
+    {
+        let meta: redb::TableDefinition<&[u8], &[u8]> = redb::TableDefinition::new("meta");
+        txn.open_table(meta).unwrap().insert(key, value).unwrap();
+    }
+    txn.commit().unwrap();
+}

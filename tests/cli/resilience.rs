@@ -5,7 +5,7 @@
 use std::os::unix::fs::PermissionsExt;
 
 use super::*;
-use crate::util::digest;
+use crate::util::{digest, rewrite_meta};
 
 const KEY: &str = "shared/a@1.0.0";
 
@@ -27,20 +27,6 @@ fn every_command(import: &str) -> Vec<Vec<&str>> {
         vec!["import", import],
         vec!["run", KEY, "--", "true"],
     ]
-}
-
-/// Rewrites one `meta` key the way a future schema would, bypassing the library.
-fn rewrite_meta(path: &Path, key: &[u8], value: &[u8]) {
-    let db = redb::Database::builder()
-        .set_concurrency_mode(redb::ConcurrencyMode::MultiWriter)
-        .open(path)
-        .unwrap();
-    let txn = db.begin_write().unwrap();
-    {
-        let meta: redb::TableDefinition<&[u8], &[u8]> = redb::TableDefinition::new("meta");
-        txn.open_table(meta).unwrap().insert(key, value).unwrap();
-    }
-    txn.commit().unwrap();
 }
 
 #[test]
