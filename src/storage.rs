@@ -624,8 +624,10 @@ fn create_atomically(path: &Path, config: &OpenConfig) -> Result<(), StoreError>
             .map_err(|e| io_err("cannot create directory", &dir, e))?;
     }
     let name = path.file_name().unwrap_or_default().to_string_lossy();
+    let prefix = format!(".{name}.creating.");
+    remove_abandoned_creations(&dir, &prefix);
     let tmp = dir.join(format!(
-        ".{name}.creating.{}.{}",
+        "{prefix}{}.{}",
         std::process::id(),
         unique_suffix()
     ));
@@ -661,6 +663,34 @@ fn create_atomically(path: &Path, config: &OpenConfig) -> Result<(), StoreError>
     })();
     let _ = fs::remove_file(&tmp);
     result
+}
+
+// Removes temporary files left beside the store by creators that died mid-creation (their
+// process no longer exists). Best effort: anything unexpected is left alone.
+fn remove_abandoned_creations(dir: &Path, prefix: &str) {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix(prefix))
+            .and_then(|rest| rest.split('.').next())
+            .and_then(|pid| pid.parse::<libc::pid_t>().ok())
+        else {
+            continue;
+        };
+        if pid > 0 && !process_exists(pid) {
+            let _ = fs::remove_file(entry.path());
+        }
+    }
+}
+
+fn process_exists(pid: libc::pid_t) -> bool {
+    // SAFETY: signal 0 only checks whether the process exists; nothing is delivered.
+    let rc = unsafe { libc::kill(pid, 0) };
+    rc == 0 || std::io::Error::last_os_error().raw_os_error() != Some(libc::ESRCH)
 }
 
 fn copy_durably(from: &Path, to: &Path) -> Result<(), StoreError> {

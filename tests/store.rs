@@ -539,3 +539,34 @@ fn read_only_open_never_writes_and_refuses_writes() {
     assert!(RecoveryStore::open_with(&missing, options()).is_err());
     assert!(!missing.exists());
 }
+
+#[test]
+fn store_handle_is_send_and_sync() {
+    fn assert_send_sync<T: Send + Sync + 'static>() {}
+    assert_send_sync::<RecoveryStore>();
+    assert_send_sync::<recovery_store::StoreError>();
+}
+
+#[test]
+fn creation_sweeps_away_leftovers_of_dead_creators_only() {
+    let t = TempStore::new();
+    let mut child = std::process::Command::new("true").spawn().unwrap();
+    let dead = child.id();
+    child.wait().unwrap();
+    let abandoned = t
+        .dir
+        .path()
+        .join(format!(".recovery.redb.creating.{dead}.1"));
+    let live = t
+        .dir
+        .path()
+        .join(format!(".recovery.redb.creating.{}.1", std::process::id()));
+    let unrelated = t.dir.path().join(".other.redb.creating.1.1");
+    for leftover in [&abandoned, &live, &unrelated] {
+        std::fs::write(leftover, b"half-made").unwrap();
+    }
+    t.open();
+    assert!(!abandoned.exists(), "a dead creator's file is removed");
+    assert!(live.exists(), "a live creator's file is left alone");
+    assert!(unrelated.exists(), "another store's files are left alone");
+}
