@@ -114,7 +114,7 @@ pub(crate) fn on_crash(
     elapsed: Duration,
     policy: &BackendRecoveryPolicy,
 ) -> CrashOutcome {
-    let restart_window = crashes_in_window == 0 || elapsed >= policy.budget_window;
+    let restart_window = crashes_in_window == 0 || window_ended(elapsed, policy);
     let (before, elapsed) = if restart_window {
         (0, Duration::ZERO)
     } else {

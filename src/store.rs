@@ -1,6 +1,7 @@
 //! [`RecoveryStore`]: the recovery policy with its state kept durably in a redb file.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use crate::error::StoreError;
 use crate::group::{self, GroupCommit};
@@ -275,7 +276,9 @@ impl RecoveryStore {
             let mut ended = Vec::new();
             w.scan("", |_, entry| {
                 let entry = entry?;
-                if window_elapsed(&entry, now).is_some_and(|e| policy::window_ended(e, &policy)) {
+                if window_elapsed(&entry.window_started_at, now, &policy)
+                    .is_some_and(|e| policy::window_ended(e, &policy))
+                {
                     ended.push(entry.key);
                 }
                 Ok(())
@@ -320,19 +323,44 @@ impl RecoveryStore {
 }
 
 /// Where an entry stands at `now` under `policy`.
+///
+/// A window whose start cannot be placed before `now` (the wall clock was stepped back since
+/// it began, in another boot or without a boot-clock reading) is reported as healthy: nothing
+/// says how much of it is left, and holding the backend until the wall clock catches up could
+/// trap it for as long as the step. Its crash count is kept, so the next crash re-anchors the
+/// window at that moment and refuses for one window.
 pub fn status_of(
     entry: &RecoveryEntry,
     now: Timestamp,
     policy: &BackendRecoveryPolicy,
 ) -> BackendStatus {
-    // A window start in the future (the clock was stepped back) counts from now.
-    let elapsed = window_elapsed(entry, now).unwrap_or_default();
-    policy::status(entry.crashes_in_window, elapsed, policy)
+    match window_elapsed(&entry.window_started_at, now, policy) {
+        Some(elapsed) => policy::status(entry.crashes_in_window, elapsed, policy),
+        None => BackendStatus::Healthy,
+    }
 }
 
-/// How long `entry`'s window has run at `now`, or `None` if it starts later than `now`.
-fn window_elapsed(entry: &RecoveryEntry, now: Timestamp) -> Option<std::time::Duration> {
-    now.duration_since(&entry.window_started_at)
+/// How long a window that began at `start` has run at `now`.
+///
+/// On one boot's clock, a `now` a little before `start` (less than one window) is a caller
+/// that raced another to the store, not a clock step: as in the reference, that counts as no
+/// time at all. Otherwise a `start` after `now` means the wall clock went back, and the
+/// answer is `None`: the window cannot be placed.
+fn window_elapsed(
+    start: &Timestamp,
+    now: Timestamp,
+    policy: &BackendRecoveryPolicy,
+) -> Option<Duration> {
+    if let Some(elapsed) = now.duration_since(start) {
+        return Some(elapsed);
+    }
+    let same_boot =
+        matches!((start.boot(), now.boot()), (Some(a), Some(b)) if a.boot_id == b.boot_id);
+    let late_caller = same_boot
+        && start
+            .duration_since(&now)
+            .is_some_and(|ahead| ahead < policy.budget_window);
+    late_caller.then_some(Duration::ZERO)
 }
 
 fn apply_crash(
@@ -342,25 +370,20 @@ fn apply_crash(
 ) -> Result<BackendRecoveryDecision, StoreError> {
     let policy = w.policy()?;
     let previous = w.get(key)?;
-    let (crashes, elapsed, started, total) = match &previous {
-        None => (0, Default::default(), now, 0),
-        // A window that starts after `now` is re-anchored at `now`, so a refusal never outlasts
-        // one window from the moment it is observed, whatever the clock did.
-        Some(e) => match window_elapsed(e, now) {
-            Some(elapsed) => (
-                e.crashes_in_window,
-                elapsed,
+    let (crashes, total) = previous
+        .as_ref()
+        .map_or((0, 0), |e| (e.crashes_in_window, e.total_crashes));
+    // A window that cannot be placed before `now` is re-anchored at `now`, keeping its count,
+    // so a refusal never outlasts one window from the moment it is observed.
+    let (started, elapsed) = previous
+        .as_ref()
+        .and_then(|e| {
+            Some((
                 e.window_started_at,
-                e.total_crashes,
-            ),
-            None => (
-                e.crashes_in_window,
-                Default::default(),
-                now,
-                e.total_crashes,
-            ),
-        },
-    };
+                window_elapsed(&e.window_started_at, now, &policy)?,
+            ))
+        })
+        .unwrap_or((now, Duration::ZERO));
     let outcome = policy::on_crash(crashes, elapsed, &policy);
     w.put(&RecoveryEntry {
         key: key.clone(),

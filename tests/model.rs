@@ -36,6 +36,9 @@ enum Op {
     StepForward(u64),
     /// The machine reboots: a new boot id, the boot clock restarts, wall time moves on.
     Reboot(u64),
+    /// A crash stamped this many milliseconds ago on both clocks reaches the store late, as
+    /// when two brokers race.
+    LateCrash(usize, u64),
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -48,6 +51,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (1u64..=86_400_000).prop_map(Op::StepBack),
         1 => (1u64..=3_600_000).prop_map(Op::StepForward),
         1 => (0u64..120_000).prop_map(Op::Reboot),
+        1 => ((0..KEYS.len()), 0u64..40_000).prop_map(|(k, ms)| Op::LateCrash(k, ms)),
     ]
 }
 
@@ -76,8 +80,15 @@ struct Clock {
 
 impl Clock {
     fn now(&self) -> Timestamp {
-        let offset = Duration::from_millis(self.wall_ms.unsigned_abs());
-        let wall = if self.wall_ms >= 0 {
+        self.ago(0)
+    }
+
+    /// A reading taken `ms` milliseconds ago on both clocks (never before this boot began).
+    fn ago(&self, ms: u64) -> Timestamp {
+        let ms = ms.min(self.since_boot_ms);
+        let wall_ms = self.wall_ms - ms as i64;
+        let offset = Duration::from_millis(wall_ms.unsigned_abs());
+        let wall = if wall_ms >= 0 {
             base() + offset
         } else {
             base() - offset
@@ -86,7 +97,7 @@ impl Clock {
             wall,
             BootTime {
                 boot_id: self.boot_id,
-                since_boot: Duration::from_millis(self.since_boot_ms),
+                since_boot: Duration::from_millis(self.since_boot_ms - ms),
             },
         )
     }
@@ -100,25 +111,35 @@ struct Window {
 }
 
 /// The policy written out longhand from the reference, plus the store's one addition: a window
-/// that starts after `now` (the wall clock went back) is re-anchored at `now`.
+/// that starts after `now` because the wall clock went back is re-anchored at `now` by the next
+/// crash, and reads as healthy until then. A start after `now` on the same boot's clock, by less
+/// than a window, is a late caller and counts as no time, as in the reference.
 struct Model {
     policy: BackendRecoveryPolicy,
     windows: HashMap<usize, Window>,
 }
 
 impl Model {
-    fn elapsed(window: &Window, now: Timestamp) -> Option<Duration> {
-        now.duration_since(&window.started)
+    fn elapsed(&self, window: &Window, now: Timestamp) -> Option<Duration> {
+        if let Some(elapsed) = now.duration_since(&window.started) {
+            return Some(elapsed);
+        }
+        let (started, now) = (window.started.boot()?, now.boot()?);
+        let ahead = started.since_boot.checked_sub(now.since_boot)?;
+        (started.boot_id == now.boot_id && ahead < self.policy.budget_window)
+            .then_some(Duration::ZERO)
     }
 
     fn crash(&mut self, k: usize, now: Timestamp) -> BackendRecoveryDecision {
         let p = self.policy;
-        let w = self.windows.entry(k).or_insert(Window {
+        let fresh = Window {
             started: now,
             crashes: 0,
             total: 0,
-        });
-        let elapsed = match Self::elapsed(w, now) {
+        };
+        let elapsed = self.windows.get(&k).map(|w| self.elapsed(w, now));
+        let w = self.windows.entry(k).or_insert(fresh);
+        let elapsed = match elapsed.unwrap_or(Some(Duration::ZERO)) {
             Some(e) => e,
             None => {
                 w.started = now;
@@ -145,7 +166,9 @@ impl Model {
         let Some(w) = self.windows.get(&k) else {
             return BackendStatus::Healthy;
         };
-        let elapsed = Self::elapsed(w, now).unwrap_or_default();
+        let Some(elapsed) = self.elapsed(w, now) else {
+            return BackendStatus::Healthy;
+        };
         if elapsed >= self.policy.budget_window {
             BackendStatus::Healthy
         } else if w.crashes == 1 {
@@ -183,7 +206,11 @@ proptest! {
         for op in &ops {
             let now = clock.now();
             match *op {
-                Op::Crash(k) => {
+                Op::Crash(k) | Op::LateCrash(k, _) => {
+                    let now = match *op {
+                        Op::LateCrash(_, ms) => clock.ago(ms),
+                        _ => now,
+                    };
                     let got = store.record_crash(&keys[k], now).unwrap();
                     let want = model.crash(k, now);
                     prop_assert_eq!(&got, &want, "crash {} at {:?}", KEYS[k], now);
@@ -245,12 +272,24 @@ proptest! {
         let start = Instant::now();
         let mut elapsed = Duration::ZERO;
         for op in &ops {
-            // Monotonic time only: the reference is keyed by Instant, which never steps.
-            let now = Timestamp::from_wall(base() + elapsed);
+            // One boot and monotonic clocks: the reference is keyed by Instant, which never
+            // steps. A late crash is stamped up to just under one window back.
+            let stamp = |at: Duration| {
+                Timestamp::with_boot(
+                    base() + at,
+                    BootTime { boot_id: 1, since_boot: at + Duration::from_secs(60) },
+                )
+            };
             match *op {
-                Op::Crash(k) => {
-                    let got = store.record_crash(&keys[k], now).unwrap();
-                    let want = reference.record_crash(keys[k].clone(), start + elapsed);
+                Op::Crash(k) | Op::LateCrash(k, _) => {
+                    let late = match *op {
+                        Op::LateCrash(_, ms) => Duration::from_millis(ms)
+                            .min(policy.budget_window - Duration::from_millis(1))
+                            .min(elapsed),
+                        _ => Duration::ZERO,
+                    };
+                    let got = store.record_crash(&keys[k], stamp(elapsed - late)).unwrap();
+                    let want = reference.record_crash(keys[k].clone(), start + elapsed - late);
                     prop_assert_eq!(got, want);
                 }
                 Op::Success(k) | Op::Reset(k) => {

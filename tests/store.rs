@@ -362,19 +362,64 @@ fn wall_clock_step_back_without_boot_clock_bounds_the_refusal_by_one_window() {
 }
 
 #[test]
-fn status_with_window_in_the_future_reports_at_most_one_window() {
+fn status_with_window_in_the_future_does_not_trap_the_backend() {
     let t = TempStore::new();
     let k = zccache();
     let store = t.open();
     store.record_crash(&k, at(0.0)).unwrap();
     store.record_crash(&k, at(1.0)).unwrap();
+    // The wall clock went back an hour: how much of the window is left cannot be known, and
+    // waiting for the clock to catch up would hold the backend for an hour. It may start...
+    for later in [0.0, 60.0, 3000.0] {
+        assert_eq!(
+            store.status(&k, at(-3600.0 + later)).unwrap(),
+            BackendStatus::Healthy
+        );
+    }
+    // ...and a crash now refuses it for exactly one window, counted from the crash.
     assert_eq!(
-        store.status(&k, at(-3600.0)).unwrap(),
+        store.record_crash(&k, at(-3600.0)).unwrap(),
+        refuse(30 * SEC)
+    );
+    assert_eq!(
+        store.status(&k, at(-3600.0 + 29.0)).unwrap(),
         BackendStatus::Refused {
             reason: BackendRecoveryRefusalReason::BackendUnavailable,
-            retry_after: DEFAULT_RECOVERY_BUDGET_WINDOW
+            retry_after: SEC
         }
     );
+    assert_eq!(
+        store.status(&k, at(-3570.0)).unwrap(),
+        BackendStatus::Healthy
+    );
+}
+
+#[test]
+fn late_caller_on_the_same_boot_counts_as_no_time_like_the_reference() {
+    let t = TempStore::new();
+    let k = zccache();
+    let store = t.open();
+    let on_boot = |secs: f64| {
+        Timestamp::with_boot(
+            base() + Duration::from_secs_f64(secs),
+            boot(7, Duration::from_secs_f64(100.0 + secs)),
+        )
+    };
+    // Two brokers race: the crash stamped at 9 s reaches the store after the one at 10 s. The
+    // window still began at 10 s, as in the reference: at 39.5 s half a second is left.
+    let mut reference = BackendRecoveryState::new();
+    let start = Instant::now();
+    let expected = [retry(), refuse(30 * SEC), refuse(500 * MS), retry()];
+    for (secs, want) in [10.0, 9.0, 39.5, 40.0].into_iter().zip(expected) {
+        let from_reference =
+            reference.record_crash(k.clone(), start + Duration::from_secs_f64(secs));
+        assert_eq!(from_reference, want, "reference at {secs}");
+        assert_eq!(
+            store.record_crash(&k, on_boot(secs)).unwrap(),
+            want,
+            "store at {secs}"
+        );
+    }
 }
 
 #[test]
