@@ -129,6 +129,19 @@ pub enum StoreError {
         source: Box<dyn std::error::Error + Send + Sync + 'static>,
     },
 
+    /// A read-only open found a store of an older schema, which only a writable open migrates.
+    #[error(
+        "store at {path} uses schema {found}; this build writes schema {current}: open it once with a write command (e.g. `recovery-store prune`) to migrate it"
+    )]
+    NeedsMigration {
+        /// The store file.
+        path: PathBuf,
+        /// The schema version recorded in the file.
+        found: u32,
+        /// The schema this build writes.
+        current: u32,
+    },
+
     /// A write was attempted through a handle opened read-only.
     #[error("store at {path} was opened read-only: open it without `read_only` to change it")]
     ReadOnly {

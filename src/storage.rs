@@ -91,6 +91,13 @@ impl Storage {
                     detail: "it is a directory".into(),
                 });
             }
+            // A FIFO or device would block or misbehave on open; only plain files are stores.
+            Ok(meta) if !meta.is_file() => {
+                return Err(StoreError::NotAStore {
+                    path: path.to_owned(),
+                    detail: "it is not a regular file".into(),
+                });
+            }
             Ok(_) => {}
             Err(e) if e.kind() == ErrorKind::NotFound => {
                 if !config.create {
@@ -103,22 +110,34 @@ impl Storage {
             Err(source) => return Err(io_err("cannot read", path, source)),
         }
         check_magic(path)?;
-        let reader = preflight(path, config.cache_size)?;
-        if config.read_only
-            && let Some(db) = reader
-        {
-            return Ok(Self {
-                db: ManuallyDrop::new(Handle::ReadOnly(db)),
-                path: path.to_owned(),
-            });
+        match preflight(path, config.cache_size)? {
+            Preflight::Ready(db) if config.read_only => return Ok(Self::read_only(db, path)),
+            Preflight::Ready(_) => {}
+            Preflight::NeedsRepair => {
+                // The file's last writer died mid-write. Prove it is one of ours, of a schema we
+                // read, on a private copy before redb's repair writes to the real file.
+                validate_copy(path)?;
+                if config.read_only {
+                    drop(open_writable(path, config.cache_size)?);
+                    return match preflight(path, config.cache_size)? {
+                        Preflight::Ready(db) => Ok(Self::read_only(db, path)),
+                        _ => Err(StoreError::Corrupt {
+                            path: path.to_owned(),
+                            detail: "still needs recovery after redb's repair".into(),
+                        }),
+                    };
+                }
+            }
+            Preflight::NeedsMigration(found) if config.read_only => {
+                return Err(StoreError::NeedsMigration {
+                    path: path.to_owned(),
+                    found,
+                    current: CURRENT_VERSION,
+                });
+            }
+            Preflight::NeedsMigration(_) => {}
         }
-        let db = guarded(path, "opening", || {
-            Builder::new()
-                .set_concurrency_mode(ConcurrencyMode::MultiWriter)
-                .set_cache_size(config.cache_size)
-                .open(path)
-                .map_err(|e| engine_err(path, e))
-        })?;
+        let db = open_writable(path, config.cache_size)?;
         let storage = Self {
             db: ManuallyDrop::new(Handle::Writable(db)),
             path: path.to_owned(),
@@ -148,6 +167,13 @@ impl Storage {
         };
         storage.finish_open(config, true)?;
         Ok(storage)
+    }
+
+    fn read_only(db: ReadOnlyDatabase, path: &Path) -> Self {
+        Self {
+            db: ManuallyDrop::new(Handle::ReadOnly(db)),
+            path: path.to_owned(),
+        }
     }
 
     /// The file (or backend label) this store was opened from.
@@ -379,6 +405,23 @@ impl<'a> Writer<'a> {
         Ok(removed.is_some())
     }
 
+    /// The stored key bytes under `prefix`, in order, without decoding any value.
+    pub fn keys(&self, prefix: &str) -> Result<Vec<Vec<u8>>, StoreError> {
+        let range = self
+            .entries
+            .range::<&[u8]>(prefix.as_bytes()..)
+            .map_err(|e| engine_err(self.path, e))?;
+        let mut keys = Vec::new();
+        for item in range {
+            let (key, _) = item.map_err(|e| engine_err(self.path, e))?;
+            if !key.value().starts_with(prefix.as_bytes()) {
+                break;
+            }
+            keys.push(key.value().to_vec());
+        }
+        Ok(keys)
+    }
+
     /// See [`Reader::scan`].
     pub fn scan(
         &self,
@@ -403,6 +446,10 @@ impl<'a> Writer<'a> {
 
     fn apply_step(&mut self, step: &migrations::Step) -> Result<(), StoreError> {
         let path = self.path;
+        // Another process may have run this step since we looked: then there is nothing to do.
+        if read_schema_version(&self.meta, path)? != step.from {
+            return Ok(());
+        }
         let corrupt = |what: &str, e: postcard::Error| StoreError::Corrupt {
             path: path.to_owned(),
             detail: format!("migrating {what} from schema {}: {e}", step.from),
@@ -530,7 +577,10 @@ fn discard_unfinished_creation(
     label: &Path,
 ) -> Result<(), StoreError> {
     let len = backend.len().map_err(|e| io_err("cannot read", label, e))?;
-    if len == 0 {
+    // Creation writes well under this; a bigger image with a zeroed header is a damaged store,
+    // which is reported, never wiped.
+    const MAX_CREATION_IMAGE: u64 = 1 << 20;
+    if len == 0 || len > MAX_CREATION_IMAGE {
         return Ok(());
     }
     let mut head = [0u8; REDB_MAGIC.len()];
@@ -575,11 +625,19 @@ fn check_magic(path: &Path) -> Result<(), StoreError> {
     })
 }
 
+/// What a read-only look at a file found.
+enum Preflight {
+    /// A store of the current schema, open read-only.
+    Ready(ReadOnlyDatabase),
+    /// The last writer died mid-write and no writer is live: redb must repair it first.
+    NeedsRepair,
+    /// A store of an older schema (the version found).
+    NeedsMigration(u32),
+}
+
 // Validates format and schema through a read-only handle, which never writes to the file, so a
-// foreign or newer file is refused untouched, and returns that handle. A file that needs crash
-// recovery cannot be read this way (`None`); the writable open that follows repairs it and
-// validates it then.
-fn preflight(path: &Path, cache_size: usize) -> Result<Option<ReadOnlyDatabase>, StoreError> {
+// foreign or newer file is refused untouched.
+fn preflight(path: &Path, cache_size: usize) -> Result<Preflight, StoreError> {
     let opened = guarded(path, "opening", || {
         match Builder::new()
             .set_concurrency_mode(ConcurrencyMode::MultiWriter)
@@ -592,23 +650,48 @@ fn preflight(path: &Path, cache_size: usize) -> Result<Option<ReadOnlyDatabase>,
         }
     })?;
     let Some(db) = opened else {
-        return Ok(None);
+        return Ok(Preflight::NeedsRepair);
     };
     let version = guarded(path, "reading", || {
         let txn = db.begin_read().map_err(|e| engine_err(path, e))?;
-        let meta = match txn.open_table(META) {
-            Ok(table) => table,
-            Err(TableError::TableDoesNotExist(_)) => return Err(not_a_store(path)),
-            Err(e) => return Err(engine_err(path, e)),
-        };
-        read_schema_version(&meta, path)
+        Reader::open(&txn, path)?.schema_version()
     })?;
     check_version(path, version)?;
-    if version < CURRENT_VERSION {
-        // Only a writable open can migrate it.
-        return Ok(None);
-    }
-    Ok(Some(db))
+    Ok(if version < CURRENT_VERSION {
+        Preflight::NeedsMigration(version)
+    } else {
+        Preflight::Ready(db)
+    })
+}
+
+// Checks format and schema on a repaired in-memory copy of a file that needs crash recovery,
+// leaving the file itself untouched. Costs a read of the whole file, only after an unclean stop.
+fn validate_copy(path: &Path) -> Result<(), StoreError> {
+    let bytes = fs::read(path).map_err(|e| io_err("cannot read", path, e))?;
+    let copy = redb::backends::InMemoryBackend::new();
+    copy.set_len(bytes.len() as u64)
+        .and_then(|()| copy.write(0, &bytes))
+        .map_err(|e| io_err("cannot copy", path, e))?;
+    drop(bytes);
+    let version = guarded(path, "checking a copy of", || {
+        let db = Builder::new()
+            .set_cache_size(1 << 20)
+            .create_with_backend(copy)
+            .map_err(|e| engine_err(path, e))?;
+        let txn = db.begin_read().map_err(|e| engine_err(path, e))?;
+        Reader::open(&txn, path)?.schema_version()
+    })?;
+    check_version(path, version)
+}
+
+fn open_writable(path: &Path, cache_size: usize) -> Result<Database, StoreError> {
+    guarded(path, "opening", || {
+        Builder::new()
+            .set_concurrency_mode(ConcurrencyMode::MultiWriter)
+            .set_cache_size(cache_size)
+            .open(path)
+            .map_err(|e| engine_err(path, e))
+    })
 }
 
 // Builds the store under a temporary name beside `path`, then links it into place, so `path`
@@ -693,11 +776,23 @@ fn process_exists(pid: libc::pid_t) -> bool {
     rc == 0 || std::io::Error::last_os_error().raw_os_error() != Some(libc::ESRCH)
 }
 
+// Copies `from` to a new file `to`. An existing `to` is an earlier backup of the same schema,
+// taken before anything was migrated, so it is kept rather than overwritten.
 fn copy_durably(from: &Path, to: &Path) -> Result<(), StoreError> {
-    fs::copy(from, to).map_err(|e| io_err("cannot back up to", to, e))?;
-    File::open(to)
-        .and_then(|f| f.sync_all())
-        .map_err(|e| io_err("cannot sync", to, e))?;
+    let mut target = match OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(to)
+    {
+        Ok(file) => file,
+        Err(e) if e.kind() == ErrorKind::AlreadyExists => return Ok(()),
+        Err(e) => return Err(io_err("cannot back up to", to, e)),
+    };
+    File::open(from)
+        .and_then(|mut source| std::io::copy(&mut source, &mut target))
+        .and_then(|_| target.sync_all())
+        .map_err(|e| io_err("cannot back up to", to, e))?;
     sync_dir(&parent_dir(to))
 }
 

@@ -192,14 +192,8 @@ impl RecoveryStore {
         mut matches: impl FnMut(&str) -> bool,
     ) -> Result<Vec<String>, StoreError> {
         self.storage.write(|w| {
-            let mut doomed = Vec::new();
-            w.scan(prefix, |raw, _| {
-                let text = String::from_utf8_lossy(raw);
-                if matches(&text) {
-                    doomed.push(raw.to_vec());
-                }
-                Ok(())
-            })?;
+            let mut doomed = w.keys(prefix)?;
+            doomed.retain(|raw| matches(&String::from_utf8_lossy(raw)));
             for raw in &doomed {
                 w.remove_raw(raw)?;
             }
@@ -291,18 +285,18 @@ impl RecoveryStore {
     }
 
     /// Replaces the whole state with `entries` (and the policy, if given) in one transaction.
+    ///
+    /// Entries the store could not have written are refused with
+    /// [`StoreError::InvalidImport`] before anything changes: a key given twice, no crash in
+    /// the window, or fewer crashes in total than in the window.
     pub fn replace_all(
         &self,
         policy: Option<BackendRecoveryPolicy>,
         entries: &[RecoveryEntry],
     ) -> Result<(), StoreError> {
+        validate_entries(entries)?;
         self.storage.write(|w| {
-            let mut old = Vec::new();
-            w.scan("", |raw, _| {
-                old.push(raw.to_vec());
-                Ok(())
-            })?;
-            for raw in &old {
+            for raw in &w.keys("")? {
                 w.remove_raw(raw)?;
             }
             for entry in entries {
@@ -320,6 +314,25 @@ impl RecoveryStore {
     pub fn check_integrity(&mut self) -> Result<bool, StoreError> {
         self.storage.check_integrity()
     }
+}
+
+fn validate_entries(entries: &[RecoveryEntry]) -> Result<(), StoreError> {
+    let mut seen = std::collections::HashSet::new();
+    for entry in entries {
+        let problem = if !seen.insert(&entry.key) {
+            "appears more than once"
+        } else if entry.crashes_in_window == 0 {
+            "has no crash in its window"
+        } else if entry.total_crashes < u64::from(entry.crashes_in_window) {
+            "has fewer crashes in total than in its window"
+        } else {
+            continue;
+        };
+        return Err(StoreError::InvalidImport {
+            detail: format!("entry {} {problem}", entry.key),
+        });
+    }
+    Ok(())
 }
 
 /// Where an entry stands at `now` under `policy`.

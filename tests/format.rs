@@ -231,3 +231,22 @@ fn damaged_entry_is_an_error_naming_its_key() {
     assert!(store.reset(&k).unwrap());
     assert!(store.get(&k).unwrap().is_none());
 }
+
+#[test]
+fn special_files_are_refused_without_blocking() {
+    let t = TempStore::new();
+    let path = std::ffi::CString::new(t.path.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: `path` is a valid NUL-terminated string for the call.
+    assert_eq!(unsafe { libc::mkfifo(path.as_ptr(), 0o600) }, 0);
+    let (tx, rx) = std::sync::mpsc::channel();
+    let fifo = t.path.clone();
+    std::thread::spawn(move || {
+        let _ = tx.send(RecoveryStore::open(&fifo).map(|_| ()));
+    });
+    let err = rx
+        .recv_timeout(std::time::Duration::from_secs(10))
+        .expect("open of a FIFO must not block")
+        .unwrap_err();
+    assert!(matches!(err, StoreError::NotAStore { .. }), "{err}");
+    assert!(err.to_string().contains("not a regular file"));
+}

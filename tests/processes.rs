@@ -13,7 +13,7 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use recovery_store::{BackendKey, RecoveryStore, Timestamp};
+use recovery_store::{BackendKey, RecoveryStore, StoreError, StoreOptions, Timestamp};
 
 use crate::util::{Rng, TempStore, env_flag, key};
 
@@ -88,8 +88,95 @@ fn worker_entry() {
     match role.as_str() {
         "script" => run_script(&path),
         "count" => run_counter(&path, number(THREADS_VAR), number(COUNT_VAR)),
+        "abandon" => abandon(&path),
         other => panic!("unknown worker role {other:?}"),
     }
+}
+
+// Opens `path` with redb as any writer would, commits, and exits without closing: the file is
+// left as by a writer that died, needing crash recovery before its next writable open.
+fn abandon(path: &Path) {
+    let db = redb::Database::builder()
+        .set_concurrency_mode(redb::ConcurrencyMode::MultiWriter)
+        .open(path)
+        .expect("worker open");
+    let txn = db.begin_write().expect("begin");
+    {
+        let table: redb::TableDefinition<&[u8], &[u8]> = redb::TableDefinition::new("abandoned");
+        let mut table = txn.open_table(table).expect("table");
+        table
+            .insert(b"k".as_slice(), b"v".as_slice())
+            .expect("insert");
+    }
+    txn.commit().expect("commit");
+    std::process::exit(0);
+}
+
+/// Leaves the file at `path` as a writer that died mid-session would, and checks that it now
+/// needs crash recovery (a read-only open is refused).
+fn leave_dirty(path: &Path) {
+    let status = spawn_worker("abandon", path, &[]).wait().expect("worker");
+    assert!(status.success(), "abandon worker: {status}");
+    let ro = redb::Database::builder()
+        .set_concurrency_mode(redb::ConcurrencyMode::MultiWriter)
+        .open_read_only(path);
+    assert!(
+        matches!(ro, Err(redb::DatabaseError::RepairAborted)),
+        "the file should need recovery"
+    );
+}
+
+// Guards the files a dead writer left behind: a foreign redb file and a store of a newer schema
+// are still refused byte-for-byte untouched, though redb would repair them on a writable open.
+#[test]
+fn files_left_by_dead_writers_are_still_refused_untouched() {
+    let foreign = TempStore::new();
+    drop(redb::Database::create(&foreign.path).expect("create foreign"));
+    leave_dirty(&foreign.path);
+    let newer = TempStore::new();
+    drop(newer.open());
+    crate::util::rewrite_meta(
+        &newer.path,
+        b"schema_version",
+        &postcard::to_allocvec(&2u32).expect("encode"),
+    );
+    leave_dirty(&newer.path);
+    for (t, expected) in [(&foreign, "NotAStore"), (&newer, "NewerSchema")] {
+        let before = std::fs::read(&t.path).expect("read");
+        for options in [
+            StoreOptions::default(),
+            StoreOptions::default().read_only(true),
+        ] {
+            let err = RecoveryStore::open_with(&t.path, options).expect_err("refused");
+            let variant = match err {
+                StoreError::NotAStore { .. } => "NotAStore",
+                StoreError::NewerSchema { .. } => "NewerSchema",
+                _ => "other",
+            };
+            assert_eq!(variant, expected, "{err}");
+        }
+        assert!(
+            std::fs::read(&t.path).expect("read") == before,
+            "{expected} file changed"
+        );
+    }
+}
+
+// Guards read-only opens of a store whose writer died: redb's repair runs, but the handle stays
+// read-only and the data is there.
+#[test]
+fn read_only_open_of_a_store_left_by_a_dead_writer_repairs_but_never_writes_after() {
+    let t = TempStore::new();
+    let k = key("shared/alpha@1.0.0");
+    t.open().record_crash(&k, Timestamp::now()).expect("record");
+    leave_dirty(&t.path);
+    let store = RecoveryStore::open_with(&t.path, StoreOptions::default().read_only(true))
+        .expect("read-only open");
+    assert_eq!(store.get(&k).expect("get").expect("entry").total_crashes, 1);
+    assert!(matches!(
+        store.record_crash(&k, Timestamp::now()),
+        Err(StoreError::ReadOnly { .. })
+    ));
 }
 
 // Runs the fixed script, printing `ack I` once step I is acknowledged, until killed (or, as a

@@ -615,3 +615,34 @@ fn creation_sweeps_away_leftovers_of_dead_creators_only() {
     assert!(live.exists(), "a live creator's file is left alone");
     assert!(unrelated.exists(), "another store's files are left alone");
 }
+
+#[test]
+fn replace_all_refuses_entries_the_store_could_not_have_written() {
+    let t = TempStore::new();
+    let store = t.open();
+    let k = zccache();
+    store.record_crash(&k, at(0.0)).unwrap();
+    let entry = |crashes_in_window, total_crashes| recovery_store::RecoveryEntry {
+        key: zccache(),
+        window_started_at: at(0.0),
+        crashes_in_window,
+        last_crash: at(0.0),
+        total_crashes,
+    };
+    for bad in [
+        vec![entry(0, 0)],
+        vec![entry(3, 2)],
+        vec![entry(1, 1), entry(2, 2)],
+    ] {
+        let err = store.replace_all(None, &bad).unwrap_err();
+        assert!(
+            matches!(&err, recovery_store::StoreError::InvalidImport { detail }
+                if detail.contains("shared/zccache@1.11.20")),
+            "{err}"
+        );
+    }
+    // Nothing changed; a valid document replaces everything.
+    assert_eq!(store.get(&k).unwrap().unwrap().total_crashes, 1);
+    store.replace_all(None, &[entry(2, 5)]).unwrap();
+    assert_eq!(store.list().unwrap(), [entry(2, 5)]);
+}
