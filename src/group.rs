@@ -48,6 +48,7 @@ impl GroupCommit {
     pub fn submit(
         &self,
         crash: Crash,
+        path: &Path,
         run_batch: impl FnOnce(&[Crash]) -> Vec<Outcome>,
     ) -> Outcome {
         let mut state = self.lock();
@@ -77,7 +78,7 @@ impl GroupCommit {
                     Err(panic) => {
                         // Release the followers of this batch before the panic goes on.
                         for &t in &tickets {
-                            state.results.insert(t, Err(lost()));
+                            state.results.insert(t, Err(lost(path)));
                         }
                         state.results.remove(&ticket);
                         self.done.notify_all();
@@ -87,7 +88,7 @@ impl GroupCommit {
                 };
                 let mut outcomes = outcomes.into_iter();
                 for t in tickets {
-                    let outcome = outcomes.next().unwrap_or_else(|| Err(lost()));
+                    let outcome = outcomes.next().unwrap_or_else(|| Err(lost(path)));
                     state.results.insert(t, outcome);
                 }
                 // Followers of this batch collect their results; one of those still queued leads.
@@ -143,8 +144,9 @@ pub(crate) fn commit_crashes(
             .map(|(key, now)| storage.write(|w| apply(w, key, *now)))
             .collect(),
         Err(err) => {
-            let mut outcomes: Vec<Outcome> = batch[1..]
+            let mut outcomes: Vec<Outcome> = batch
                 .iter()
+                .skip(1)
                 .map(|_| Err(replicate(&err, storage.path())))
                 .collect();
             outcomes.insert(0, Err(err));
@@ -200,9 +202,9 @@ fn replicate(err: &StoreError, path: &Path) -> StoreError {
 }
 
 // For callers whose batch ended without an outcome for them: its leader panicked.
-fn lost() -> StoreError {
+fn lost(path: &Path) -> StoreError {
     StoreError::Storage {
-        path: Default::default(),
+        path: path.to_owned(),
         source: "the thread committing this crash together with others failed before \
                  reporting its outcome"
             .into(),
@@ -245,7 +247,7 @@ mod tests {
     fn a_lone_caller_leads_a_batch_of_one() {
         let group = GroupCommit::default();
         for i in 0..3 {
-            let out = group.submit(crash(i), |batch| {
+            let out = group.submit(crash(i), Path::new("test"), |batch| {
                 assert_eq!(batch.len(), 1);
                 decide(batch)
             });
@@ -263,7 +265,7 @@ mod tests {
         let leader = {
             let (group, release) = (group.clone(), release.clone());
             std::thread::spawn(move || {
-                group.submit(crash(0), |batch| {
+                group.submit(crash(0), Path::new("test"), |batch| {
                     while !release.load(Ordering::Acquire) {
                         std::thread::yield_now();
                     }
@@ -277,7 +279,7 @@ mod tests {
         let followers: Vec<_> = (1..8)
             .map(|i| {
                 let group = group.clone();
-                std::thread::spawn(move || group.submit(crash(i), decide))
+                std::thread::spawn(move || group.submit(crash(i), Path::new("test"), decide))
             })
             .collect();
         while group.waiting() < 7 {
@@ -298,7 +300,7 @@ mod tests {
         let leader = {
             let (group, release) = (group.clone(), release.clone());
             std::thread::spawn(move || {
-                group.submit(crash(0), |_| {
+                group.submit(crash(0), Path::new("test"), |_| {
                     while !release.load(Ordering::Acquire) {
                         std::thread::yield_now();
                     }
@@ -311,7 +313,9 @@ mod tests {
         }
         let follower = {
             let group = group.clone();
-            std::thread::spawn(move || group.submit(crash(1), |_| panic!("boom")))
+            std::thread::spawn(move || {
+                group.submit(crash(1), Path::new("test"), |_| panic!("boom"))
+            })
         };
         while group.waiting() < 1 {
             std::thread::yield_now();
@@ -321,6 +325,6 @@ mod tests {
         assert!(leader.join().unwrap().is_err());
         // The follower leads the next batch, which panics; the panic reaches its own caller.
         assert!(follower.join().is_err());
-        assert!(group.submit(crash(2), decide).is_ok());
+        assert!(group.submit(crash(2), Path::new("test"), decide).is_ok());
     }
 }

@@ -7,8 +7,6 @@
 
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
-
 /// Default window bounding spawn retries in the broker.
 pub const DEFAULT_SPAWN_BUDGET_WINDOW: Duration = Duration::from_secs(30);
 
@@ -22,7 +20,7 @@ pub const DEFAULT_RECOVERY_BUDGET_WINDOW: Duration = DEFAULT_SPAWN_BUDGET_WINDOW
 const MIN_DURATION: Duration = Duration::from_millis(1);
 
 /// Recovery tuning for one backend key.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct BackendRecoveryPolicy {
     /// Delay reported before the one allowed retry should begin.
     pub retry_backoff: Duration,

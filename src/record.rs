@@ -26,7 +26,7 @@ pub struct RecoveryEntry {
 /// The longest policy duration the file format holds (`u64::MAX` nanoseconds, about 584 years).
 pub const MAX_POLICY_DURATION: Duration = Duration::from_nanos(u64::MAX);
 
-pub(crate) fn encode_entry(entry: &RecoveryEntry) -> Vec<u8> {
+pub(crate) fn encode_entry(entry: &RecoveryEntry) -> Result<Vec<u8>, postcard::Error> {
     let record = stored::Entry {
         window_started_at: stamp(&entry.window_started_at),
         crashes_in_window: entry.crashes_in_window,
@@ -80,7 +80,10 @@ fn corrupt_entry(raw_key: &[u8], path: &std::path::Path, detail: String) -> Stor
     }
 }
 
-pub(crate) fn encode_policy(policy: &BackendRecoveryPolicy) -> Result<Vec<u8>, StoreError> {
+pub(crate) fn encode_policy(
+    policy: &BackendRecoveryPolicy,
+    path: &std::path::Path,
+) -> Result<Vec<u8>, StoreError> {
     let nanos = |what: &str, d: Duration| {
         u64::try_from(d.as_nanos()).map_err(|_| StoreError::InvalidPolicy {
             detail: format!(
@@ -88,10 +91,14 @@ pub(crate) fn encode_policy(policy: &BackendRecoveryPolicy) -> Result<Vec<u8>, S
             ),
         })
     };
-    Ok(encode(&stored::Policy {
+    encode(&stored::Policy {
         retry_backoff_nanos: nanos("retry backoff", policy.retry_backoff)?,
         budget_window_nanos: nanos("budget window", policy.budget_window)?,
-    }))
+    })
+    .map_err(|e| StoreError::Storage {
+        path: path.to_owned(),
+        source: Box::new(e),
+    })
 }
 
 pub(crate) fn decode_policy(value: &[u8]) -> Result<BackendRecoveryPolicy, postcard::Error> {
@@ -102,7 +109,7 @@ pub(crate) fn decode_policy(value: &[u8]) -> Result<BackendRecoveryPolicy, postc
     ))
 }
 
-pub(crate) fn encode_version(version: u32) -> Vec<u8> {
+pub(crate) fn encode_version(version: u32) -> Result<Vec<u8>, postcard::Error> {
     encode(&version)
 }
 
@@ -110,9 +117,8 @@ pub(crate) fn decode_version(value: &[u8]) -> Result<u32, postcard::Error> {
     decode(value)
 }
 
-fn encode<T: serde::Serialize>(value: &T) -> Vec<u8> {
-    // Serializing plain structs of integers into a Vec cannot fail.
-    postcard::to_allocvec(value).unwrap_or_default()
+fn encode<T: serde::Serialize>(value: &T) -> Result<Vec<u8>, postcard::Error> {
+    postcard::to_allocvec(value)
 }
 
 // Trailing bytes mean the value is not what we wrote: refuse it rather than guess.
@@ -166,7 +172,7 @@ mod tests {
             last_crash: at + Duration::from_secs(1),
             total_crashes: 7,
         };
-        let bytes = encode_entry(&entry);
+        let bytes = encode_entry(&entry).unwrap();
         let key = entry.key.to_string();
         assert_eq!(
             decode_entry(key.as_bytes(), &bytes, Path::new("x")).unwrap(),
@@ -183,7 +189,7 @@ mod tests {
             last_crash: Timestamp::from_parts(1, None),
             total_crashes: 1,
         };
-        let good = encode_entry(&entry);
+        let good = encode_entry(&entry).unwrap();
         for bad in [
             &good[..good.len() - 1],
             &[good.as_slice(), &[0]].concat(),
@@ -202,10 +208,11 @@ mod tests {
     #[test]
     fn policies_round_trip_and_refuse_what_the_format_cannot_hold() {
         let p = BackendRecoveryPolicy::new(Duration::from_millis(3), Duration::from_secs(4));
-        assert_eq!(decode_policy(&encode_policy(&p).unwrap()).unwrap(), p);
+        let path = Path::new("x");
+        assert_eq!(decode_policy(&encode_policy(&p, path).unwrap()).unwrap(), p);
         let huge = BackendRecoveryPolicy::new(Duration::MAX, Duration::from_secs(1));
         assert!(matches!(
-            encode_policy(&huge),
+            encode_policy(&huge, path),
             Err(StoreError::InvalidPolicy { .. })
         ));
     }

@@ -250,7 +250,11 @@ impl Storage {
         if version < CURRENT_VERSION {
             self.migrate(version)?;
         }
-        if let Some(policy) = config.policy {
+        // Most opens ask for the policy already stored: check before paying for a commit.
+        if let Some(policy) = config
+            .policy
+            .filter(|p| self.read(|r| r.policy()).ok() != Some(*p))
+        {
             self.write(|w| {
                 if w.policy()? != policy {
                     w.set_policy(&policy)?;
@@ -369,7 +373,7 @@ impl<'a> Writer<'a> {
 
     /// Persists a new policy.
     pub fn set_policy(&mut self, policy: &BackendRecoveryPolicy) -> Result<(), StoreError> {
-        let bytes = record::encode_policy(policy)?;
+        let bytes = record::encode_policy(policy, self.path)?;
         self.meta
             .insert(schema::META_POLICY, bytes.as_slice())
             .map_err(|e| engine_err(self.path, e))?;
@@ -384,7 +388,7 @@ impl<'a> Writer<'a> {
     /// Stores an entry, replacing any earlier one for its key.
     pub fn put(&mut self, entry: &RecoveryEntry) -> Result<(), StoreError> {
         let key = entry.key.to_string();
-        let value = record::encode_entry(entry);
+        let value = record::encode_entry(entry).map_err(|e| encode_err(self.path, e))?;
         self.entries
             .insert(key.as_bytes(), value.as_slice())
             .map_err(|e| engine_err(self.path, e))?;
@@ -432,7 +436,8 @@ impl<'a> Writer<'a> {
     }
 
     fn initialize(&mut self, policy: BackendRecoveryPolicy) -> Result<(), StoreError> {
-        let version = record::encode_version(CURRENT_VERSION);
+        let version =
+            record::encode_version(CURRENT_VERSION).map_err(|e| encode_err(self.path, e))?;
         for (key, value) in [
             (schema::META_FORMAT, FORMAT_NAME),
             (schema::META_SCHEMA_VERSION, version.as_slice()),
@@ -472,7 +477,7 @@ impl<'a> Writer<'a> {
             .map(|v| v.value().to_vec())
             .ok_or_else(|| missing_meta(path, "policy"))?;
         let policy = (step.policy)(&policy).map_err(|e| corrupt("the policy", e))?;
-        let version = record::encode_version(step.from + 1);
+        let version = record::encode_version(step.from + 1).map_err(|e| encode_err(path, e))?;
         for (key, value) in [
             (schema::META_POLICY, policy.as_slice()),
             (schema::META_SCHEMA_VERSION, version.as_slice()),
@@ -874,6 +879,13 @@ fn engine_err(path: &Path, e: impl Into<redb::Error>) -> StoreError {
             path,
             source: Box::new(other),
         },
+    }
+}
+
+fn encode_err(path: &Path, e: postcard::Error) -> StoreError {
+    StoreError::Storage {
+        path: path.to_owned(),
+        source: Box::new(e),
     }
 }
 

@@ -143,9 +143,10 @@ impl RecoveryStore {
         key: &BackendKey,
         now: Timestamp,
     ) -> Result<BackendRecoveryDecision, StoreError> {
-        self.group.submit((key.clone(), now), |batch| {
-            group::commit_crashes(&self.storage, batch, apply_crash)
-        })
+        self.group
+            .submit((key.clone(), now), self.storage.path(), |batch| {
+                group::commit_crashes(&self.storage, batch, apply_crash)
+            })
     }
 
     /// Group-commit counters: (batches committed, crashes waiting for the next batch).
