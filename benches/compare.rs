@@ -209,6 +209,23 @@ fn run(cfg: &Config, dir: &Path) {
             .map_or(BackendStatus::Healthy, |e| status_of(e, now, &policy));
         std::hint::black_box(status);
     });
+    // The floor under any read: one empty redb read transaction on the same file, in the
+    // store's MultiWriter mode and, for scale, in redb's default ExclusiveWriter mode.
+    let begin_read_floor = |mode: redb::ConcurrencyMode| {
+        let path = dir.join(format!("floor-{mode:?}.redb"));
+        let db = redb::Builder::new()
+            .set_concurrency_mode(mode)
+            .create(&path)
+            .expect("redb create");
+        let floor = median_of(reads, || {
+            std::hint::black_box(redb::ReadableDatabase::begin_read(&db).expect("begin_read"));
+        });
+        drop(db);
+        let _ = std::fs::remove_file(&path);
+        floor
+    };
+    let floor_multi = begin_read_floor(redb::ConcurrencyMode::MultiWriter);
+    let floor_exclusive = begin_read_floor(redb::ConcurrencyMode::ExclusiveWriter);
     t.section(&format!("(c) status reads, {} entries", cfg.entries));
     t.row("store status", store_read, None);
     t.target(
@@ -224,6 +241,17 @@ fn run(cfg: &Config, dir: &Path) {
         None,
     );
     t.row_ratio("store / in-memory status_of", store_read, mem_status);
+    t.row(
+        "redb empty read txn, MultiWriter (floor)",
+        floor_multi,
+        None,
+    );
+    t.row_ratio("store status / that floor", store_read, floor_multi);
+    t.row(
+        "redb empty read txn, ExclusiveWriter",
+        floor_exclusive,
+        None,
+    );
     drop(sql);
 
     // What each operation asks of the file: syscalls behind one write and one read.
