@@ -7,7 +7,7 @@
 //! crash-looping backend gets fresh retries after every broker restart.
 //!
 //! This crate keeps the policy as a pure state machine and stores its state in a
-//! [redb](https://docs.rs/redb) file:
+//! redb file:
 //!
 //! - [`RecoveryStore`] decides exactly as the in-memory policy does, and commits every decision
 //!   durably before returning it. Several processes may share one file.
