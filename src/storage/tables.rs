@@ -1,0 +1,290 @@
+//! Typed access to the store's two tables, inside one read or write transaction.
+
+use std::path::Path;
+
+use redb::{
+    ReadOnlyTable, ReadTransaction, ReadableTable, ReadableTableMetadata, Table, TableError,
+    WriteTransaction,
+};
+
+use super::guard::{encode_err, engine_err, missing_meta, not_a_store};
+use super::{ENTRIES, META};
+use crate::error::StoreError;
+use crate::key::BackendKey;
+use crate::migrations::{self, CURRENT_VERSION, FORMAT_NAME, current as schema};
+use crate::policy::BackendRecoveryPolicy;
+use crate::record::{self, RecoveryEntry};
+
+/// Reads from one snapshot.
+pub(crate) struct Reader<'a> {
+    meta: ReadOnlyTable<&'static [u8], &'static [u8]>,
+    entries: Option<ReadOnlyTable<&'static [u8], &'static [u8]>>,
+    path: &'a Path,
+}
+
+impl<'a> Reader<'a> {
+    pub(super) fn open(txn: &ReadTransaction, path: &'a Path) -> Result<Self, StoreError> {
+        let meta = match txn.open_table(META) {
+            Ok(table) => table,
+            Err(TableError::TableDoesNotExist(_)) => return Err(not_a_store(path)),
+            Err(e) => return Err(engine_err(path, e)),
+        };
+        let entries = match txn.open_table(ENTRIES) {
+            Ok(table) => Some(table),
+            Err(TableError::TableDoesNotExist(_)) => None,
+            Err(e) => return Err(engine_err(path, e)),
+        };
+        Ok(Self {
+            meta,
+            entries,
+            path,
+        })
+    }
+
+    /// The schema version recorded in the file, after checking the format name.
+    pub fn schema_version(&self) -> Result<u32, StoreError> {
+        read_schema_version(&self.meta, self.path)
+    }
+
+    /// The store's policy.
+    pub fn policy(&self) -> Result<BackendRecoveryPolicy, StoreError> {
+        read_policy(&self.meta, self.path)
+    }
+
+    /// One backend's entry.
+    pub fn get(&self, key: &BackendKey) -> Result<Option<RecoveryEntry>, StoreError> {
+        match &self.entries {
+            Some(table) => get_entry(table, key, self.path),
+            None => Ok(None),
+        }
+    }
+
+    /// Visits every entry whose key text starts with `prefix`, in key order. Each entry is
+    /// decoded separately, so one damaged entry does not hide the others.
+    pub fn scan(
+        &self,
+        prefix: &str,
+        visit: impl FnMut(&[u8], Result<RecoveryEntry, StoreError>) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        match &self.entries {
+            Some(table) => scan_entries(table, prefix, self.path, visit),
+            None => Ok(()),
+        }
+    }
+
+    /// The number of entries.
+    pub fn len(&self) -> Result<u64, StoreError> {
+        match &self.entries {
+            Some(table) => table.len().map_err(|e| engine_err(self.path, e)),
+            None => Ok(0),
+        }
+    }
+}
+
+/// Reads and writes inside one write transaction.
+pub(crate) struct Writer<'a> {
+    meta: Table<'a, &'static [u8], &'static [u8]>,
+    entries: Table<'a, &'static [u8], &'static [u8]>,
+    path: &'a Path,
+}
+
+impl<'a> Writer<'a> {
+    pub(super) fn open(txn: &'a WriteTransaction, path: &'a Path) -> Result<Self, StoreError> {
+        Ok(Self {
+            meta: txn.open_table(META).map_err(|e| engine_err(path, e))?,
+            entries: txn.open_table(ENTRIES).map_err(|e| engine_err(path, e))?,
+            path,
+        })
+    }
+
+    /// The store's policy as of this transaction.
+    pub fn policy(&self) -> Result<BackendRecoveryPolicy, StoreError> {
+        read_policy(&self.meta, self.path)
+    }
+
+    /// Persists a new policy.
+    pub fn set_policy(&mut self, policy: &BackendRecoveryPolicy) -> Result<(), StoreError> {
+        let bytes = record::encode_policy(policy, self.path)?;
+        self.meta
+            .insert(schema::META_POLICY, bytes.as_slice())
+            .map_err(|e| engine_err(self.path, e))?;
+        Ok(())
+    }
+
+    /// One backend's entry.
+    pub fn get(&self, key: &BackendKey) -> Result<Option<RecoveryEntry>, StoreError> {
+        get_entry(&self.entries, key, self.path)
+    }
+
+    /// Stores an entry, replacing any earlier one for its key.
+    pub fn put(&mut self, entry: &RecoveryEntry) -> Result<(), StoreError> {
+        let key = entry.key.to_string();
+        let value = record::encode_entry(entry).map_err(|e| encode_err(self.path, e))?;
+        self.entries
+            .insert(key.as_bytes(), value.as_slice())
+            .map_err(|e| engine_err(self.path, e))?;
+        Ok(())
+    }
+
+    /// Removes a backend's entry; true if there was one.
+    pub fn remove(&mut self, key: &BackendKey) -> Result<bool, StoreError> {
+        self.remove_raw(key.to_string().as_bytes())
+    }
+
+    /// Removes an entry by its stored key bytes, decodable or not; true if there was one.
+    pub fn remove_raw(&mut self, raw_key: &[u8]) -> Result<bool, StoreError> {
+        let removed = self
+            .entries
+            .remove(raw_key)
+            .map_err(|e| engine_err(self.path, e))?;
+        Ok(removed.is_some())
+    }
+
+    /// The stored key bytes under `prefix`, in order, without decoding any value.
+    pub fn keys(&self, prefix: &str) -> Result<Vec<Vec<u8>>, StoreError> {
+        let range = self
+            .entries
+            .range::<&[u8]>(prefix.as_bytes()..)
+            .map_err(|e| engine_err(self.path, e))?;
+        let mut keys = Vec::new();
+        for item in range {
+            let (key, _) = item.map_err(|e| engine_err(self.path, e))?;
+            if !key.value().starts_with(prefix.as_bytes()) {
+                break;
+            }
+            keys.push(key.value().to_vec());
+        }
+        Ok(keys)
+    }
+
+    /// See [`Reader::scan`].
+    pub fn scan(
+        &self,
+        prefix: &str,
+        visit: impl FnMut(&[u8], Result<RecoveryEntry, StoreError>) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        scan_entries(&self.entries, prefix, self.path, visit)
+    }
+
+    pub(super) fn initialize(&mut self, policy: BackendRecoveryPolicy) -> Result<(), StoreError> {
+        let version =
+            record::encode_version(CURRENT_VERSION).map_err(|e| encode_err(self.path, e))?;
+        for (key, value) in [
+            (schema::META_FORMAT, FORMAT_NAME),
+            (schema::META_SCHEMA_VERSION, version.as_slice()),
+        ] {
+            self.meta
+                .insert(key, value)
+                .map_err(|e| engine_err(self.path, e))?;
+        }
+        self.set_policy(&policy)
+    }
+
+    pub(super) fn apply_step(&mut self, step: &migrations::Step) -> Result<(), StoreError> {
+        let path = self.path;
+        // Another process may have run this step since we looked: then there is nothing to do.
+        if read_schema_version(&self.meta, path)? != step.from {
+            return Ok(());
+        }
+        let corrupt = |what: &str, e: postcard::Error| StoreError::Corrupt {
+            path: path.to_owned(),
+            detail: format!("migrating {what} from schema {}: {e}", step.from),
+        };
+        let mut converted = Vec::new();
+        for item in self.entries.iter().map_err(|e| engine_err(path, e))? {
+            let (key, value) = item.map_err(|e| engine_err(path, e))?;
+            let new = (step.entry)(value.value()).map_err(|e| corrupt("an entry", e))?;
+            converted.push((key.value().to_vec(), new));
+        }
+        for (key, value) in converted {
+            self.entries
+                .insert(key.as_slice(), value.as_slice())
+                .map_err(|e| engine_err(path, e))?;
+        }
+        let policy = self
+            .meta
+            .get(schema::META_POLICY)
+            .map_err(|e| engine_err(path, e))?
+            .map(|v| v.value().to_vec())
+            .ok_or_else(|| missing_meta(path, "policy"))?;
+        let policy = (step.policy)(&policy).map_err(|e| corrupt("the policy", e))?;
+        let version = record::encode_version(step.from + 1).map_err(|e| encode_err(path, e))?;
+        for (key, value) in [
+            (schema::META_POLICY, policy.as_slice()),
+            (schema::META_SCHEMA_VERSION, version.as_slice()),
+        ] {
+            self.meta
+                .insert(key, value)
+                .map_err(|e| engine_err(path, e))?;
+        }
+        Ok(())
+    }
+}
+
+pub(super) fn read_schema_version(
+    meta: &impl ReadableTable<&'static [u8], &'static [u8]>,
+    path: &Path,
+) -> Result<u32, StoreError> {
+    let format = meta
+        .get(schema::META_FORMAT)
+        .map_err(|e| engine_err(path, e))?;
+    if format.as_ref().map(|v| v.value()) != Some(FORMAT_NAME) {
+        return Err(not_a_store(path));
+    }
+    let version = meta
+        .get(schema::META_SCHEMA_VERSION)
+        .map_err(|e| engine_err(path, e))?
+        .ok_or_else(|| missing_meta(path, "schema_version"))?;
+    record::decode_version(version.value()).map_err(|e| StoreError::Corrupt {
+        path: path.to_owned(),
+        detail: format!("meta schema_version: {e}"),
+    })
+}
+
+pub(super) fn read_policy(
+    meta: &impl ReadableTable<&'static [u8], &'static [u8]>,
+    path: &Path,
+) -> Result<BackendRecoveryPolicy, StoreError> {
+    let value = meta
+        .get(schema::META_POLICY)
+        .map_err(|e| engine_err(path, e))?
+        .ok_or_else(|| missing_meta(path, "policy"))?;
+    record::decode_policy(value.value()).map_err(|e| StoreError::Corrupt {
+        path: path.to_owned(),
+        detail: format!("meta policy: {e}"),
+    })
+}
+
+pub(super) fn get_entry(
+    table: &impl ReadableTable<&'static [u8], &'static [u8]>,
+    key: &BackendKey,
+    path: &Path,
+) -> Result<Option<RecoveryEntry>, StoreError> {
+    let text = key.to_string();
+    let value = table
+        .get(text.as_bytes())
+        .map_err(|e| engine_err(path, e))?;
+    value
+        .map(|v| record::decode_entry_of(key.clone(), v.value(), path))
+        .transpose()
+}
+
+pub(super) fn scan_entries(
+    table: &impl ReadableTable<&'static [u8], &'static [u8]>,
+    prefix: &str,
+    path: &Path,
+    mut visit: impl FnMut(&[u8], Result<RecoveryEntry, StoreError>) -> Result<(), StoreError>,
+) -> Result<(), StoreError> {
+    let range = table
+        .range::<&[u8]>(prefix.as_bytes()..)
+        .map_err(|e| engine_err(path, e))?;
+    for item in range {
+        let (key, value) = item.map_err(|e| engine_err(path, e))?;
+        let raw_key = key.value();
+        if !raw_key.starts_with(prefix.as_bytes()) {
+            break;
+        }
+        visit(raw_key, record::decode_entry(raw_key, value.value(), path))?;
+    }
+    Ok(())
+}
