@@ -136,8 +136,9 @@ impl RecoveryStore {
     /// returns; two processes recording crashes for the same key lose no update.
     ///
     /// Threads of one process that call this at the same time share one transaction and its
-    /// syncs (group commit); each still gets its own decision, and a lone caller waits for no
-    /// one.
+    /// syncs (group commit); each still gets its own decision. A caller with no company
+    /// commits at once; right after a contended batch, the next one may wait up to 200 µs to
+    /// gather the callers coming back.
     pub fn record_crash(
         &self,
         key: &BackendKey,
