@@ -1,5 +1,6 @@
 //! [`RecoveryStore`]: the recovery policy with its state kept durably in a redb file.
 
+use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -193,17 +194,34 @@ impl RecoveryStore {
         prefix: &str,
         mut matches: impl FnMut(&str) -> bool,
     ) -> Result<Vec<String>, StoreError> {
-        self.storage.write(|w| {
-            let mut doomed = w.keys(prefix)?;
-            doomed.retain(|raw| matches(&String::from_utf8_lossy(raw)));
-            for raw in &doomed {
+        // A panic in `matches` is the caller's, not the file's: it aborts the transaction and
+        // resumes outside the storage layer's guard instead of being reported as damage.
+        let mut caller_panic = None;
+        let removed = self.storage.write(|w| {
+            let mut doomed = Vec::new();
+            for raw in w.keys(prefix)? {
+                let text = String::from_utf8_lossy(&raw).into_owned();
+                match catch_unwind(AssertUnwindSafe(|| matches(&text))) {
+                    Ok(true) => doomed.push((raw, text)),
+                    Ok(false) => {}
+                    Err(panic) => {
+                        caller_panic = Some(panic);
+                        // Any error aborts the transaction; this one is never seen.
+                        return Err(StoreError::InvalidImport {
+                            detail: "aborted by a panic in the caller's predicate".into(),
+                        });
+                    }
+                }
+            }
+            for (raw, _) in &doomed {
                 w.remove_raw(raw)?;
             }
-            Ok(doomed
-                .into_iter()
-                .map(|raw| String::from_utf8_lossy(&raw).into_owned())
-                .collect())
-        })
+            Ok(doomed.into_iter().map(|(_, text)| text).collect())
+        });
+        match caller_panic {
+            Some(panic) => resume_unwind(panic),
+            None => removed,
+        }
     }
 
     /// The stored state of `key`, if any.

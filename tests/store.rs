@@ -646,3 +646,20 @@ fn replace_all_refuses_entries_the_store_could_not_have_written() {
     store.replace_all(None, &[entry(2, 5)]).unwrap();
     assert_eq!(store.list().unwrap(), [entry(2, 5)]);
 }
+
+#[test]
+fn a_panicking_reset_predicate_is_the_callers_panic_and_changes_nothing() {
+    let t = TempStore::new();
+    let store = t.open();
+    store.record_crash(&zccache(), at(0.0)).unwrap();
+    let panic = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        store.reset_where("", |_| panic!("caller bug"))
+    }))
+    .expect_err("the caller's panic propagates");
+    assert_eq!(panic.downcast_ref::<&str>(), Some(&"caller bug"));
+    assert_eq!(store.len().unwrap(), 1);
+    assert_eq!(
+        store.reset_where("", |_| true).unwrap(),
+        ["shared/zccache@1.11.20"]
+    );
+}
