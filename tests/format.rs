@@ -250,3 +250,22 @@ fn special_files_are_refused_without_blocking() {
     assert!(matches!(err, StoreError::NotAStore { .. }), "{err}");
     assert!(err.to_string().contains("not a regular file"));
 }
+
+#[test]
+fn plainly_foreign_files_are_named_for_what_they_are() {
+    let t = TempStore::new();
+    for (bytes, detail) in [
+        (&b""[..], "(the file is empty)"),
+        (&b"SQLite format 3\0"[..], "(it is not a redb database)"),
+        (
+            &b"redb"[..],
+            "(the file is too short to be a redb database)",
+        ),
+    ] {
+        std::fs::write(&t.path, bytes).unwrap();
+        let err = RecoveryStore::open(&t.path).unwrap_err();
+        assert!(matches!(err, StoreError::NotAStore { .. }), "{err}");
+        assert!(err.to_string().contains(detail), "{err}");
+        assert_eq!(std::fs::read(&t.path).unwrap(), bytes);
+    }
+}

@@ -144,10 +144,9 @@ fn callers_queued_behind_a_commit_share_the_next_one() {
     assert_eq!(batches - batches_before, 2, "8 calls, 2 commits");
     assert_eq!(waiting, 0);
     let syncs = gate.syncs.load(Ordering::SeqCst) - syncs_before;
-    assert!(
-        syncs < 2 * THREADS as u64,
-        "{syncs} syncs for {THREADS} calls"
-    );
+    // Two commits of two syncs each (redb's MultiWriter commits in two phases), plus at most one
+    // more per commit when it grows the file; eight separate commits would need 16.
+    assert!(syncs <= 6, "{syncs} syncs for {THREADS} calls in 2 commits");
 
     drop(store);
     let reopened = tmp.open();
@@ -213,8 +212,13 @@ fn concurrent_callers_decide_as_a_sequential_run() {
     assert_eq!(shared_retries, 1);
     let entry = store.get(&shared).expect("get").expect("entry");
     assert_eq!(entry.total_crashes, THREADS as u64);
+    // Eight threads hammering one store: some calls must have shared a commit.
     let (batches, _) = store.group_commit_stats();
-    assert!(batches <= (THREADS * (CALLS + 1)) as u64);
+    assert!(
+        batches < (THREADS * CALLS) as u64,
+        "{batches} commits for {} calls",
+        THREADS * CALLS
+    );
 }
 
 // Crash i of a thread's own key: 7 s apart, so windows open, refuse and end again.

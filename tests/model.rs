@@ -39,6 +39,9 @@ enum Op {
     /// A crash stamped this many milliseconds ago on both clocks reaches the store late, as
     /// when two brokers race.
     LateCrash(usize, u64),
+    /// Both clocks move forward to exactly one window after the key's window start, plus this
+    /// many milliseconds (-1, 0 or 1): the boundary random steps almost never hit.
+    ToWindowEdge(usize, i8),
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -52,6 +55,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (1u64..=3_600_000).prop_map(Op::StepForward),
         1 => (0u64..120_000).prop_map(Op::Reboot),
         1 => ((0..KEYS.len()), 0u64..40_000).prop_map(|(k, ms)| Op::LateCrash(k, ms)),
+        2 => ((0..KEYS.len()), -1i8..=1).prop_map(|(k, d)| Op::ToWindowEdge(k, d)),
     ]
 }
 
@@ -185,6 +189,53 @@ impl Model {
     }
 }
 
+/// The broker's reference module (`../shared/reference/recovery.rs`), transcribed line by line
+/// and independent of this crate's policy code: the store and the drop-in are both held to it.
+struct Reference {
+    policy: BackendRecoveryPolicy,
+    /// Window start and crashes in the window, per key.
+    entries: HashMap<usize, (Instant, u32)>,
+}
+
+impl Reference {
+    fn new(policy: BackendRecoveryPolicy) -> Self {
+        Self {
+            policy,
+            entries: HashMap::new(),
+        }
+    }
+
+    fn record_crash(&mut self, k: usize, now: Instant) -> BackendRecoveryDecision {
+        let elapsed_since = |started: Instant| {
+            now.checked_duration_since(started)
+                .unwrap_or(Duration::ZERO)
+        };
+        let entry = self.entries.entry(k).or_insert((now, 0));
+        // refresh
+        if elapsed_since(entry.0) >= self.policy.budget_window {
+            *entry = (now, 0);
+        }
+        entry.1 = entry.1.saturating_add(1);
+        if entry.1 == 1 {
+            return BackendRecoveryDecision::Retry {
+                retry_after: self.policy.retry_backoff,
+                attempt: 1,
+            };
+        }
+        BackendRecoveryDecision::Refuse {
+            reason: BackendRecoveryRefusalReason::BackendUnavailable,
+            retry_after: self
+                .policy
+                .budget_window
+                .saturating_sub(elapsed_since(entry.0)),
+        }
+    }
+
+    fn record_success(&mut self, k: usize) {
+        self.entries.remove(&k);
+    }
+}
+
 fn keys() -> Vec<BackendKey> {
     KEYS.iter().map(|k| key(k)).collect()
 }
@@ -236,6 +287,17 @@ proptest! {
                     clock.wall_ms += ms as i64;
                     clock.since_boot_ms += ms;
                 }
+                Op::ToWindowEdge(k, delta) => {
+                    let edge = |w: &Window| {
+                        let elapsed = model.elapsed(w, now)?;
+                        let target = policy.budget_window.as_millis() as i64 + i64::from(delta);
+                        u64::try_from(target - elapsed.as_millis() as i64).ok()
+                    };
+                    if let Some(ms) = model.windows.get(&k).and_then(edge) {
+                        clock.wall_ms += ms as i64;
+                        clock.since_boot_ms += ms;
+                    }
+                }
                 Op::StepBack(ms) => clock.wall_ms -= ms as i64,
                 Op::StepForward(ms) => clock.wall_ms += ms as i64,
                 Op::Reboot(ms) => {
@@ -268,7 +330,8 @@ proptest! {
         let keys = keys();
         let mut store = RecoveryStore::open_with(&t.path, StoreOptions::default().policy(policy))
             .unwrap();
-        let mut reference = BackendRecoveryState::with_policy(policy);
+        let mut drop_in = BackendRecoveryState::with_policy(policy);
+        let mut reference = Reference::new(policy);
         let start = Instant::now();
         let mut elapsed = Duration::ZERO;
         for op in &ops {
@@ -288,13 +351,25 @@ proptest! {
                             .min(elapsed),
                         _ => Duration::ZERO,
                     };
+                    let at = start + elapsed - late;
+                    let want = reference.record_crash(k, at);
                     let got = store.record_crash(&keys[k], stamp(elapsed - late)).unwrap();
-                    let want = reference.record_crash(keys[k].clone(), start + elapsed - late);
-                    prop_assert_eq!(got, want);
+                    prop_assert_eq!(&got, &want, "store");
+                    prop_assert_eq!(drop_in.record_crash(keys[k].clone(), at), want, "drop-in");
                 }
                 Op::Success(k) | Op::Reset(k) => {
                     store.record_success(&keys[k]).unwrap();
-                    reference.record_success(&keys[k]);
+                    drop_in.record_success(&keys[k]);
+                    reference.record_success(k);
+                }
+                Op::ToWindowEdge(k, delta) => {
+                    if let Some(&(started, _)) = reference.entries.get(&k) {
+                        let edge = (started - start + policy.budget_window).as_millis() as i64
+                            + i64::from(delta);
+                        if let Ok(edge) = u64::try_from(edge) {
+                            elapsed = elapsed.max(Duration::from_millis(edge));
+                        }
+                    }
                 }
                 Op::Reopen => {
                     drop(store);

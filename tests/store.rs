@@ -663,3 +663,69 @@ fn a_panicking_reset_predicate_is_the_callers_panic_and_changes_nothing() {
         ["shared/zccache@1.11.20"]
     );
 }
+
+#[test]
+fn late_caller_rule_stays_within_one_boot_and_one_window() {
+    let t = TempStore::new();
+    let k = zccache();
+    let store = t.open();
+    store
+        .record_crash(&k, Timestamp::with_boot(base(), boot(1, 500 * SEC)))
+        .unwrap();
+    // A reboot with the wall clock 10 s back is a clock step, not a late caller: the window
+    // cannot be placed, so the backend may start, and its next crash refuses for one window.
+    let after = Timestamp::with_boot(base() - 10 * SEC, boot(2, 5 * SEC));
+    assert_eq!(store.status(&k, after).unwrap(), BackendStatus::Healthy);
+    assert_eq!(store.record_crash(&k, after).unwrap(), refuse(30 * SEC));
+    let one_window_on = Timestamp::with_boot(base() + 20 * SEC, boot(2, 35 * SEC));
+    assert_eq!(
+        store.status(&k, one_window_on).unwrap(),
+        BackendStatus::Healthy
+    );
+
+    // On one boot, a stamp exactly one window before the start is no late caller either.
+    let t = TempStore::new();
+    let store = t.open();
+    let on_boot = |secs: u32| Timestamp::with_boot(base() + secs * SEC, boot(7, secs * SEC));
+    store.record_crash(&k, on_boot(100)).unwrap();
+    assert_eq!(
+        store.status(&k, on_boot(70)).unwrap(),
+        BackendStatus::Healthy
+    );
+    assert_eq!(
+        store.record_crash(&k, on_boot(70)).unwrap(),
+        refuse(30 * SEC)
+    );
+    assert_eq!(
+        store.get(&k).unwrap().unwrap().window_started_at,
+        on_boot(70)
+    );
+    // One millisecond less, and it is a late caller: the window still starts at 100 s.
+    let t = TempStore::new();
+    let store = t.open();
+    let late = Timestamp::with_boot(base() + 70 * SEC + MS, boot(7, 70 * SEC + MS));
+    store.record_crash(&k, on_boot(100)).unwrap();
+    assert_eq!(store.record_crash(&k, late).unwrap(), refuse(30 * SEC));
+    assert_eq!(
+        store.get(&k).unwrap().unwrap().window_started_at,
+        on_boot(100)
+    );
+}
+
+#[test]
+fn status_follows_the_stored_policy() {
+    let t = TempStore::new();
+    let policy = BackendRecoveryPolicy::new(MS, 5 * SEC);
+    let store = RecoveryStore::open_with(&t.path, StoreOptions::default().policy(policy)).unwrap();
+    let k = zccache();
+    store.record_crash(&k, at(0.0)).unwrap();
+    store.record_crash(&k, at(1.0)).unwrap();
+    assert_eq!(
+        store.status(&k, at(4.0)).unwrap(),
+        BackendStatus::Refused {
+            reason: BackendRecoveryRefusalReason::BackendUnavailable,
+            retry_after: SEC
+        }
+    );
+    assert_eq!(store.status(&k, at(5.0)).unwrap(), BackendStatus::Healthy);
+}
