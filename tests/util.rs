@@ -101,3 +101,41 @@ pub fn rewrite_meta(path: &std::path::Path, key: &[u8], value: &[u8]) {
     }
     txn.commit().unwrap();
 }
+
+/// A child process that is killed and reaped when dropped, so a failing test never leaves a
+/// `run --wait` (or any endless child) behind holding the test harness's output open.
+pub struct Reaped(Option<std::process::Child>);
+
+impl Reaped {
+    pub fn new(child: std::process::Child) -> Self {
+        Self(Some(child))
+    }
+
+    /// Takes the child back, for `wait_with_output` and the like.
+    pub fn into_inner(mut self) -> std::process::Child {
+        self.0.take().expect("child present until dropped")
+    }
+}
+
+impl std::ops::Deref for Reaped {
+    type Target = std::process::Child;
+
+    fn deref(&self) -> &Self::Target {
+        self.0.as_ref().expect("child present until dropped")
+    }
+}
+
+impl std::ops::DerefMut for Reaped {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        self.0.as_mut().expect("child present until dropped")
+    }
+}
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        if let Some(child) = self.0.as_mut() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}

@@ -120,11 +120,12 @@ fn a_store_left_by_a_killed_run_works_without_a_raw_error() {
     // records crashes as fast as `sh` can fail.
     cli.set_policy("1ms", "1ms");
     let key = "shared/busy@1.0.0";
-    let mut run = cli
-        .cmd(&["run", key, "--wait", "--", "sh", "-c", "exit 3"])
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut run = crate::util::Reaped::new(
+        cli.cmd(&["run", key, "--wait", "--", "sh", "-c", "exit 3"])
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     wait_for(|| {
         cli.json::<Show>(0, &["show", key])
             .entry

@@ -120,15 +120,16 @@ fn run_forwards_sigint_and_sigterm_and_exits_with_the_childs_status() {
         let key = format!("shared/sig{i}@1.0.0");
         let _ = std::fs::remove_file(&ready);
         let script = format!("{trap}{body}");
-        let child = cli
-            .cmd(&["run", &key, "--", "sh", "-c", &script])
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
+        let child = crate::util::Reaped::new(
+            cli.cmd(&["run", &key, "--", "sh", "-c", &script])
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap(),
+        );
         wait_for(|| ready.exists());
         // SAFETY: plain kill(2) on a child we started.
         unsafe { libc::kill(child.id() as libc::pid_t, sig) };
-        let out = child.wait_with_output().unwrap();
+        let out = child.into_inner().wait_with_output().unwrap();
         assert_eq!(out.status.code(), Some(code), "{}", describe(&out));
         assert!(
             stderr(&out).contains("after an interrupt: stopping"),
@@ -183,11 +184,12 @@ fn a_run_killed_with_sigkill_and_restarted_continues_the_same_window() {
     let cli = Cli::new();
     cli.ok(&["policy", "set", "--retry-backoff", "20s"]);
     let key = "shared/k@1.0.0";
-    let mut first = cli
-        .cmd(&["run", key, "--", "sh", "-c", "exit 3"])
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut first = crate::util::Reaped::new(
+        cli.cmd(&["run", key, "--", "sh", "-c", "exit 3"])
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     // The first crash is recorded; `run` now sleeps through its 20 s backoff.
     wait_for(|| cli.json::<Show>(0, &["show", key]).entry.is_some());
     first.kill().unwrap();
@@ -219,11 +221,12 @@ fn a_reset_takes_effect_while_another_run_holds_the_store() {
             .map(|s| s.lines().count())
             .unwrap_or(0)
     };
-    let waiting = cli
-        .cmd(&["run", key, "--wait", "--", "sh", "-c", &script])
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let waiting = crate::util::Reaped::new(
+        cli.cmd(&["run", key, "--wait", "--", "sh", "-c", &script])
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
     // Two crashes: refused, and `run --wait` waits out a 30 s window with the store open.
     wait_for(|| cli.run(&["status", key]).status.code() == Some(1));
     assert_eq!(count(), 2);
@@ -234,7 +237,8 @@ fn a_reset_takes_effect_while_another_run_holds_the_store() {
         bin().display(),
         cli.path().display()
     );
-    let mut writer = Command::new("sh").args(["-c", &noisy]).spawn().unwrap();
+    let mut writer =
+        crate::util::Reaped::new(Command::new("sh").args(["-c", &noisy]).spawn().unwrap());
 
     assert_eq!(cli.ok(&["reset", key]), format!("cleared {key}\n"));
     // The waiting run notices, starts again, crashes twice in a fresh window.
@@ -257,7 +261,7 @@ fn a_reset_takes_effect_while_another_run_holds_the_store() {
     // SIGTERM while it waits (no child running) stops it with 128 + 15.
     // SAFETY: plain kill(2) on a child we started.
     unsafe { libc::kill(waiting.id() as libc::pid_t, libc::SIGTERM) };
-    let out = waiting.wait_with_output().unwrap();
+    let out = waiting.into_inner().wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(143), "{}", describe(&out));
     assert!(
         stderr(&out).contains("no longer refused: trying again"),

@@ -1,7 +1,17 @@
 //! The `--json` schema, as a reader of the documentation would declare it: any field the
-//! binary adds or drops fails these tests.
+//! binary adds or drops fails these tests. Optional fields must still be present (as `null`):
+//! serde would otherwise read a dropped one as `None`.
 
-use serde::Deserialize;
+use serde::{Deserialize, Deserializer};
+
+/// Deserializes an `Option` field that must be present in the document, `null` or not.
+fn present<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(deserializer)
+}
 
 #[derive(Debug, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -24,6 +34,7 @@ pub struct Entry {
     pub instance: String,
     pub service: String,
     pub version: String,
+    #[serde(deserialize_with = "present")]
     pub exe_hash: Option<String>,
     pub state: String,
     pub crashes_in_window: u32,
@@ -32,6 +43,7 @@ pub struct Entry {
     pub last_crash: Time,
     pub window_ends_at: Time,
     pub window_remaining_ms: u64,
+    #[serde(deserialize_with = "present")]
     pub retry_after_ms: Option<u64>,
 }
 
@@ -58,6 +70,7 @@ pub struct Show {
     pub now: Time,
     pub state: String,
     pub policy: Policy,
+    #[serde(deserialize_with = "present")]
     pub entry: Option<Entry>,
 }
 
@@ -69,7 +82,9 @@ pub struct Status {
     pub state: String,
     pub may_start: bool,
     pub crashes_in_window: u32,
+    #[serde(deserialize_with = "present")]
     pub window_remaining_ms: Option<u64>,
+    #[serde(deserialize_with = "present")]
     pub retry_after_ms: Option<u64>,
 }
 
@@ -86,7 +101,9 @@ pub struct RecordCrash {
     pub at: Time,
     pub decision: String,
     pub retry_after_ms: u64,
+    #[serde(deserialize_with = "present")]
     pub attempt: Option<u32>,
+    #[serde(deserialize_with = "present")]
     pub reason: Option<String>,
 }
 
@@ -111,6 +128,7 @@ pub struct Check {
     pub ok: bool,
     pub integrity: String,
     pub schema_version: u32,
+    #[serde(deserialize_with = "present")]
     pub policy: Option<Policy>,
     pub entries: usize,
     pub damaged: usize,
@@ -133,6 +151,7 @@ pub struct Run {
     pub exit_code: u8,
     pub starts: u32,
     pub crashes: u32,
+    #[serde(deserialize_with = "present")]
     pub retry_after_ms: Option<u64>,
 }
 
@@ -142,6 +161,7 @@ pub struct Stamp {
     pub rfc3339: String,
     pub unix_ms: i64,
     pub unix_nanos: i64,
+    #[serde(deserialize_with = "present")]
     pub boot: Option<Boot>,
 }
 
