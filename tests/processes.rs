@@ -89,8 +89,53 @@ fn worker_entry() {
         "script" => run_script(&path),
         "count" => run_counter(&path, number(THREADS_VAR), number(COUNT_VAR)),
         "abandon" => abandon(&path),
+        "create" => {
+            let store = RecoveryStore::open(&path).expect("worker create");
+            store
+                .record_crash(&keys()[0], Timestamp::now())
+                .expect("worker record");
+            println!("\ncreated");
+        }
         other => panic!("unknown worker role {other:?}"),
     }
+}
+
+// Guards atomic creation on a real file system: a process killed at any moment while it
+// creates a store leaves either no file at the path or a complete store, never a half-made file
+// that the next open chokes on; and its temporary file is swept by the next creator.
+#[test]
+fn kill_9_during_creation_never_leaves_a_half_made_store() {
+    let mut rng = Rng::new(0x5EED_C0DE);
+    let (mut absent, mut complete) = (0, 0);
+    for round in 0..30 {
+        let tmp = TempStore::new();
+        let mut child = spawn_worker("create", &tmp.path, &[]);
+        thread::sleep(Duration::from_micros(rng.below(20_000)));
+        let _ = child.kill();
+        child.wait().expect("reap worker");
+        if tmp.path.exists() {
+            complete += 1;
+            let store =
+                RecoveryStore::open_with(&tmp.path, StoreOptions::default().read_only(true))
+                    .unwrap_or_else(|e| panic!("round {round}: the file left behind: {e}"));
+            assert!(store.len().expect("len") <= 1, "round {round}");
+        } else {
+            absent += 1;
+        }
+        let store = RecoveryStore::open(&tmp.path)
+            .unwrap_or_else(|e| panic!("round {round}: creating after the kill: {e}"));
+        store
+            .record_crash(&keys()[1], Timestamp::now())
+            .expect("record after the kill");
+        drop(store);
+        let leftovers: Vec<_> = std::fs::read_dir(tmp.dir.path())
+            .expect("list")
+            .map(|e| e.expect("entry").file_name())
+            .filter(|n| n.to_string_lossy().contains(".creating."))
+            .collect();
+        assert!(leftovers.is_empty(), "round {round}: {leftovers:?}");
+    }
+    eprintln!("creation kills: {absent} rounds left no file, {complete} a complete store");
 }
 
 // Opens `path` with redb as any writer would, commits, and exits without closing: the file is

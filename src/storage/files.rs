@@ -7,17 +7,24 @@ use std::path::{Path, PathBuf};
 
 use crate::error::StoreError;
 
-// Removes temporary files left beside the store by creators that died mid-creation (their
-// process no longer exists). Best effort: anything unexpected is left alone.
-pub(super) fn remove_abandoned_creations(dir: &Path, prefix: &str) {
-    let Ok(entries) = fs::read_dir(dir) else {
+/// The name prefix of the temporary files that creators of the store at `path` use.
+pub(super) fn creation_prefix(path: &Path) -> String {
+    let name = path.file_name().unwrap_or_default().to_string_lossy();
+    format!(".{name}.creating.")
+}
+
+// Removes temporary files left beside the store at `path` by creators that died mid-creation
+// (their process no longer exists). Best effort: anything unexpected is left alone.
+pub(super) fn remove_abandoned_creations(path: &Path) {
+    let prefix = creation_prefix(path);
+    let Ok(entries) = fs::read_dir(parent_dir(path)) else {
         return;
     };
     for entry in entries.flatten() {
         let name = entry.file_name();
         let Some(pid) = name
             .to_str()
-            .and_then(|n| n.strip_prefix(prefix))
+            .and_then(|n| n.strip_prefix(prefix.as_str()))
             .and_then(|rest| rest.split('.').next())
             .and_then(|pid| pid.parse::<libc::pid_t>().ok())
         else {

@@ -147,6 +147,9 @@ impl Storage {
             Preflight::NeedsMigration(_) => {}
         }
         let db = open_writable(path, config.cache_size)?;
+        // A creator killed between linking the store into place and removing its temporary
+        // file leaves that file behind; writable opens sweep it.
+        files::remove_abandoned_creations(path);
         let storage = Self {
             db: ManuallyDrop::new(Handle::Writable(db)),
             path: path.to_owned(),

@@ -10,7 +10,9 @@ use redb::{
     Builder, ConcurrencyMode, Database, ReadOnlyDatabase, ReadableDatabase, StorageBackend,
 };
 
-use super::files::{io_err, parent_dir, remove_abandoned_creations, sync_dir, unique_suffix};
+use super::files::{
+    creation_prefix, io_err, parent_dir, remove_abandoned_creations, sync_dir, unique_suffix,
+};
 use super::guard::{engine_err, guarded};
 use super::{Handle, OpenConfig, REDB_MAGIC, Reader, Storage};
 use crate::error::StoreError;
@@ -169,11 +171,10 @@ pub(super) fn create_atomically(path: &Path, config: &OpenConfig) -> Result<(), 
             .create(&dir)
             .map_err(|e| io_err("cannot create directory", &dir, e))?;
     }
-    let name = path.file_name().unwrap_or_default().to_string_lossy();
-    let prefix = format!(".{name}.creating.");
-    remove_abandoned_creations(&dir, &prefix);
+    remove_abandoned_creations(path);
     let tmp = dir.join(format!(
-        "{prefix}{}.{}",
+        "{}{}.{}",
+        creation_prefix(path),
         std::process::id(),
         unique_suffix()
     ));
