@@ -480,3 +480,52 @@ fn processes_and_threads_sharing_keys_count_exactly() {
         started.elapsed()
     );
 }
+
+// Guards the durability steps of creation that no crash image can show on this file system:
+// the new file is synced before it is linked into place, and the directory after. Traced with
+// strace on the real binary.
+#[test]
+fn creation_syncs_the_file_before_linking_it_and_the_directory_after() {
+    let strace = Path::new("/usr/bin/strace");
+    if !strace.exists() {
+        assert!(std::env::var_os("CI").is_none(), "CI needs strace");
+        eprintln!("skipped: no strace");
+        return;
+    }
+    let tmp = TempStore::new();
+    let trace = tmp.dir.path().join("trace");
+    let status = Command::new(strace)
+        .args(["-f", "-y", "-e", "trace=fsync,fdatasync,link,linkat", "-o"])
+        .arg(&trace)
+        .arg(crate::util::bin())
+        .arg("--db")
+        .arg(&tmp.path)
+        .args(["record-crash", "shared/alpha@1.0.0"])
+        .stdout(Stdio::null())
+        .status()
+        .expect("strace");
+    assert_eq!(status.code(), Some(0));
+    let calls: Vec<String> = std::fs::read_to_string(&trace)
+        .expect("trace")
+        .lines()
+        .filter(|l| !l.contains("unfinished") && !l.contains("resumed"))
+        .map(str::to_owned)
+        .collect();
+    let link = calls
+        .iter()
+        .position(|l| l.contains("link") && l.ends_with("= 0"))
+        .expect("the store is linked into place");
+    let dir = tmp.dir.path().display().to_string();
+    assert!(
+        calls[..link]
+            .iter()
+            .any(|l| l.contains("sync(") && l.contains(".recovery.redb.creating.")),
+        "no sync of the new file before the link: {calls:#?}"
+    );
+    assert!(
+        calls[link..]
+            .iter()
+            .any(|l| l.contains("fsync(") && l.contains(&format!("<{dir}>"))),
+        "no sync of the directory after the link: {calls:#?}"
+    );
+}
