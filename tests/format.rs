@@ -269,3 +269,15 @@ fn plainly_foreign_files_are_named_for_what_they_are() {
         assert_eq!(std::fs::read(&t.path).unwrap(), bytes);
     }
 }
+
+#[test]
+fn a_file_held_exclusively_by_another_program_is_reported_locked() {
+    let t = TempStore::new();
+    drop(t.open());
+    let exclusive = redb::Database::open(&t.path).unwrap();
+    let err = RecoveryStore::open(&t.path).unwrap_err();
+    assert!(matches!(err, StoreError::Locked { .. }), "{err}");
+    assert!(err.to_string().contains(&t.path.display().to_string()));
+    drop(exclusive);
+    t.open();
+}
