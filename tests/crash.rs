@@ -40,6 +40,8 @@ fn continuation_ops() -> usize {
 #[derive(Clone, Debug)]
 enum Op {
     Crash(BackendKey, Timestamp),
+    /// Several crashes in one transaction (`record_crashes`, as group commit batches them).
+    Batch(Vec<(BackendKey, Timestamp)>),
     Success(BackendKey),
     Reset(BackendKey),
     Policy(BackendRecoveryPolicy),
@@ -51,6 +53,7 @@ enum Outcome {
     Decision(BackendRecoveryDecision),
     Cleared(bool),
     PolicySet,
+    Decisions(Vec<BackendRecoveryDecision>),
 }
 
 /// Everything a reader can observe in the store.
@@ -71,6 +74,12 @@ impl Model {
     fn apply(&mut self, op: &Op) -> Outcome {
         match op {
             Op::Crash(key, now) => Outcome::Decision(self.crash(key, *now)),
+            Op::Batch(crashes) => Outcome::Decisions(
+                crashes
+                    .iter()
+                    .map(|(key, now)| self.crash(key, *now))
+                    .collect(),
+            ),
             Op::Success(key) | Op::Reset(key) => {
                 Outcome::Cleared(self.entries.remove(&key.to_string()).is_some())
             }
@@ -164,6 +173,14 @@ impl Workload {
             // Every kind appears in each stretch of ten; the rest are mostly crashes.
             let op = match (i % 10, rng.below(10)) {
                 (3, _) => Op::Success(k),
+                (5, _) => Op::Batch(
+                    (0..3)
+                        .map(|j| {
+                            let k = keys[rng.below(keys.len() as u64) as usize].clone();
+                            (k, at(t + f64::from(j)))
+                        })
+                        .collect(),
+                ),
                 (6, _) => Op::Reset(k),
                 (9, _) => Op::Policy(policies[(i / 10) % policies.len()]),
                 (_, 0) => Op::Success(k),
@@ -194,6 +211,7 @@ impl Workload {
 fn apply(store: &RecoveryStore, op: &Op) -> Result<Outcome, StoreError> {
     Ok(match op {
         Op::Crash(key, now) => Outcome::Decision(store.record_crash(key, *now)?),
+        Op::Batch(crashes) => Outcome::Decisions(store.record_crashes(crashes)?),
         Op::Success(key) => Outcome::Cleared(store.record_success(key)?),
         Op::Reset(key) => Outcome::Cleared(store.reset(key)?),
         Op::Policy(policy) => {
@@ -574,6 +592,7 @@ fn the_model_agrees_with_the_store_without_faults() {
     let w = Workload::new(48, 0x5EED_0004);
     let kinds = |f: fn(&Op) -> bool| w.ops.iter().filter(|op| f(op)).count();
     assert!(kinds(|op| matches!(op, Op::Crash(..))) >= 10);
+    assert!(kinds(|op| matches!(op, Op::Batch(..))) >= 4);
     assert!(kinds(|op| matches!(op, Op::Success(_))) >= 4);
     assert!(kinds(|op| matches!(op, Op::Reset(_))) >= 4);
     assert!(kinds(|op| matches!(op, Op::Policy(_))) >= 4);
