@@ -142,18 +142,11 @@ impl<'a> Writer<'a> {
 
     /// The stored key bytes under `prefix`, in order, without decoding any value.
     pub fn keys(&self, prefix: &str) -> Result<Vec<Vec<u8>>, StoreError> {
-        let range = self
-            .entries
-            .range::<&[u8]>(prefix.as_bytes()..)
-            .map_err(|e| engine_err(self.path, e))?;
         let mut keys = Vec::new();
-        for item in range {
-            let (key, _) = item.map_err(|e| engine_err(self.path, e))?;
-            if !key.value().starts_with(prefix.as_bytes()) {
-                break;
-            }
-            keys.push(key.value().to_vec());
-        }
+        for_each_under(&self.entries, prefix, self.path, |key, _| {
+            keys.push(key.to_vec());
+            Ok(())
+        })?;
         Ok(keys)
     }
 
@@ -275,16 +268,27 @@ pub(super) fn scan_entries(
     path: &Path,
     mut visit: impl FnMut(&[u8], Result<RecoveryEntry, StoreError>) -> Result<(), StoreError>,
 ) -> Result<(), StoreError> {
+    for_each_under(table, prefix, path, |key, value| {
+        visit(key, record::decode_entry(key, value, path))
+    })
+}
+
+/// Visits the raw key and value of every entry whose key starts with `prefix`, in key order.
+fn for_each_under(
+    table: &impl ReadableTable<&'static [u8], &'static [u8]>,
+    prefix: &str,
+    path: &Path,
+    mut visit: impl FnMut(&[u8], &[u8]) -> Result<(), StoreError>,
+) -> Result<(), StoreError> {
     let range = table
         .range::<&[u8]>(prefix.as_bytes()..)
         .map_err(|e| engine_err(path, e))?;
     for item in range {
         let (key, value) = item.map_err(|e| engine_err(path, e))?;
-        let raw_key = key.value();
-        if !raw_key.starts_with(prefix.as_bytes()) {
+        if !key.value().starts_with(prefix.as_bytes()) {
             break;
         }
-        visit(raw_key, record::decode_entry(raw_key, value.value(), path))?;
+        visit(key.value(), value.value())?;
     }
     Ok(())
 }
