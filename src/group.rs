@@ -286,7 +286,7 @@ mod tests {
         batch
             .iter()
             .map(|(key, _)| {
-                let n: u32 = key.service_name()[4..].parse().unwrap();
+                let n: u32 = key.service_name[4..].parse().unwrap();
                 retry(n)
             })
             .collect()

@@ -91,63 +91,101 @@ impl FromStr for BrokerInstanceKey {
 
 /// Identifies one backend: broker instance, service name, service version and executable hash.
 ///
-/// Every part is validated on construction, so a `BackendKey` always has a canonical text form
-/// that parses back to an equal key.
+/// The shape is the broker's own: public fields and an infallible [`new`](Self::new), so code
+/// written against the broker's key compiles unchanged. A key built that way is not checked;
+/// [`try_new`](Self::try_new), [`FromStr`] and [`validate`](Self::validate) apply the broker's
+/// rules, and every [`RecoveryStore`](crate::RecoveryStore) call that takes a key refuses an
+/// invalid one with [`StoreError::InvalidKey`](crate::StoreError::InvalidKey) before touching
+/// the file. [`BackendRecoveryState`](crate::BackendRecoveryState) accepts any key, as the
+/// broker's in-memory module does.
+///
+/// # Which keys the store accepts
+///
+/// The store keys its file by the canonical text `INSTANCE/SERVICE@VERSION[#EXE_HASH]`, so it
+/// accepts exactly the keys whose text parses back to the same key:
+///
+/// - service and instance names are 1 to [`MAX_NAME_LEN`] characters of `a-z`, `0-9` and `-`.
+///   Upper case is refused rather than folded, because `Svc` and `svc` would otherwise name
+///   two backends with one text; separators (`/`, `@`, `#`, `:`) are refused because they
+///   would make the text ambiguous;
+/// - versions are `MAJOR.MINOR.PATCH` with an optional `-suffix` of `a-z`, `0-9` and `.`, at
+///   most [`MAX_VERSION_LEN`] characters;
+/// - the executable hash is empty (unknown) or lowercase hex, at most [`MAX_EXE_HASH_LEN`]
+///   characters.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct BackendKey {
-    instance: BrokerInstanceKey,
-    service_name: String,
-    service_version: String,
-    exe_hash: String,
+    /// The broker instance that runs this backend.
+    pub instance: BrokerInstanceKey,
+    /// The service name.
+    pub service_name: String,
+    /// The service version, `MAJOR.MINOR.PATCH[-suffix]`.
+    pub service_version: String,
+    /// The lowercase hex hash of the backend's executable, or `""` when unknown.
+    pub exe_hash: String,
 }
 
 impl BackendKey {
-    /// Builds a key, validating each part; `exe_hash` may be empty when unknown.
+    /// Builds a key from its parts without checking them, as the broker's `BackendKey::new`
+    /// does; `exe_hash` is `""` when unknown.
     ///
     /// ```
     /// use recovery_store::{BackendKey, BrokerInstanceKey};
-    /// let key = BackendKey::new(BrokerInstanceKey::Shared, "zccache", "1.11.20", "")?;
+    /// let key = BackendKey::new(BrokerInstanceKey::Shared, "zccache", "1.11.20", "");
     /// assert_eq!(key.to_string(), "shared/zccache@1.11.20");
-    /// assert!(BackendKey::new(BrokerInstanceKey::Shared, "Bad Name", "1.0.0", "").is_err());
-    /// # Ok::<(), recovery_store::KeyError>(())
+    /// assert!(BackendKey::new(BrokerInstanceKey::Shared, "Bad Name", "1.0.0", "")
+    ///     .validate()
+    ///     .is_err());
     /// ```
     pub fn new(
         instance: BrokerInstanceKey,
         service_name: impl Into<String>,
         service_version: impl Into<String>,
         exe_hash: impl Into<String>,
-    ) -> Result<Self, KeyError> {
-        let key = Self {
+    ) -> Self {
+        Self {
             instance,
             service_name: service_name.into(),
             service_version: service_version.into(),
             exe_hash: exe_hash.into(),
-        };
-        key.instance.validate()?;
-        validate_name("service name", &key.service_name)?;
-        validate_version(&key.service_version)?;
-        validate_exe_hash(&key.exe_hash)?;
+        }
+    }
+
+    /// Builds a key and checks every part against the broker's rules.
+    ///
+    /// # Errors
+    ///
+    /// [`KeyError`] naming the first part that failed (`instance`, `service name`, …).
+    ///
+    /// ```
+    /// use recovery_store::{BackendKey, BrokerInstanceKey};
+    /// let key = BackendKey::try_new(BrokerInstanceKey::Shared, "zccache", "1.11.20", "")?;
+    /// assert_eq!(key.to_string(), "shared/zccache@1.11.20");
+    /// let err = BackendKey::try_new(BrokerInstanceKey::Shared, "a/b", "1.0.0", "").unwrap_err();
+    /// assert_eq!(err.part(), "service name");
+    /// # Ok::<(), recovery_store::KeyError>(())
+    /// ```
+    pub fn try_new(
+        instance: BrokerInstanceKey,
+        service_name: impl Into<String>,
+        service_version: impl Into<String>,
+        exe_hash: impl Into<String>,
+    ) -> Result<Self, KeyError> {
+        let key = Self::new(instance, service_name, service_version, exe_hash);
+        key.validate()?;
         Ok(key)
     }
 
-    /// The broker instance that runs this backend.
-    pub fn instance(&self) -> &BrokerInstanceKey {
-        &self.instance
-    }
-
-    /// The service name.
-    pub fn service_name(&self) -> &str {
-        &self.service_name
-    }
-
-    /// The service version, `MAJOR.MINOR.PATCH[-suffix]`.
-    pub fn service_version(&self) -> &str {
-        &self.service_version
-    }
-
-    /// The lowercase hex hash of the backend's executable, or `""` when unknown.
-    pub fn exe_hash(&self) -> &str {
-        &self.exe_hash
+    /// Checks every part against the broker's rules, so that the key's canonical text parses
+    /// back to an equal key.
+    ///
+    /// # Errors
+    ///
+    /// [`KeyError`] naming the first part that failed.
+    pub fn validate(&self) -> Result<(), KeyError> {
+        self.instance.validate()?;
+        validate_name("service name", &self.service_name)?;
+        validate_version(&self.service_version)?;
+        validate_exe_hash(&self.exe_hash)
     }
 }
 
@@ -194,7 +232,7 @@ impl FromStr for BackendKey {
             }
             None => (rest, ""),
         };
-        Self::new(instance.parse()?, service, version, hash)
+        Self::try_new(instance.parse()?, service, version, hash)
     }
 }
 

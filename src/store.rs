@@ -81,6 +81,9 @@ impl StoreOptions {
 /// Every method runs in its own redb transaction. Writes are committed with immediate
 /// durability before the method returns, and several processes may have the same file open at
 /// once. The store is `Send + Sync`: share one handle across threads with an `Arc`.
+///
+/// Every call that takes a [`BackendKey`] first checks it with [`BackendKey::validate`] and
+/// refuses an invalid one with [`StoreError::InvalidKey`], before touching the file.
 #[derive(Debug)]
 pub struct RecoveryStore {
     storage: Storage,
@@ -145,6 +148,7 @@ impl RecoveryStore {
         key: &BackendKey,
         now: Timestamp,
     ) -> Result<BackendRecoveryDecision, StoreError> {
+        key.validate()?;
         self.group
             .submit((key.clone(), now), self.storage.path(), |batch| {
                 group::commit_crashes(&self.storage, batch, apply_crash)
@@ -163,6 +167,9 @@ impl RecoveryStore {
         &self,
         crashes: &[(BackendKey, Timestamp)],
     ) -> Result<Vec<BackendRecoveryDecision>, StoreError> {
+        for (key, _) in crashes {
+            key.validate()?;
+        }
         self.storage.write(|w| {
             crashes
                 .iter()
@@ -173,6 +180,7 @@ impl RecoveryStore {
 
     /// Clears `key`'s state after the backend is verified healthy; true if there was any.
     pub fn record_success(&self, key: &BackendKey) -> Result<bool, StoreError> {
+        key.validate()?;
         self.storage.write(|w| w.remove(key))
     }
 
@@ -226,11 +234,13 @@ impl RecoveryStore {
 
     /// The stored state of `key`, if any.
     pub fn get(&self, key: &BackendKey) -> Result<Option<RecoveryEntry>, StoreError> {
+        key.validate()?;
         self.storage.read(|r| r.get(key))
     }
 
     /// Where `key` stands at `now`.
     pub fn status(&self, key: &BackendKey, now: Timestamp) -> Result<BackendStatus, StoreError> {
+        key.validate()?;
         self.storage.read(|r| {
             let Some(entry) = r.get(key)? else {
                 return Ok(BackendStatus::Healthy);
@@ -339,6 +349,7 @@ impl RecoveryStore {
 fn validate_entries(entries: &[RecoveryEntry]) -> Result<(), StoreError> {
     let mut seen = std::collections::HashSet::new();
     for entry in entries {
+        entry.key.validate()?;
         let problem = if !seen.insert(&entry.key) {
             "appears more than once"
         } else if entry.crashes_in_window == 0 {

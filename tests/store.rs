@@ -32,7 +32,7 @@ fn refuse(retry_after: Duration) -> BackendRecoveryDecision {
 }
 
 fn zccache() -> BackendKey {
-    BackendKey::new(BrokerInstanceKey::Shared, "zccache", "1.11.20", "").unwrap()
+    BackendKey::new(BrokerInstanceKey::Shared, "zccache", "1.11.20", "")
 }
 
 // ---- The reference module's behaviours, against the in-memory drop-in. ----
@@ -728,4 +728,61 @@ fn status_follows_the_stored_policy() {
         }
     );
     assert_eq!(store.status(&k, at(5.0)).unwrap(), BackendStatus::Healthy);
+}
+
+// ---- Keys built with the broker's unchecked `BackendKey::new`. ----
+
+#[test]
+fn store_refuses_invalid_keys_before_touching_the_file() {
+    let t = TempStore::new();
+    t.open().record_crash(&zccache(), at(0.0)).unwrap();
+    let before = std::fs::read(&t.path).unwrap();
+    // A read-only handle answers a write with `ReadOnly` once it reaches the storage layer, so
+    // `InvalidKey` from it proves the key was checked first.
+    let store = RecoveryStore::open_with(&t.path, StoreOptions::default().read_only(true)).unwrap();
+    let bad = [
+        BackendKey::new(BrokerInstanceKey::Shared, "a/b", "1.0.0", ""),
+        BackendKey::new(BrokerInstanceKey::Shared, "Zccache", "1.0.0", ""),
+        BackendKey::new(BrokerInstanceKey::Shared, "zccache", "1.0", ""),
+        BackendKey::new(BrokerInstanceKey::Shared, "zccache", "1.0.0", "ABC"),
+        BackendKey::new(
+            BrokerInstanceKey::Private {
+                service_name: "x@y".into(),
+            },
+            "zccache",
+            "1.0.0",
+            "",
+        ),
+        BackendKey::new(BrokerInstanceKey::Shared, "z".repeat(65), "1.0.0", ""),
+    ];
+    for key in &bad {
+        let invalid = |r: Result<(), recovery_store::StoreError>| {
+            assert!(
+                matches!(r, Err(recovery_store::StoreError::InvalidKey(_))),
+                "{key:?}: {r:?}"
+            )
+        };
+        invalid(store.record_crash(key, at(1.0)).map(drop));
+        invalid(store.record_crashes(&[(key.clone(), at(1.0))]).map(drop));
+        invalid(store.record_success(key).map(drop));
+        invalid(store.reset(key).map(drop));
+        invalid(store.get(key).map(drop));
+        invalid(store.status(key, at(1.0)).map(drop));
+    }
+    drop(store);
+    assert!(
+        std::fs::read(&t.path).unwrap() == before,
+        "the file changed"
+    );
+}
+
+#[test]
+fn memory_state_accepts_any_key_as_the_broker_does() {
+    let mut state = BackendRecoveryState::new();
+    let odd = BackendKey::new(BrokerInstanceKey::Shared, "Not/Valid", "x", "");
+    let now = Instant::now();
+    assert_eq!(state.record_crash(odd.clone(), now), retry());
+    assert_eq!(state.record_crash(odd.clone(), now + SEC), refuse(29 * SEC));
+    state.record_success(&odd);
+    assert_eq!(state.record_crash(odd, now + 2 * SEC), retry());
 }

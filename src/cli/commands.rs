@@ -46,7 +46,7 @@ fn list(ctx: &Ctx, args: &ListArgs, out: &mut impl Write) -> anyhow::Result<Exit
     let service_ok = |key: &BackendKey| {
         args.service
             .as_deref()
-            .is_none_or(|s| key.service_name() == s)
+            .is_none_or(|s| key.service_name == s)
     };
     let (good, bad) = store.scan_all()?;
     let views: Vec<EntryView> = good
@@ -231,7 +231,7 @@ fn clear(store: &RecoveryStore, args: &ResetArgs) -> anyhow::Result<(Vec<String>
     let cleared = store.reset_where(&prefix, |text| {
         service.is_none_or(|s| {
             text.parse::<BackendKey>()
-                .is_ok_and(|k| k.service_name() == s)
+                .is_ok_and(|k| k.service_name == s)
         })
     })?;
     let what = match (service, &args.instance) {

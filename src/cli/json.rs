@@ -61,10 +61,10 @@ impl Entry {
         let key = &v.entry.key;
         Self {
             key: key.to_string(),
-            instance: key.instance().to_string(),
-            service: key.service_name().to_owned(),
-            version: key.service_version().to_owned(),
-            exe_hash: (!key.exe_hash().is_empty()).then(|| key.exe_hash().to_owned()),
+            instance: key.instance.to_string(),
+            service: key.service_name.to_owned(),
+            version: key.service_version.to_owned(),
+            exe_hash: (!key.exe_hash.is_empty()).then(|| key.exe_hash.to_owned()),
             state: v.state,
             crashes_in_window: v.entry.crashes_in_window,
             total_crashes: v.entry.total_crashes,

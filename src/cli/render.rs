@@ -75,16 +75,16 @@ pub fn show(
     policy: &BackendRecoveryPolicy,
 ) -> io::Result<()> {
     let when = |ts: &Timestamp| format!("{} ({})", rfc3339(ts, true), relative(ts, now));
-    let hash = if key.exe_hash().is_empty() {
+    let hash = if key.exe_hash.is_empty() {
         "-"
     } else {
-        key.exe_hash()
+        &key.exe_hash
     };
     let mut fields: Vec<(&str, String)> = vec![
         ("key", key.to_string()),
-        ("instance", key.instance().to_string()),
-        ("service", key.service_name().to_owned()),
-        ("version", key.service_version().to_owned()),
+        ("instance", key.instance.to_string()),
+        ("service", key.service_name.to_owned()),
+        ("version", key.service_version.to_owned()),
         ("executable hash", hash.to_owned()),
     ];
     match view {
