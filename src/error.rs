@@ -150,7 +150,7 @@ pub enum StoreError {
     },
 
     /// A policy the store cannot hold.
-    #[error("invalid policy: {detail}: choose a shorter duration")]
+    #[error("invalid policy: {detail}")]
     InvalidPolicy {
         /// What was wrong with it.
         detail: String,

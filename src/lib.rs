@@ -60,6 +60,7 @@ mod record;
 mod storage;
 mod store;
 mod time;
+mod window;
 
 pub use error::{KeyError, StoreError};
 pub use key::{

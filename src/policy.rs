@@ -7,6 +7,8 @@
 
 use std::time::Duration;
 
+use crate::error::StoreError;
+
 /// Default window bounding spawn retries in the broker.
 pub const DEFAULT_SPAWN_BUDGET_WINDOW: Duration = Duration::from_secs(30);
 
@@ -35,6 +37,31 @@ impl BackendRecoveryPolicy {
             retry_backoff: non_zero(retry_backoff),
             budget_window: non_zero(budget_window),
         }
+    }
+}
+
+impl BackendRecoveryPolicy {
+    /// Checks that the policy can refuse a backend: the retry backoff must be shorter than the
+    /// budget window, or the retry would always start after the window has ended and a
+    /// crash loop would never be refused.
+    ///
+    /// The in-memory [`BackendRecoveryState`](crate::BackendRecoveryState) takes any policy, as
+    /// the broker does; every path that stores a policy checks it.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::InvalidPolicy`] naming both durations.
+    pub fn validate(&self) -> Result<(), StoreError> {
+        if self.retry_backoff >= self.budget_window {
+            return Err(StoreError::InvalidPolicy {
+                detail: format!(
+                    "the retry backoff ({:?}) is not shorter than the budget window ({:?}), so \
+                     a crash loop could never be refused: choose a backoff shorter than the window",
+                    self.retry_backoff, self.budget_window
+                ),
+            });
+        }
+        Ok(())
     }
 }
 
@@ -189,6 +216,21 @@ mod tests {
         assert_eq!(p.budget_window, MS);
         let p = BackendRecoveryPolicy::new(2 * MS, 3 * MS);
         assert_eq!((p.retry_backoff, p.budget_window), (2 * MS, 3 * MS));
+    }
+
+    #[test]
+    fn validation_refuses_a_backoff_not_shorter_than_the_window() {
+        assert!(policy().validate().is_ok());
+        let p = BackendRecoveryPolicy::new(Duration::from_secs(29), Duration::from_secs(30));
+        assert!(p.validate().is_ok());
+        for backoff in [30, 31, 3600] {
+            let p =
+                BackendRecoveryPolicy::new(Duration::from_secs(backoff), Duration::from_secs(30));
+            assert!(matches!(
+                p.validate(),
+                Err(StoreError::InvalidPolicy { detail }) if detail.contains("not shorter")
+            ));
+        }
     }
 
     #[test]

@@ -87,10 +87,11 @@ pub(crate) fn encode_policy(
     let nanos = |what: &str, d: Duration| {
         u64::try_from(d.as_nanos()).map_err(|_| StoreError::InvalidPolicy {
             detail: format!(
-                "{what} {d:?} is longer than the {MAX_POLICY_DURATION:?} a store can hold"
+                "{what} {d:?} is longer than the {MAX_POLICY_DURATION:?} a store can hold: choose a shorter duration"
             ),
         })
     };
+    policy.validate()?;
     encode(&stored::Policy {
         retry_backoff_nanos: nanos("retry backoff", policy.retry_backoff)?,
         budget_window_nanos: nanos("budget window", policy.budget_window)?,
@@ -210,7 +211,7 @@ mod tests {
         let p = BackendRecoveryPolicy::new(Duration::from_millis(3), Duration::from_secs(4));
         let path = Path::new("x");
         assert_eq!(decode_policy(&encode_policy(&p, path).unwrap()).unwrap(), p);
-        let huge = BackendRecoveryPolicy::new(Duration::MAX, Duration::from_secs(1));
+        let huge = BackendRecoveryPolicy::new(Duration::from_secs(1), Duration::MAX);
         assert!(matches!(
             encode_policy(&huge, path),
             Err(StoreError::InvalidPolicy { .. })

@@ -2,15 +2,16 @@
 
 use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use crate::error::StoreError;
 use crate::group::{self, GroupCommit};
 use crate::key::BackendKey;
-use crate::policy::{self, BackendRecoveryDecision, BackendRecoveryPolicy, BackendStatus};
+use crate::policy::{BackendRecoveryDecision, BackendRecoveryPolicy, BackendStatus};
 use crate::record::RecoveryEntry;
 use crate::storage::{OpenConfig, Storage, StorageBackend, Writer};
 use crate::time::Timestamp;
+use crate::window;
+pub use crate::window::status_of;
 
 /// Default redb page cache: a few MiB, plenty for tens of thousands of backends.
 pub const DEFAULT_CACHE_SIZE: usize = 4 << 20;
@@ -300,9 +301,7 @@ impl RecoveryStore {
             let mut ended = Vec::new();
             w.scan("", |_, entry| {
                 let entry = entry?;
-                if window_elapsed(&entry.window_started_at, now, &policy)
-                    .is_some_and(|e| policy::window_ended(e, &policy))
-                {
+                if window::ended(&entry, now, &policy) {
                     ended.push(entry.key);
                 }
                 Ok(())
@@ -366,47 +365,6 @@ fn validate_entries(entries: &[RecoveryEntry]) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// Where an entry stands at `now` under `policy`.
-///
-/// A window whose start cannot be placed before `now` (the wall clock was stepped back since
-/// it began, in another boot or without a boot-clock reading) is reported as healthy: nothing
-/// says how much of it is left, and holding the backend until the wall clock catches up could
-/// trap it for as long as the step. Its crash count is kept, so the next crash re-anchors the
-/// window at that moment and refuses for one window.
-pub fn status_of(
-    entry: &RecoveryEntry,
-    now: Timestamp,
-    policy: &BackendRecoveryPolicy,
-) -> BackendStatus {
-    match window_elapsed(&entry.window_started_at, now, policy) {
-        Some(elapsed) => policy::status(entry.crashes_in_window, elapsed, policy),
-        None => BackendStatus::Healthy,
-    }
-}
-
-/// How long a window that began at `start` has run at `now`.
-///
-/// On one boot's clock, a `now` a little before `start` (less than one window) is a caller
-/// that raced another to the store, not a clock step: as in the reference, that counts as no
-/// time at all. Otherwise a `start` after `now` means the wall clock went back, and the
-/// answer is `None`: the window cannot be placed.
-fn window_elapsed(
-    start: &Timestamp,
-    now: Timestamp,
-    policy: &BackendRecoveryPolicy,
-) -> Option<Duration> {
-    if let Some(elapsed) = now.duration_since(start) {
-        return Some(elapsed);
-    }
-    let same_boot =
-        matches!((start.boot(), now.boot()), (Some(a), Some(b)) if a.boot_id == b.boot_id);
-    let late_caller = same_boot
-        && start
-            .duration_since(&now)
-            .is_some_and(|ahead| ahead < policy.budget_window);
-    late_caller.then_some(Duration::ZERO)
-}
-
 fn apply_crash(
     w: &mut Writer<'_>,
     key: &BackendKey,
@@ -414,27 +372,7 @@ fn apply_crash(
 ) -> Result<BackendRecoveryDecision, StoreError> {
     let policy = w.policy()?;
     let previous = w.get(key)?;
-    let (crashes, total) = previous
-        .as_ref()
-        .map_or((0, 0), |e| (e.crashes_in_window, e.total_crashes));
-    // A window that cannot be placed before `now` is re-anchored at `now`, keeping its count,
-    // so a refusal never outlasts one window from the moment it is observed.
-    let (started, elapsed) = previous
-        .as_ref()
-        .and_then(|e| {
-            Some((
-                e.window_started_at,
-                window_elapsed(&e.window_started_at, now, &policy)?,
-            ))
-        })
-        .unwrap_or((now, Duration::ZERO));
-    let outcome = policy::on_crash(crashes, elapsed, &policy);
-    w.put(&RecoveryEntry {
-        key: key.clone(),
-        window_started_at: if outcome.restart_window { now } else { started },
-        crashes_in_window: outcome.crashes_in_window,
-        last_crash: now,
-        total_crashes: total.saturating_add(1),
-    })?;
-    Ok(outcome.decision)
+    let (entry, decision) = window::crash(previous.as_ref(), key, now, &policy);
+    w.put(&entry)?;
+    Ok(decision)
 }

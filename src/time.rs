@@ -5,7 +5,7 @@
 //! NTP and manual wall-clock steps do not move. Across boots the boot clock restarts, so elapsed
 //! time falls back to the wall clock.
 
-use std::ops::Add;
+use std::ops::{Add, Sub};
 use std::sync::OnceLock;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -111,6 +111,25 @@ impl Add<Duration> for Timestamp {
             boot: self.boot.map(|b| BootTime {
                 boot_id: b.boot_id,
                 since_boot: b.since_boot.saturating_add(rhs),
+            }),
+        }
+    }
+}
+
+impl Sub<Duration> for Timestamp {
+    type Output = Timestamp;
+
+    /// Moves both clocks back by `rhs`, saturating at the start of the representable range; a
+    /// boot-clock reading that would fall before its boot is dropped, leaving the wall clock.
+    fn sub(self, rhs: Duration) -> Timestamp {
+        let nanos = i64::try_from(rhs.as_nanos()).unwrap_or(i64::MAX);
+        Timestamp {
+            unix_nanos: self.unix_nanos.saturating_sub(nanos),
+            boot: self.boot.and_then(|b| {
+                Some(BootTime {
+                    boot_id: b.boot_id,
+                    since_boot: b.since_boot.checked_sub(rhs)?,
+                })
             }),
         }
     }
@@ -225,6 +244,22 @@ mod tests {
         assert_eq!(early.duration_since(&late), None);
         let _ = early.wall();
         let _ = late.wall();
+    }
+
+    #[test]
+    fn subtraction_moves_both_clocks_back_and_drops_a_boot_reading_before_its_boot() {
+        let wall = UNIX_EPOCH + Duration::from_secs(1_000);
+        let ts = Timestamp::with_boot(wall, boot(7, 100));
+        let back = ts - 40 * SEC;
+        assert_eq!(back.wall(), wall - 40 * SEC);
+        assert_eq!(back.boot(), Some(boot(7, 60)));
+        assert_eq!(ts.duration_since(&back), Some(40 * SEC));
+        let before_boot = ts - 200 * SEC;
+        assert_eq!(before_boot.boot(), None);
+        assert_eq!(before_boot.wall(), wall - 200 * SEC);
+        assert_eq!(ts.duration_since(&before_boot), Some(200 * SEC));
+        let early = Timestamp::from_wall(UNIX_EPOCH - 1_000 * SEC);
+        assert_eq!((early - Duration::MAX).unix_nanos(), i64::MIN);
     }
 
     #[test]

@@ -116,9 +116,9 @@ fn assert_usable_after_a_kill(cli: &Cli, key: &str) {
 #[test]
 fn a_store_left_by_a_killed_run_works_without_a_raw_error() {
     let cli = Cli::new();
-    // A one-millisecond window: every crash opens a new window and earns a retry, so `run`
+    // A two-millisecond window: every crash opens a new window and earns a retry, so `run`
     // records crashes as fast as `sh` can fail.
-    cli.set_policy("1ms", "1ms");
+    cli.set_policy("1ms", "2ms");
     let key = "shared/busy@1.0.0";
     let mut run = crate::util::Reaped::new(
         cli.cmd(&["run", key, "--wait", "--", "sh", "-c", "exit 3"])
