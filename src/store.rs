@@ -269,6 +269,21 @@ impl RecoveryStore {
         })
     }
 
+    /// Streams the entries whose key text starts with `prefix` (`""` for all), in key order,
+    /// from one consistent snapshot, to `visit`; memory stays flat however many there are.
+    ///
+    /// A damaged entry reaches `visit` as [`StoreError::CorruptEntry`] and the walk goes on;
+    /// an error returned by `visit` stops the walk and is returned. The snapshot does not hold
+    /// back writers: other processes commit while it runs, and it does not see their commits.
+    pub fn for_each_entry(
+        &self,
+        prefix: &str,
+        mut visit: impl FnMut(Result<RecoveryEntry, StoreError>) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        self.storage
+            .read(|r| r.scan(prefix, |_, entry| visit(entry)))
+    }
+
     /// Decodes every entry, reporting each damaged one instead of stopping at the first.
     pub fn scan_all(&self) -> Result<(Vec<RecoveryEntry>, Vec<StoreError>), StoreError> {
         self.storage.read(|r| {

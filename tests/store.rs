@@ -786,3 +786,37 @@ fn memory_state_accepts_any_key_as_the_broker_does() {
     state.record_success(&odd);
     assert_eq!(state.record_crash(odd, now + 2 * SEC), retry());
 }
+
+#[test]
+fn for_each_entry_streams_in_key_order_and_reports_damage_without_stopping() {
+    let t = TempStore::new();
+    let store = t.open();
+    for name in ["c", "a", "b"] {
+        store
+            .record_crash(&key(&format!("shared/{name}@1.0.0")), at(0.0))
+            .unwrap();
+    }
+    store
+        .record_crash(&key("private:x/a@1.0.0"), at(0.0))
+        .unwrap();
+    let mut seen = Vec::new();
+    store
+        .for_each_entry("shared/", |entry| {
+            seen.push(entry?.key.to_string());
+            Ok(())
+        })
+        .unwrap();
+    assert_eq!(seen, ["shared/a@1.0.0", "shared/b@1.0.0", "shared/c@1.0.0"]);
+    let mut visits = 0;
+    let stopped = store.for_each_entry("", |_| {
+        visits += 1;
+        Err(recovery_store::StoreError::ReadOnly {
+            path: "stop".into(),
+        })
+    });
+    assert!(matches!(
+        stopped,
+        Err(recovery_store::StoreError::ReadOnly { .. })
+    ));
+    assert_eq!(visits, 1);
+}
