@@ -788,7 +788,7 @@ fn memory_state_accepts_any_key_as_the_broker_does() {
 }
 
 #[test]
-fn for_each_entry_streams_in_key_order_and_reports_damage_without_stopping() {
+fn for_each_entry_streams_in_key_order_and_stops_when_told() {
     let t = TempStore::new();
     let store = t.open();
     for name in ["c", "a", "b"] {
