@@ -34,6 +34,15 @@ impl State {
     pub fn may_start(self) -> bool {
         self != Self::Refused
     }
+
+    /// How bad the state is: refused > recovering > healthy.
+    pub fn severity(self) -> u8 {
+        match self {
+            Self::Healthy => 0,
+            Self::Recovering => 1,
+            Self::Refused => 2,
+        }
+    }
 }
 
 /// One entry as it stands at `now`.
@@ -75,6 +84,22 @@ impl EntryView {
     /// How long until a start may be tried again, when refused.
     pub fn retry_after(&self) -> Option<Duration> {
         (self.state == State::Refused).then_some(self.remaining)
+    }
+
+    /// Crashes in the live window: the ended-window rule, decided here once for every command.
+    /// Once the window has ended (the state is healthy), no crash is in a window, so this is 0;
+    /// `total_crashes` keeps the count until the state is cleared or pruned.
+    pub fn crashes_in_window(&self) -> u32 {
+        if self.state == State::Healthy {
+            0
+        } else {
+            self.entry.crashes_in_window
+        }
+    }
+
+    /// Orders views worst first: by state, then by the longer wait.
+    pub fn worse_than(&self, other: &EntryView) -> bool {
+        (self.state.severity(), self.remaining) > (other.state.severity(), other.remaining)
     }
 }
 

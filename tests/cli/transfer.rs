@@ -129,7 +129,13 @@ fn export_then_import_restores_everything() {
     let file = other.tmp.dir.path().join("export.json");
     std::fs::write(&file, &text).unwrap();
     let file_arg = file.to_str().unwrap();
-    let done: Import = other.json(0, &["import", file_arg]);
+    let out = other.run(&["import", file_arg]);
+    assert_error(
+        &out,
+        "holds state (1 entry, policy retry backoff 250ms, budget window 30s)",
+    );
+    assert!(stderr(&out).contains("pass --yes"), "{}", stderr(&out));
+    let done: Import = other.json(0, &["import", file_arg, "--yes"]);
     assert_eq!(
         (done.imported, done.store.as_str()),
         (3, other.path().to_str().unwrap())
@@ -141,7 +147,7 @@ fn export_then_import_restores_everything() {
         "lossless, and the old state was replaced"
     );
     assert_eq!(
-        other.ok(&["import", file_arg]),
+        other.ok(&["import", file_arg, "--yes"]),
         format!(
             "imported 3 entries and the policy (retry backoff 100ms, budget window 30s) into {}, replacing its previous state\n",
             other.path().display()
