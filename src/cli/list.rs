@@ -1,10 +1,12 @@
 //! `list`: streamed from the store, so memory stays flat however many entries it holds.
 //!
-//! The table takes two or more walks of the store: one to size the columns and count the rows
-//! of each state, then one per state shown (refused first by default), or one in key order.
-//! Each walk reads its own snapshot, so an entry that changes state between walks may show
-//! twice or not at all; `--sort key` and `--json` take one walk (JSON a second one for damaged
-//! entries). Only `--sort last-crash` holds the matching rows in memory, to sort them.
+//! The table takes two walks of the store: one to size the columns, count the rows of each
+//! state and keep the refused and recovering rows (usually few; up to [`BUFFERED_ROWS`]), then
+//! one that prints the rest (the healthy rows by default, refused first; every row with
+//! `--sort key`). Past that many unhealthy rows, each state gets a walk of its own. Each walk
+//! reads its own snapshot, so an entry that changes state between walks may show twice or not
+//! at all. `--json` takes one walk in key order (and one more for damaged entries). Only
+//! `--sort last-crash` holds every matching row in memory, to sort them.
 
 use std::cell::RefCell;
 use std::io::{self, Write};
@@ -124,44 +126,75 @@ pub fn instance_prefix(instance: Option<&BrokerInstanceKey>) -> String {
 /// The states in the order `--sort state` shows them.
 const WORST_FIRST: [State; 3] = [State::Refused, State::Recovering, State::Healthy];
 
-/// Runs `emit` over the matching entries in `sort` order. `counts` (per state, as from a
-/// sizing walk) lets the state order skip walks that would find nothing.
+/// The most refused and recovering rows the first walk keeps to print from memory; beyond
+/// this, each state gets a walk of its own.
+const BUFFERED_ROWS: usize = 4096;
+
+/// What a first walk learned: rows per state, and the refused and recovering rows themselves
+/// when they are few (they usually are), so `--sort state` takes two walks instead of four.
+struct Plan {
+    counts: [usize; 3],
+    unhealthy: Option<Vec<EntryView>>,
+}
+
+impl Plan {
+    fn total(&self) -> usize {
+        self.counts.iter().sum()
+    }
+}
+
+/// The first walk: counts, the few unhealthy rows, and `size` for every row (column widths).
+fn plan(
+    store: &RecoveryStore,
+    filter: &Filter<'_>,
+    mut size: impl FnMut(&EntryView),
+    damaged: impl FnMut(&StoreError) -> bool,
+) -> Result<Plan, StoreError> {
+    let mut counts = [0usize; 3];
+    let mut unhealthy = Some(Vec::new());
+    filter.walk(
+        store,
+        |v| {
+            size(&v);
+            counts[usize::from(v.state.severity())] += 1;
+            if v.state != State::Healthy {
+                match &mut unhealthy {
+                    Some(rows) if rows.len() < BUFFERED_ROWS => rows.push(v),
+                    _ => unhealthy = None,
+                }
+            }
+            true
+        },
+        damaged,
+    )?;
+    Ok(Plan { counts, unhealthy })
+}
+
+/// Runs `emit` over the matching entries in `sort` order; `plan` is the first walk's, when
+/// one was taken (`--sort state` takes one if not).
 fn in_order(
     store: &RecoveryStore,
     filter: &Filter<'_>,
     sort: SortArg,
-    counts: Option<[usize; 3]>,
+    plan: Option<Plan>,
     mut emit: impl FnMut(&EntryView) -> io::Result<()>,
 ) -> anyhow::Result<()> {
     let mut failed = None;
-    let mut visit = |v: EntryView| match emit(&v) {
+    let mut visit = |v: &EntryView| match emit(v) {
         Ok(()) => true,
         Err(e) => {
             failed = Some(e);
             false
         }
     };
-    match sort {
-        SortArg::Key => filter.walk(store, &mut visit, |_| true),
+    let walked = match sort {
+        SortArg::Key => filter.walk(store, |v| visit(&v), |_| true),
         SortArg::State => {
-            let mut result = Ok(());
-            for state in WORST_FIRST {
-                if counts.is_some_and(|c| c[usize::from(state.severity())] == 0)
-                    || filter.state.is_some_and(|s| s != state)
-                {
-                    continue;
-                }
-                let one = Filter {
-                    state: Some(state),
-                    prefix: filter.prefix.clone(),
-                    ..*filter
-                };
-                result = one.walk(store, &mut visit, |_| true);
-                if result.is_err() {
-                    break;
-                }
-            }
-            result
+            let plan = match plan {
+                Some(plan) => plan,
+                None => self::plan(store, filter, |_| {}, |_| true)?,
+            };
+            by_state(store, filter, plan, &mut visit)
         }
         SortArg::LastCrash => {
             let mut rows = Vec::new();
@@ -181,15 +214,62 @@ fn in_order(
                     .then_with(|| a.entry.key.cmp(&b.entry.key))
             });
             walked.map(|()| {
-                rows.into_iter().all(&mut visit);
+                rows.iter().all(&mut visit);
             })
         }
+    };
+    if let Some(e) = failed {
+        return Err(e.into());
     }
-    .or_else(|e| if failed.is_some() { Ok(()) } else { Err(e) })?;
-    match failed {
-        Some(e) => Err(e.into()),
-        None => Ok(()),
+    Ok(walked?)
+}
+
+/// Refused, then recovering, then healthy rows: the first two from the plan's memory when it
+/// kept them, else one walk per state; healthy rows always from a walk of their own.
+fn by_state(
+    store: &RecoveryStore,
+    filter: &Filter<'_>,
+    plan: Plan,
+    visit: &mut impl FnMut(&EntryView) -> bool,
+) -> Result<(), StoreError> {
+    let mut walk_states: Vec<State> = Vec::new();
+    match plan.unhealthy {
+        Some(mut rows) => {
+            // Walked in key order; a stable sort keeps it within each state.
+            rows.sort_by_key(|v| std::cmp::Reverse(v.state.severity()));
+            if !rows.iter().all(&mut *visit) {
+                return Ok(());
+            }
+            walk_states.push(State::Healthy);
+        }
+        None => walk_states.extend(WORST_FIRST),
     }
+    for state in walk_states {
+        if plan.counts[usize::from(state.severity())] == 0
+            || filter.state.is_some_and(|s| s != state)
+        {
+            continue;
+        }
+        let one = Filter {
+            state: Some(state),
+            prefix: filter.prefix.clone(),
+            ..*filter
+        };
+        let mut stopped = false;
+        let walked = one.walk(
+            store,
+            |v| {
+                stopped = !visit(&v);
+                !stopped
+            },
+            |_| true,
+        );
+        if stopped {
+            return Ok(());
+        }
+        walked?;
+    }
+    Ok(())
 }
 
 fn keys_only(
@@ -214,22 +294,18 @@ fn table(
     wide: bool,
     out: &mut impl Write,
 ) -> anyhow::Result<()> {
-    // Sizing walk: column widths, rows per state, and damaged entries reported once.
+    // First walk: column widths, rows per state, and damaged entries reported once.
     let mut widths = render::widths(&LIST_HEADERS);
-    let mut counts = [0usize; 3];
-    filter.walk(
+    let plan = plan(
         store,
-        |v| {
-            render::fit(&mut widths, &render::list_row(&v, &filter.now, wide));
-            counts[usize::from(v.state.severity())] += 1;
-            true
-        },
+        filter,
+        |v| render::fit(&mut widths, &render::list_row(v, &filter.now, wide)),
         |err| {
             eprintln!("recovery-store: {}", sanitize(&render::damaged_text(err)));
             true
         },
     )?;
-    if counts.iter().sum::<usize>() == 0 {
+    if plan.total() == 0 {
         let filtered = !filter.prefix.is_empty() || filter.service.is_some();
         if filtered || filter.state.is_some() {
             writeln!(out, "no backend matches")?;
@@ -242,7 +318,7 @@ fn table(
     let mut out = io::BufWriter::new(out);
     let header = LIST_HEADERS.map(str::to_owned);
     render::row(&mut out, &widths, &header, None)?;
-    in_order(store, filter, sort, Some(counts), |v| {
+    in_order(store, filter, sort, Some(plan), |v| {
         let paint = (color && v.state == State::Refused).then_some(REFUSED_COLOR);
         render::row(
             &mut out,

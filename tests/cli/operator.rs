@@ -560,3 +560,51 @@ fn check_diagnoses_a_truncated_store_and_salvages_what_decodes() {
     fresh.ok(&["import", saved.to_str().unwrap()]);
     assert_eq!(fresh.json::<List>(0, &["list"]).entries.len(), 3);
 }
+
+/// Past the rows the first walk keeps in memory, `list` walks once per state: still every row
+/// once, refused first, key order within each state.
+#[test]
+fn list_orders_many_refused_rows_without_holding_them() {
+    let cli = Cli::new();
+    let entry = |i: usize, crashes: u32| {
+        serde_json::json!({"key": format!("shared/s{i:05}@1.0.0"),
+            "window_started_at": {"unix_ms": 1_767_225_600_000i64},
+            "crashes_in_window": crashes, "last_crash": {"unix_ms": 1_767_225_600_000i64},
+            "total_crashes": 2})
+    };
+    // 5000 refused (two crashes in a live window), interleaved with 1000 healthy ones.
+    let entries: Vec<serde_json::Value> = (0..6000)
+        .map(|i| entry(i, if i % 6 == 0 { 1 } else { 2 }))
+        .collect();
+    let doc = serde_json::json!({"format": "recovery-store-export", "version": 1,
+        "policy": {"retry_backoff_ms": 250, "budget_window_ms": 30000}, "entries": entries});
+    let file = cli.tmp.dir.path().join("many.json");
+    std::fs::write(&file, doc.to_string()).unwrap();
+    cli.ok(&["import", file.to_str().unwrap()]);
+    let late = at("2026-01-01T00:00:20Z");
+    let keys: Vec<String> = cli
+        .ok(&with_now(&late, &["list", "-q"]))
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    let refused: Vec<String> = (0..6000)
+        .filter(|i| i % 6 != 0)
+        .map(|i| format!("shared/s{i:05}@1.0.0"))
+        .collect();
+    let recovering: Vec<String> = (0..6000)
+        .filter(|i| i % 6 == 0)
+        .map(|i| format!("shared/s{i:05}@1.0.0"))
+        .collect();
+    assert_eq!(keys.len(), 6000);
+    assert_eq!(keys[..5000], refused[..]);
+    assert_eq!(keys[5000..], recovering[..]);
+    let table = cli.ok(&with_now(&late, &["list"]));
+    assert_eq!(table.lines().count(), 6001);
+    assert!(
+        table
+            .lines()
+            .nth(1)
+            .unwrap()
+            .starts_with("shared/s00001@1.0.0  refused")
+    );
+}
