@@ -49,6 +49,7 @@
 //! ```
 #![deny(missing_docs)]
 
+mod durable;
 mod error;
 mod group;
 mod key;
@@ -62,6 +63,9 @@ mod store;
 mod time;
 mod window;
 
+pub use durable::{
+    DurableRecoveryState, FIRST_RETRY_INTERVAL, MAX_PENDING, MAX_RETRY_INTERVAL, StoreHealth,
+};
 pub use error::{KeyError, StoreError};
 pub use key::{
     BackendKey, BrokerInstanceKey, MAX_EXE_HASH_LEN, MAX_KEY_LEN, MAX_NAME_LEN, MAX_VERSION_LEN,

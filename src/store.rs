@@ -67,6 +67,11 @@ impl StoreOptions {
         self
     }
 
+    /// The policy given with [`policy`](Self::policy), if any.
+    pub(crate) fn requested_policy(&self) -> Option<BackendRecoveryPolicy> {
+        self.policy
+    }
+
     fn config(&self) -> OpenConfig {
         OpenConfig {
             cache_size: self.cache_size,
