@@ -58,6 +58,7 @@ mod memory;
 mod migrations;
 mod policy;
 mod record;
+mod snapshot;
 mod storage;
 mod store;
 mod time;
@@ -76,6 +77,7 @@ pub use policy::{
     DEFAULT_RECOVERY_BUDGET_WINDOW, DEFAULT_RECOVERY_RETRY_BACKOFF, DEFAULT_SPAWN_BUDGET_WINDOW,
 };
 pub use record::{MAX_POLICY_DURATION, RecoveryEntry};
+pub use snapshot::Snapshot;
 pub use storage::StorageBackend;
 pub use store::{DEFAULT_CACHE_SIZE, RecoveryStore, StoreOptions, status_of};
 pub use time::{BootTime, Timestamp};

@@ -124,6 +124,10 @@ impl RecoveryStore {
         })
     }
 
+    pub(crate) fn storage(&self) -> &Storage {
+        &self.storage
+    }
+
     /// The file this store was opened from.
     pub fn path(&self) -> &Path {
         self.storage.path()
