@@ -14,11 +14,11 @@ use recovery_store::{
     StoreOptions,
 };
 
-use super::args::{Cli, Command, PolicyAction, ResetArgs};
+use super::args::{Cli, Command, MetricsArgs, PolicyAction, ResetArgs};
 use super::lookup::{self, Found};
 use super::sanitize::sanitize;
 use super::view::{EntryView, State, millis};
-use super::{Ctx, NEGATIVE, check, json, list, render, supervise, transfer};
+use super::{Ctx, NEGATIVE, check, json, list, metrics, render, supervise, textfile, transfer};
 
 /// Kept for `run`, which imported it from here; the text lives in `render`.
 pub use super::render::decision_text;
@@ -47,7 +47,29 @@ pub fn dispatch(ctx: &Ctx, command: Command, out: &mut impl Write) -> anyhow::Re
             Ok(ExitCode::SUCCESS)
         }
         Command::Run(args) => supervise::run(ctx, args, out),
+        Command::Metrics(args) => metrics(ctx, &args, out),
     }
+}
+
+fn metrics(ctx: &Ctx, args: &MetricsArgs, out: &mut impl Write) -> anyhow::Result<ExitCode> {
+    let store = std::sync::Arc::new(ctx.open_read()?);
+    let report = || -> anyhow::Result<metrics::Report> {
+        let file_size = std::fs::metadata(&ctx.path)
+            .with_context(|| format!("cannot read the size of {}", ctx.path.display()))?
+            .len();
+        Ok(metrics::Report {
+            now: ctx.now(),
+            max_series: args.max_series,
+            file_size,
+        })
+    };
+    match &args.output {
+        Some(path) => textfile::write_atomically(path, |file| {
+            metrics::write(std::sync::Arc::clone(&store), report()?, file)
+        })?,
+        None => metrics::write(store, report()?, out)?,
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// The entries `key` names, judged now, with the policy that judged them.

@@ -9,10 +9,12 @@ mod json;
 mod list;
 mod locate;
 mod lookup;
+mod metrics;
 mod render;
 mod salvage;
 mod sanitize;
 mod supervise;
+mod textfile;
 mod transfer;
 mod view;
 
