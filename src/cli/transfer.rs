@@ -242,40 +242,30 @@ pub fn import(ctx: &Ctx, args: &ImportArgs, out: &mut impl Write) -> anyhow::Res
 }
 
 /// Adds `entries` to the store, keeping the others; a key in both is refused unless
-/// `overwrite`. Returns the keys overwritten.
-///
-/// The library has no merge transaction yet, so this reads the store, then replaces it with
-/// the union in one transaction: a crash recorded by another process between the read and the
-/// write is lost. The README says so; `replace_all` keeps the store whole either way.
+/// `overwrite`. Returns the keys overwritten. The library checks and writes in one
+/// transaction; the read here only makes the refusal name every key in both.
 fn merge(
     store: &RecoveryStore,
     entries: &[RecoveryEntry],
     overwrite: bool,
 ) -> anyhow::Result<Vec<String>> {
-    let incoming: BTreeSet<String> = entries.iter().map(|e| e.key.to_string()).collect();
-    let mut kept = Vec::new();
-    let mut both = Vec::new();
-    store.for_each_entry("", |entry| {
-        match entry {
-            Ok(e) if incoming.contains(&e.key.to_string()) => both.push(e.key.to_string()),
-            Ok(e) => kept.push(e),
-            Err(err @ StoreError::CorruptEntry { .. }) => {
-                return Err(err);
+    if !overwrite {
+        let mut both = Vec::new();
+        for entry in entries {
+            if store.get(&entry.key)?.is_some() {
+                both.push(entry.key.to_string());
             }
-            Err(other) => return Err(other),
         }
-        Ok(())
-    })?;
-    if !both.is_empty() && !overwrite {
-        bail!(
-            "{} in both the store and the document ({}): pass --yes to let the document's win",
-            render::entries(both.len()),
-            both.join(", ")
-        );
+        if !both.is_empty() {
+            bail!(
+                "{} in both the store and the document ({}): pass --yes to let the document's win",
+                render::entries(both.len()),
+                both.join(", ")
+            );
+        }
     }
-    kept.extend(entries.iter().cloned());
-    store.replace_all(None, &kept)?;
-    Ok(both)
+    let overwritten = store.merge_entries(entries, overwrite)?;
+    Ok(overwritten.iter().map(ToString::to_string).collect())
 }
 
 fn read_document(file: &Path) -> std::io::Result<String> {
