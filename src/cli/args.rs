@@ -462,6 +462,77 @@ mod tests {
     }
 
     #[test]
+    fn list_and_reset_options() {
+        let cli = parse(&[
+            "list",
+            "--state",
+            "recovering",
+            "--sort",
+            "last-crash",
+            "-q",
+            "-o",
+            "wide",
+        ])
+        .unwrap();
+        let Command::List(list) = cli.command else {
+            panic!("not list")
+        };
+        assert_eq!(list.state_filter(), Some(StateArg::Recovering));
+        assert_eq!(list.sort, Some(SortArg::LastCrash));
+        assert!(list.quiet && list.output == OutputArg::Wide);
+        assert!(parse(&["list", "--refused", "--state", "healthy"]).is_err());
+        assert!(parse(&["list", "--state", "broken"]).is_err());
+        assert!(parse(&["reset", "--refused", "shared/a@1.0.0"]).is_err());
+        assert!(parse(&["reset", "--refused", "--all"]).is_err());
+        let cli = parse(&["reset", "--refused", "--service", "a", "--yes"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::Reset(ResetArgs {
+                refused: true,
+                yes: true,
+                service: Some(_),
+                ..
+            })
+        ));
+        let cli = parse(&["reset", "shared/a@1.0.0", "--all-hashes"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::Reset(ResetArgs {
+                all_hashes: true,
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn import_check_path_and_db() {
+        let cli = parse(&["import", "--merge", "--yes", "-"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::Import(ImportArgs {
+                merge: true,
+                yes: true,
+                ..
+            })
+        ));
+        let cli = parse(&["check", "--salvage", "out.json"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::Check(CheckArgs { salvage: Some(_) })
+        ));
+        assert!(matches!(parse(&["path"]).unwrap().command, Command::Path));
+        let err = parse(&["--db", "", "list"]).unwrap_err();
+        assert!(err.to_string().contains("the store path is empty"), "{err}");
+        let cli = parse(&["policy", "set", "--budget-window", "2d", "--yes"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::Policy {
+                action: Some(PolicyAction::Set { yes: true, .. })
+            }
+        ));
+    }
+
+    #[test]
     fn usage_errors_exit_2() {
         let err = parse(&["frobnicate"]).unwrap_err();
         assert_eq!(err.exit_code(), 2);
