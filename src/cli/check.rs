@@ -11,7 +11,7 @@ use recovery_store::{BackendRecoveryPolicy, RecoveryStore, SCHEMA_VERSION, Store
 use super::args::CheckArgs;
 use super::render::{self, damaged_text};
 use super::salvage::{self, Diagnosis};
-use super::sanitize::sanitize;
+use super::sanitize::{sanitize, sanitize_lossy};
 use super::{Ctx, NEGATIVE, json};
 
 /// The most problems listed one by one; the rest are counted.
@@ -35,9 +35,10 @@ pub fn check(ctx: &Ctx, args: &CheckArgs, out: &mut impl Write) -> anyhow::Resul
         }
     };
     let (doc, policy) = examine(ctx, &mut store);
-    if let Some(target) = &args.salvage {
-        salvage::write(ctx, &store, target)?;
-    }
+    let saved = match &args.salvage {
+        Some(target) => Some(salvage::write(ctx, &store, target)?),
+        None => None,
+    };
     let mut out = if args
         .salvage
         .as_deref()
@@ -65,6 +66,14 @@ pub fn check(ctx: &Ctx, args: &CheckArgs, out: &mut impl Write) -> anyhow::Resul
         for problem in &doc.problems {
             writeln!(out, "problem:   {}", sanitize(problem))?;
         }
+        if let (Some(n), Some(target)) = (saved, &args.salvage) {
+            writeln!(
+                out,
+                "salvaged: {} written to {}",
+                render::entries(n),
+                sanitize_lossy(target)
+            )?;
+        }
         if doc.ok {
             writeln!(out, "no problems found")?;
         } else {
@@ -85,9 +94,10 @@ fn unopenable(
     diagnosis: &Diagnosis,
     out: &mut impl Write,
 ) -> anyhow::Result<ExitCode> {
-    if let Some(target) = &args.salvage {
-        salvage::write_from_copy(ctx, target)?;
-    }
+    let saved = match &args.salvage {
+        Some(target) => Some(salvage::write_from_copy(ctx, target)?),
+        None => None,
+    };
     let doc = json::Check {
         store: ctx.path.to_string_lossy().into_owned(),
         ok: false,
@@ -128,6 +138,14 @@ fn unopenable(
             None => "nothing can be decoded".into(),
         };
         writeln!(out, "salvage:   {salvage}")?;
+        if let (Some(n), Some(target)) = (saved, &args.salvage) {
+            writeln!(
+                out,
+                "salvaged: {} written to {}",
+                render::entries(n),
+                sanitize_lossy(target)
+            )?;
+        }
         writeln!(out, "next:      {}", sanitize(&diagnosis.next_step))?;
     }
     Ok(ExitCode::from(NEGATIVE))

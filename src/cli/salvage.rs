@@ -96,8 +96,16 @@ pub fn diagnose(path: &Path, err: &StoreError) -> Option<Diagnosis> {
                     "bad_header",
                     format!("{detail}; redb's magic number is damaged"),
                 )
-            } else if detail.contains("shorter than") || !len.is_multiple_of(PAGE) {
-                ("truncated", format!("{detail} ({len} bytes)"))
+            } else if detail.to_lowercase().contains("truncated")
+                || detail.contains("shorter than")
+                || !len.is_multiple_of(PAGE)
+            {
+                let size = if detail.contains("file_len") {
+                    String::new()
+                } else {
+                    format!(" ({len} bytes)")
+                };
+                ("truncated", format!("{detail}{size}"))
             } else {
                 ("damaged", detail.clone())
             }
@@ -151,13 +159,35 @@ impl Drop for Scratch {
 }
 
 /// Opens a repaired copy of `path`; `None` when even the copy cannot be opened.
+///
+/// A file cut short in its unused tail (redb reports `layout_len=N`) is padded back to its
+/// length with zeros on the copy: every page that holds data is still there.
 fn open_copy(path: &Path) -> Option<(Scratch, RecoveryStore)> {
     let scratch = Scratch::new().ok()?;
     let copy = scratch.0.join("copy.redb");
     fs::copy(path, &copy).ok()?;
-    let store =
-        RecoveryStore::open_with(&copy, StoreOptions::default().create_if_missing(false)).ok()?;
+    let open = || RecoveryStore::open_with(&copy, StoreOptions::default().create_if_missing(false));
+    let store = match open() {
+        Ok(store) => store,
+        Err(StoreError::Corrupt { detail, .. }) => {
+            let want = layout_len(&detail)?;
+            let file = fs::OpenOptions::new().write(true).open(&copy).ok()?;
+            if file.metadata().ok()?.len() >= want {
+                return None;
+            }
+            file.set_len(want).ok()?;
+            open().ok()?
+        }
+        Err(_) => return None,
+    };
     Some((scratch, store))
+}
+
+/// The length redb's layout says the file has, from its error text.
+fn layout_len(detail: &str) -> Option<u64> {
+    let rest = &detail[detail.find("layout_len=")? + "layout_len=".len()..];
+    let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+    digits.parse().ok()
 }
 
 /// How many entries a repaired copy still decodes.
@@ -176,15 +206,19 @@ fn count_from_copy(path: &Path) -> Option<usize> {
 }
 
 /// `check --salvage FILE` on a store that opens: the export document of what decodes.
-pub fn write(ctx: &Ctx, store: &RecoveryStore, target: &Path) -> anyhow::Result<()> {
+/// Returns how many entries were written.
+pub fn write(ctx: &Ctx, store: &RecoveryStore, target: &Path) -> anyhow::Result<usize> {
+    let mut written = 0;
     write_to(target, |mut out| {
-        transfer::write_export(store, &ctx.now(), &mut out).map(drop)
-    })
+        written = transfer::write_export(store, &ctx.now(), &mut out)?.written;
+        Ok(())
+    })?;
+    Ok(written)
 }
 
 /// `check --salvage FILE` on a file that cannot be opened: the export document of what a
-/// repaired copy decodes.
-pub fn write_from_copy(ctx: &Ctx, target: &Path) -> anyhow::Result<()> {
+/// repaired copy decodes. Returns how many entries were written.
+pub fn write_from_copy(ctx: &Ctx, target: &Path) -> anyhow::Result<usize> {
     let Some((_scratch, store)) = open_copy(&ctx.path) else {
         anyhow::bail!(
             "nothing in {} can be decoded, so no salvage was written: restore your last \
@@ -192,9 +226,12 @@ pub fn write_from_copy(ctx: &Ctx, target: &Path) -> anyhow::Result<()> {
             ctx.shown_path()
         );
     };
+    let mut written = 0;
     write_to(target, |mut out| {
-        transfer::write_export(&store, &ctx.now(), &mut out).map(drop)
-    })
+        written = transfer::write_export(&store, &ctx.now(), &mut out)?.written;
+        Ok(())
+    })?;
+    Ok(written)
 }
 
 /// Writes a document to `target` (`-` for stdout) through a temporary file renamed into
@@ -219,4 +256,18 @@ fn write_to(
     fs::rename(&partial, target)
         .with_context(|| format!("cannot write the salvage to {shown}: check the path"))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layout_length_is_read_from_redbs_message() {
+        assert_eq!(
+            layout_len("File truncated below stored layout: file_len=73728, layout_len=81920"),
+            Some(81_920)
+        );
+        assert_eq!(layout_len("failed to fill whole buffer"), None);
+    }
 }

@@ -88,7 +88,7 @@ struct ExportDoc<'a> {
 
 pub fn export(ctx: &Ctx, out: &mut impl Write) -> anyhow::Result<ExitCode> {
     let store = ctx.open_read()?;
-    let left_out = write_export(&store, &ctx.now(), out)?;
+    let left_out = write_export(&store, &ctx.now(), out)?.left_out;
     // Export what can be read; say what was left out, and exit 1 so scripts notice.
     Ok(if left_out == 0 {
         ExitCode::SUCCESS
@@ -97,16 +97,23 @@ pub fn export(ctx: &Ctx, out: &mut impl Write) -> anyhow::Result<ExitCode> {
     })
 }
 
+/// How many entries an export wrote and left out.
+pub struct Exported {
+    pub written: usize,
+    pub left_out: usize,
+}
+
 /// Writes an export document of every entry that decodes, streamed from one snapshot; each
-/// damaged entry is named on stderr. Returns how many were left out.
+/// damaged entry is named on stderr.
 pub fn write_export(
     store: &RecoveryStore,
     now: &Timestamp,
     out: &mut impl Write,
-) -> anyhow::Result<usize> {
+) -> anyhow::Result<Exported> {
     let policy = store.policy()?;
     let failed = RefCell::new(None);
     let left_out = Cell::new(0usize);
+    let written = Cell::new(0usize);
     let doc = ExportDoc {
         format: FORMAT,
         version: EXPORT_VERSION,
@@ -125,6 +132,7 @@ pub fn write_export(
                         last_crash: stamp(&e.last_crash),
                         total_crashes: e.total_crashes,
                     };
+                    written.set(written.get() + 1);
                     if visit(item) {
                         Ok(())
                     } else {
@@ -144,7 +152,10 @@ pub fn write_export(
         }),
     };
     json::emit_streamed(out, &doc, &failed)?;
-    Ok(left_out.get())
+    Ok(Exported {
+        written: written.get(),
+        left_out: left_out.get(),
+    })
 }
 
 pub fn import(ctx: &Ctx, args: &ImportArgs, out: &mut impl Write) -> anyhow::Result<ExitCode> {

@@ -608,3 +608,43 @@ fn list_orders_many_refused_rows_without_holding_them() {
             .starts_with("shared/s00001@1.0.0  refused")
     );
 }
+
+/// A store cut short in its unused tail: `check` says what a salvage recovers, and
+/// `check --salvage` writes every entry, from a padded private copy, leaving the file as it was.
+#[test]
+fn check_salvages_a_store_cut_short_in_its_tail() {
+    let full = Cli::new();
+    for i in 0..50 {
+        full.ok(&["record-crash", &format!("shared/s{i}@1.0.0")]);
+    }
+    let bytes = std::fs::read(full.path()).unwrap();
+    let cli = Cli::new();
+    std::fs::write(cli.path(), &bytes[..bytes.len() - 8192]).unwrap();
+    let before = crate::util::digest(cli.path());
+    let doc: Check = cli.json(1, &["check"]);
+    let diagnosis = doc.diagnosis.expect("diagnosis");
+    assert_eq!(
+        (diagnosis.problem.as_str(), diagnosis.salvageable),
+        ("truncated", Some(50)),
+        "{diagnosis:?}"
+    );
+    assert!(
+        diagnosis.next_step.contains("check --salvage"),
+        "{diagnosis:?}"
+    );
+    let saved = cli.tmp.dir.path().join("saved.json");
+    let out = cli.run(&["check", "--salvage", saved.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("salvaged: 50 entries written to"),
+        "{}",
+        describe(&out)
+    );
+    let doc: Export = serde_json::from_slice(&std::fs::read(&saved).unwrap()).unwrap();
+    assert_eq!(doc.entries.len(), 50);
+    assert_eq!(
+        crate::util::digest(cli.path()),
+        before,
+        "the store is untouched"
+    );
+}
