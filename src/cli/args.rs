@@ -132,6 +132,7 @@ pub enum Command {
     #[command(after_help = PATH_EXIT)]
     Path,
     /// Print a shell completion script.
+    #[command(after_help = "Exit codes: 0 printed, 2 bad usage. Never opens the store.")]
     Completions { shell: clap_complete::Shell },
     /// Run a command under the recovery policy, restarting it after a crash.
     Run(RunArgs),

@@ -104,7 +104,7 @@ fn unopenable(
         integrity: "unreadable",
         schema_version: SCHEMA_VERSION,
         policy: None,
-        entries: diagnosis.salvageable.unwrap_or(0),
+        entries: 0,
         damaged: 0,
         problems: vec![diagnosis.detail.clone()],
         diagnosis: Some(json::Diagnosis {

@@ -65,28 +65,37 @@ pub fn diagnose(path: &Path, err: &StoreError) -> Option<Diagnosis> {
             let head = head(path);
             let (problem, detail) = if detail.contains("too short") {
                 ("truncated", detail.clone())
-            } else if !head.is_empty() && !head.starts_with(&REDB_MAGIC[..1]) {
-                (
-                    "foreign",
-                    format!("{detail}: it holds some other program's data"),
-                )
-            } else if head.len() >= 4 && head.starts_with(&REDB_MAGIC[..4]) {
+            } else if head.starts_with(&REDB_MAGIC) {
                 (
                     "foreign",
                     format!("{detail}: a redb database of another program"),
                 )
+            } else if head.is_empty()
+                || head.starts_with(&REDB_MAGIC[..4])
+                || head.iter().all(|b| *b == 0)
+            {
+                (
+                    "bad_header",
+                    format!("{detail}: its first bytes are not redb's magic number"),
+                )
             } else {
-                ("bad_header", detail.clone())
+                (
+                    "foreign",
+                    format!("{detail}: it holds some other program's data"),
+                )
             };
-            return Some(Diagnosis {
-                problem,
-                detail,
-                salvageable: None,
-                next_step: format!(
-                    "this is not a recovery store, so nothing here is yours to salvage: point \
-                     --db at the right file, or move {shown} aside"
-                ),
-            });
+            if problem == "foreign" {
+                return Some(Diagnosis {
+                    problem,
+                    detail,
+                    salvageable: None,
+                    next_step: format!(
+                        "this is not a recovery store, so nothing here is yours to salvage: \
+                         point --db at the right file, or move {shown} aside"
+                    ),
+                });
+            }
+            (problem, detail)
         }
         StoreError::Corrupt { detail, .. } => {
             let head = head(path);
@@ -160,12 +169,20 @@ impl Drop for Scratch {
 
 /// Opens a repaired copy of `path`; `None` when even the copy cannot be opened.
 ///
-/// A file cut short in its unused tail (redb reports `layout_len=N`) is padded back to its
-/// length with zeros on the copy: every page that holds data is still there.
+/// On the copy, a damaged magic number is written back, and a file cut short in its unused
+/// tail (redb reports `layout_len=N`) is padded back to its length with zeros: every page that
+/// holds data is still there.
 fn open_copy(path: &Path) -> Option<(Scratch, RecoveryStore)> {
     let scratch = Scratch::new().ok()?;
     let copy = scratch.0.join("copy.redb");
     fs::copy(path, &copy).ok()?;
+    let magic = head(&copy);
+    if magic != REDB_MAGIC && (magic.starts_with(&REDB_MAGIC[..4]) || magic.iter().all(|b| *b == 0))
+    {
+        use std::os::unix::fs::FileExt as _;
+        let file = fs::OpenOptions::new().write(true).open(&copy).ok()?;
+        file.write_all_at(&REDB_MAGIC, 0).ok()?;
+    }
     let open = || RecoveryStore::open_with(&copy, StoreOptions::default().create_if_missing(false));
     let store = match open() {
         Ok(store) => store,

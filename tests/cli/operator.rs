@@ -648,3 +648,51 @@ fn check_salvages_a_store_cut_short_in_its_tail() {
         "the store is untouched"
     );
 }
+
+/// Each kind of file `check` cannot open gets its own name, and the file is left as it was.
+#[test]
+fn check_names_what_is_wrong_with_a_file() {
+    let kind = |bytes: &[u8]| {
+        let cli = Cli::new();
+        std::fs::write(cli.path(), bytes).unwrap();
+        let doc: Check = cli.json(1, &["check"]);
+        assert_eq!(
+            std::fs::read(cli.path()).unwrap(),
+            bytes,
+            "check wrote the file"
+        );
+        doc.diagnosis.expect("diagnosis").problem
+    };
+    assert_eq!(kind(&b"just some text\n".repeat(400)), "foreign");
+    let store = populated();
+    let mut bytes = std::fs::read(store.path()).unwrap();
+    bytes[5] ^= 0xff;
+    assert_eq!(kind(&bytes), "bad_header");
+    // The magic number is all that is wrong: a salvage writes it back on a copy.
+    let cli = Cli::new();
+    std::fs::write(cli.path(), &bytes).unwrap();
+    let doc: Check = cli.json(1, &["check"]);
+    assert_eq!(doc.diagnosis.unwrap().salvageable, Some(3));
+    let saved = cli.tmp.dir.path().join("saved.json");
+    cli.expect(1, &["check", "--salvage", saved.to_str().unwrap()]);
+    let doc: Export = serde_json::from_slice(&std::fs::read(&saved).unwrap()).unwrap();
+    assert_eq!(doc.entries.len(), 3);
+    assert_eq!(
+        std::fs::read(cli.path()).unwrap(),
+        bytes,
+        "the store is untouched"
+    );
+    let bytes = std::fs::read(store.path()).unwrap();
+    assert_eq!(kind(&bytes[..6]), "truncated");
+    let newer = populated();
+    crate::util::rewrite_meta(
+        newer.path(),
+        b"schema_version",
+        &postcard::to_allocvec(&9u32).unwrap(),
+    );
+    let doc: Check = newer.json(1, &["check"]);
+    let diagnosis = doc.diagnosis.unwrap();
+    assert_eq!(diagnosis.problem, "newer_schema");
+    assert!(diagnosis.next_step.contains("upgrade recovery-store"));
+    assert_eq!(diagnosis.salvageable, None);
+}
