@@ -204,6 +204,10 @@ fn bad_import_documents_change_nothing_and_say_what_is_wrong() {
             "budget_window_ms",
         ),
         (
+            edit(&|v| v["policy"]["retry_backoff_ms"] = 30_000.into()),
+            "is not shorter than the budget window",
+        ),
+        (
             edit(&|v| {
                 let first = v["entries"][0].clone();
                 v["entries"].as_array_mut().unwrap().push(first);
