@@ -11,6 +11,7 @@ mod locate;
 mod lookup;
 mod metrics;
 mod render;
+mod reset;
 mod salvage;
 mod sanitize;
 mod supervise;
