@@ -13,14 +13,12 @@ use std::io::{self, Write};
 use std::process::ExitCode;
 
 use anstream::{AutoStream, ColorChoice};
-use recovery_store::{
-    BackendRecoveryPolicy, BrokerInstanceKey, RecoveryStore, StoreError, Timestamp,
-};
+use recovery_store::{BackendRecoveryPolicy, RecoveryStore, StoreError, Timestamp};
 
 use super::args::{ListArgs, OutputArg, SortArg, StateArg};
 use super::render::{self, LIST_HEADERS};
 use super::sanitize::sanitize;
-use super::view::{EntryView, State};
+use super::view::{EntryView, State, instance_prefix};
 use super::{Ctx, json};
 
 /// The ANSI colour of refused rows on a terminal.
@@ -116,11 +114,6 @@ fn state_of(arg: StateArg) -> State {
         StateArg::Recovering => State::Recovering,
         StateArg::Refused => State::Refused,
     }
-}
-
-/// The key-text prefix of one broker instance's entries (`""` for every instance).
-pub fn instance_prefix(instance: Option<&BrokerInstanceKey>) -> String {
-    instance.map(|i| format!("{i}/")).unwrap_or_default()
 }
 
 /// The states in the order `--sort state` shows them.

@@ -72,7 +72,7 @@ pub fn find(
 }
 
 /// Same instance, service and version; any executable hash.
-fn same_build(stored: &BackendKey, wanted: &BackendKey) -> bool {
+pub fn same_build(stored: &BackendKey, wanted: &BackendKey) -> bool {
     stored.instance == wanted.instance
         && stored.service_name == wanted.service_name
         && stored.service_version == wanted.service_version

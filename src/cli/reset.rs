@@ -13,8 +13,8 @@ use recovery_store::{BackendKey, RecoveryStore, StoreError};
 use super::args::ResetArgs;
 use super::lookup;
 use super::sanitize::sanitize;
-use super::view::{EntryView, State};
-use super::{Ctx, json, list, render};
+use super::view::{EntryView, State, instance_prefix};
+use super::{Ctx, json, render};
 
 pub fn reset(ctx: &Ctx, args: &ResetArgs, out: &mut impl Write) -> anyhow::Result<ExitCode> {
     if args.all && !args.yes {
@@ -99,14 +99,17 @@ fn clear_keys(store: &RecoveryStore, args: &ResetArgs) -> anyhow::Result<Cleared
             || raw.contains(sanitize(text).as_ref())
             || text
                 .parse::<BackendKey>()
-                .is_ok_and(|k| widened.iter().any(|w| same_build(&k, w)))
+                .is_ok_and(|k| widened.iter().any(|w| lookup::same_build(&k, w)))
     })?;
     let mut no_state = Vec::new();
     for key in &args.keys {
         let text = key.to_string();
         let widen = args.all_hashes && key.exe_hash.is_empty();
         let hit = cleared.iter().any(|c| {
-            *c == text || (widen && c.parse::<BackendKey>().is_ok_and(|k| same_build(&k, key)))
+            *c == text
+                || (widen
+                    && c.parse::<BackendKey>()
+                        .is_ok_and(|k| lookup::same_build(&k, key)))
         });
         if !hit {
             no_state.push((key.to_string(), lookup::similar(store, key)?));
@@ -132,7 +135,7 @@ fn hashed_entries(store: &RecoveryStore, key: &BackendKey) -> anyhow::Result<Vec
     let mut hashed = Vec::new();
     store.for_each_entry(&key.to_string(), |entry| {
         match entry {
-            Ok(e) if same_build(&e.key, key) && !e.key.exe_hash.is_empty() => {
+            Ok(e) if lookup::same_build(&e.key, key) && !e.key.exe_hash.is_empty() => {
                 hashed.push(e.key.to_string());
             }
             Ok(_) | Err(StoreError::CorruptEntry { .. }) => {}
@@ -143,16 +146,10 @@ fn hashed_entries(store: &RecoveryStore, key: &BackendKey) -> anyhow::Result<Vec
     Ok(hashed)
 }
 
-fn same_build(a: &BackendKey, b: &BackendKey) -> bool {
-    a.instance == b.instance
-        && a.service_name == b.service_name
-        && a.service_version == b.service_version
-}
-
 /// `reset --refused [--service S] [--instance I]`: only backends refused now, like
 /// `systemctl reset-failed`; more than one needs `--yes`.
 fn clear_refused(ctx: &Ctx, store: &RecoveryStore, args: &ResetArgs) -> anyhow::Result<Cleared> {
-    let prefix = list::instance_prefix(args.instance.as_ref());
+    let prefix = instance_prefix(args.instance.as_ref());
     let policy = store.policy()?;
     let now = ctx.now();
     let service = args.service.as_deref();
@@ -200,7 +197,7 @@ fn clear_prefix(store: &RecoveryStore, args: &ResetArgs) -> anyhow::Result<Clear
             nothing: "the store is empty".into(),
         });
     }
-    let prefix = list::instance_prefix(args.instance.as_ref());
+    let prefix = instance_prefix(args.instance.as_ref());
     let service = args.service.as_deref();
     let cleared = store.reset_where(&prefix, |text| {
         service.is_none_or(|s| {

@@ -3,7 +3,9 @@
 
 use std::time::Duration;
 
-use recovery_store::{BackendRecoveryPolicy, BackendStatus, RecoveryEntry, Timestamp, status_of};
+use recovery_store::{
+    BackendRecoveryPolicy, BackendStatus, BrokerInstanceKey, RecoveryEntry, Timestamp, status_of,
+};
 
 /// The three states the CLI reports.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
@@ -101,6 +103,11 @@ impl EntryView {
     pub fn worse_than(&self, other: &EntryView) -> bool {
         (self.state.severity(), self.remaining) > (other.state.severity(), other.remaining)
     }
+}
+
+/// The key-text prefix of one broker instance's entries (`""` for every instance).
+pub fn instance_prefix(instance: Option<&BrokerInstanceKey>) -> String {
+    instance.map(|i| format!("{i}/")).unwrap_or_default()
 }
 
 /// Whole milliseconds, rounded up so that a wait is never understated.
