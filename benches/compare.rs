@@ -1,4 +1,5 @@
-//! Side-by-side comparison run: `cargo bench --bench compare [-- --quick]`.
+//! Side-by-side comparison run:
+//! `cargo bench -p recovery-store-benches --bench compare [-- --quick]`.
 //!
 //! Prints one table of medians and ratios, all measured in this one process (peak RSS in child
 //! processes of this same binary): the store against the fsync floor, against SQLite doing the
@@ -6,7 +7,8 @@
 //! shrinks every count; `COMPARE_DIR` picks the directory the files live in (default: a temporary
 //! directory under `$TMPDIR`).
 //!
-//! `cargo test --benches` runs this binary without `--bench`; it then exits at once.
+//! `cargo test -p recovery-store-benches --benches` runs this binary without `--bench`; it then
+//! exits at once.
 
 use std::collections::HashMap;
 use std::fs::OpenOptions;
