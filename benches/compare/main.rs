@@ -8,8 +8,8 @@
 //! directory under `$TMPDIR`).
 //!
 //! One module per comparison, run in this order on shared files: `write_path` (a, b),
-//! `read_path` (c), `file_ops` (what one call does to the file), `concurrency` (d) and
-//! `big_store` (e).
+//! `read_path` (c), `file_ops` (what one call does to the file, and the syncs of every
+//! write-side call), `concurrency` (d), `big_store` (e) and `no_change` (f).
 //!
 //! `cargo test -p recovery-store-benches --benches` runs this binary without `--bench`; it then
 //! exits at once.
@@ -19,6 +19,7 @@ mod common;
 mod concurrency;
 mod counting;
 mod file_ops;
+mod no_change;
 mod read_path;
 mod sqlite;
 mod table;
@@ -102,6 +103,7 @@ fn run(cfg: &Config, dir: &Path) {
     concurrency::run(cfg, dir, &mut t);
     drop(store);
     big_store::run(cfg, dir, &store_path, &mut t);
+    no_change::run(cfg, &store_path, &mut t);
 
     println!();
     println!(
