@@ -280,7 +280,12 @@ fn a_closed_stdout_exits_quietly() {
     let file = cli.tmp.dir.path().join("many.json");
     std::fs::write(&file, doc.to_string()).unwrap();
     cli.ok(&["import", file.to_str().unwrap()]);
-    for args in [&["list"][..], &["export"]] {
+    for args in [
+        &["list"][..],
+        &["--json", "list"],
+        &["list", "-q"],
+        &["export"],
+    ] {
         let mut child = cli
             .cmd(args)
             .stdout(Stdio::piped())
