@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 use recovery_store::{RecoveryStore, StoreOptions, Timestamp};
 
 use crate::Setup;
-use crate::common::{at_secs, key};
+use crate::common::at_secs;
+use crate::hashed_key;
 use crate::measure::{Measured, measure, measure_output};
 
 /// Rows: what, how the child went, and the open's own time where the child reports it.
@@ -60,7 +61,7 @@ pub fn run(s: &Setup) -> Vec<(String, Measured, Option<Duration>)> {
         m,
         open,
     ));
-    let status_of_one = |path: &Path| measure(s.cli(path, &["status", &key(0).to_string()]));
+    let status_of_one = |path: &Path| measure(s.cli(path, &["status", &hashed_key(0).to_string()]));
     rows.push((
         "status, cleanly closed (CLI)".to_string(),
         status_of_one(&s.copy("clean-cli.redb")),
@@ -81,7 +82,12 @@ pub fn crash_writer(path: &Path) {
     let n = store.len().expect("len").max(1) as usize;
     for round in 0usize.. {
         let batch: Vec<_> = (0..1_000)
-            .map(|i| (key((round * 1_000 + i) * 7_919 % n), Timestamp::now()))
+            .map(|i| {
+                (
+                    hashed_key((round * 1_000 + i) * 7_919 % n),
+                    Timestamp::now(),
+                )
+            })
             .collect();
         store.record_crashes(&batch).expect("record_crashes");
         if round == 0 {
@@ -106,6 +112,6 @@ pub fn child(path: &Path, mode: &str) {
         }
     };
     let open = start.elapsed();
-    std::hint::black_box(store.status(&key(0), at_secs(0)).expect("status"));
+    std::hint::black_box(store.status(&hashed_key(0), at_secs(0)).expect("status"));
     println!("nanos={}", open.as_nanos());
 }
