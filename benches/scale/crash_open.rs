@@ -9,10 +9,10 @@ use std::time::{Duration, Instant};
 
 use recovery_store::{RecoveryStore, StoreOptions, Timestamp};
 
-use crate::Setup;
 use crate::common::at_secs;
 use crate::hashed_key;
 use crate::measure::{Measured, measure, measure_output};
+use crate::{Setup, copy_synced};
 
 /// Rows: what, how the child went, and the open's own time where the child reports it.
 pub fn run(s: &Setup) -> Vec<(String, Measured, Option<Duration>)> {
@@ -33,11 +33,7 @@ pub fn run(s: &Setup) -> Vec<(String, Measured, Option<Duration>)> {
     writer.kill().expect("SIGKILL the writer");
     writer.wait().expect("reap the writer");
     // Every measurement gets its own copy of the crashed file: the first open may repair it.
-    let copy = |name: &str| {
-        let path = s.dir.join(name);
-        std::fs::copy(&crashed, &path).expect("copy the crashed store");
-        path
-    };
+    let copy = |name: &str| copy_synced(&crashed, &s.dir.join(name));
     let clean = s.copy("clean.redb");
     let open_child = |path: &Path, mode: &str| {
         let mut cmd = Command::new(&exe);

@@ -51,9 +51,7 @@ pub struct Setup {
 impl Setup {
     /// A fresh copy of the template at `dir/name`.
     pub fn copy(&self, name: &str) -> PathBuf {
-        let path = self.dir.join(name);
-        std::fs::copy(&self.template, &path).expect("copy the template store");
-        path
+        copy_synced(&self.template, &self.dir.join(name))
     }
 
     /// `recovery-store --db PATH ARGS...`, stdout discarded.
@@ -132,6 +130,16 @@ fn build(path: &Path, n: usize) {
             batch.clear();
         }
     }
+}
+
+/// Copies `from` to `to` and syncs the copy: a store that has been on disk a while has no
+/// dirty pages, and the first sync of a fresh copy would otherwise land on whatever measures it.
+pub fn copy_synced(from: &Path, to: &Path) -> PathBuf {
+    std::fs::copy(from, to).expect("copy a store");
+    std::fs::File::open(to)
+        .and_then(|f| f.sync_all())
+        .expect("sync the copy");
+    to.to_owned()
 }
 
 /// `build(path, n)` in a child process of this binary.
