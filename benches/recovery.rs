@@ -1,0 +1,153 @@
+//! The first open after `kill -9`, at scale: `cargo bench --bench recovery`.
+//!
+//! Builds a store of `RECOVERY_STORE_BENCH_ENTRIES` entries (default 1,000,000), has a writer
+//! process open it and die by SIGKILL, then runs the CLI against copies of the file it left:
+//! a read-only `status` (answered from a repaired in-memory view) and a writable `record-crash`
+//! (checked on that view, then repaired in place), plus a `status` on the repaired file for
+//! comparison. Each row is one child process: its wall time and peak RSS (from `wait4`).
+//! `RECOVERY_STORE_CLI=PATH` measures another build of the CLI (e.g. an older one).
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use recovery_store::{BackendKey, RecoveryStore, Timestamp};
+
+const WRITER_VAR: &str = "RECOVERY_STORE_BENCH_WRITER";
+const BATCH: usize = 10_000;
+const KEY: &str = "shared/svc-0000000@1.0.0";
+
+fn key(i: usize) -> BackendKey {
+    format!("shared/svc-{i:07}@1.0.0")
+        .parse()
+        .expect("valid key")
+}
+
+fn main() {
+    if let Some(path) = std::env::var_os(WRITER_VAR) {
+        return writer(Path::new(&path));
+    }
+    if std::env::args().any(|a| a == "--list") {
+        return; // `cargo bench -- --list` and test discovery
+    }
+    let entries: usize = std::env::var("RECOVERY_STORE_BENCH_ENTRIES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1_000_000);
+    let cli = std::env::var_os("RECOVERY_STORE_CLI")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_recovery-store")));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let clean = dir.path().join("clean.redb");
+    let built = Instant::now();
+    build(&clean, entries);
+    let size = std::fs::metadata(&clean).expect("stat").len();
+    eprintln!(
+        "built {entries} entries ({:.1} MiB) in {:.1?}",
+        size as f64 / (1 << 20) as f64,
+        built.elapsed()
+    );
+    let dirty = dir.path().join("dirty.redb");
+    std::fs::copy(&clean, &dirty).expect("copy");
+    kill_a_writer(&dirty);
+
+    println!(
+        "| first open after kill -9, {entries} entries ({:.0} MiB) | wall time | peak RSS |",
+        size as f64 / (1 << 20) as f64
+    );
+    println!("| --- | --- | --- |");
+    for (what, args) in [
+        ("`status` (read-only: repaired view)", &["status", KEY][..]),
+        (
+            "`record-crash` (writable: checked view, then repair)",
+            &["record-crash", KEY][..],
+        ),
+    ] {
+        let copy = dir.path().join("copy.redb");
+        std::fs::copy(&dirty, &copy).expect("copy");
+        let (time, rss) = measure(&cli, &copy, args);
+        println!("| {what} | {time:.2?} | {:.1} MiB |", rss as f64 / 1024.0);
+        if what.starts_with("`record-crash`") {
+            let (time, rss) = measure(&cli, &copy, &["status", KEY]);
+            println!(
+                "| `status` after the repair (clean open) | {time:.2?} | {:.1} MiB |",
+                rss as f64 / 1024.0
+            );
+        }
+        std::fs::remove_file(&copy).expect("remove");
+    }
+}
+
+/// A store with `n` entries, one crash each.
+fn build(path: &Path, n: usize) {
+    let store = RecoveryStore::open(path).expect("open");
+    let base = Timestamp::now();
+    let mut batch = Vec::with_capacity(BATCH);
+    for i in 0..n {
+        batch.push((key(i), base));
+        if batch.len() == BATCH || i + 1 == n {
+            store.record_crashes(&batch).expect("record_crashes");
+            batch.clear();
+        }
+    }
+}
+
+// The writer child: opens the store, says so, and commits batches of 10,000 crashes until it is
+// killed, so the kill lands inside a write transaction or a commit.
+fn writer(path: &Path) {
+    let store = RecoveryStore::open(path).expect("writer open");
+    println!("ready");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut round = 0;
+    while Instant::now() < deadline {
+        let batch: Vec<_> = (0..BATCH)
+            .map(|i| (key(round * BATCH + i), Timestamp::now()))
+            .collect();
+        store.record_crashes(&batch).expect("writer commit");
+        round = (round + 1) % 100;
+    }
+}
+
+// Leaves `path` as a writer killed with SIGKILL leaves it: needing crash recovery.
+fn kill_a_writer(path: &Path) {
+    let mut child = Command::new(std::env::current_exe().expect("bench binary"))
+        .env(WRITER_VAR, path)
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn writer");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("read");
+    assert_eq!(line.trim(), "ready", "writer did not start");
+    std::thread::sleep(Duration::from_millis(700));
+    child.kill().expect("SIGKILL");
+    child.wait().expect("reap");
+}
+
+// Runs the CLI once; its wall time and peak RSS in KiB.
+fn measure(cli: &Path, db: &Path, args: &[&str]) -> (Duration, i64) {
+    let start = Instant::now();
+    let child = Command::new(cli)
+        .arg("--db")
+        .arg(db)
+        .args(args)
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("spawn CLI");
+    let mut status = 0;
+    // SAFETY: an all-zero rusage is valid, and wait4 writes it for our own child.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    let pid = i32::try_from(child.id()).expect("pid");
+    // SAFETY: waits for our own child, with valid out-pointers.
+    let rc = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+    let elapsed = start.elapsed();
+    assert_eq!(rc, pid, "wait4");
+    let code = libc::WEXITSTATUS(status);
+    assert!(
+        libc::WIFEXITED(status) && code <= 1,
+        "{args:?} failed with status {status:#x}"
+    );
+    (elapsed, usage.ru_maxrss)
+}
