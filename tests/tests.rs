@@ -8,5 +8,6 @@ mod format;
 mod group;
 mod hostile;
 mod model;
+mod ownership;
 mod processes;
 mod store;

@@ -316,8 +316,8 @@ fn header_is_blank(file: &File, len: u64) -> bool {
 }
 
 // Makes an existing empty file a new store in place, so it keeps the owner, group and mode an
-// administrator gave it (`install -m 660 -g brokers /dev/null PATH`). The store is built in a
-// temporary file and copied in, header page last, under an exclusive `flock` on the file that
+// administrator gave it (`install -m 660 -g brokers /dev/null PATH`). The store is built in
+// memory and copied in, header page last, under an exclusive `flock` on the file that
 // concurrent initializers wait for.
 fn initialize_in_place(path: &Path, config: &OpenConfig) -> Result<(), StoreError> {
     let nofollow = if config.trust_any_owner {
@@ -339,11 +339,7 @@ fn initialize_in_place(path: &Path, config: &OpenConfig) -> Result<(), StoreErro
     if len != 0 && (len > MAX_CREATION_IMAGE || !header_is_blank(&file, len)) {
         return Ok(()); // another process initialized it first
     }
-    let creation = build_store(path, config)?;
-    let image = fs::read(&creation.path).map_err(|e| io_err("cannot read", &creation.path, e));
-    let _ = fs::remove_file(&creation.path);
-    drop(creation);
-    let image = image?;
+    let image = build_image(path, config)?;
     let split = HEADER.min(image.len());
     file.set_len(image.len() as u64)
         .and_then(|()| file.write_all_at(&image[split..], split as u64))
@@ -370,6 +366,27 @@ fn lock_for_initialization(file: &File, path: &Path) -> Result<(), StoreError> {
             Err(e) => return Err(io_err("cannot lock", path, e.into())),
         }
     }
+}
+
+// Builds a new store's bytes in memory: no temporary file, so initializing an existing file
+// needs no write access to its directory.
+fn build_image(path: &Path, config: &OpenConfig) -> Result<Vec<u8>, StoreError> {
+    let image = Overlay::empty();
+    let db = guarded(path, "creating", || {
+        Builder::new()
+            .set_cache_size(1 << 20)
+            .create_with_backend(image.clone())
+            .map_err(|e| engine_err(path, e))
+    })?;
+    let storage = Storage {
+        db: ManuallyDrop::new(Handle::Writable(db)),
+        path: path.to_owned(),
+    };
+    storage.write(|w| w.initialize(config.policy.unwrap_or_default()))?;
+    drop(storage);
+    image
+        .to_vec()
+        .map_err(|e| io_err("cannot build a store for", path, e))
 }
 
 // Builds a complete, synced store in a new locked temporary file beside `path`.

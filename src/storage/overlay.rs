@@ -31,7 +31,7 @@ pub(super) struct Overlay {
 
 #[derive(Debug)]
 struct OverlayInner {
-    file: File,
+    file: Option<File>,
     state: Mutex<OverlayState>,
 }
 
@@ -48,7 +48,16 @@ impl Overlay {
     /// A view of `file`, which needs only read access.
     pub fn new(file: File) -> io::Result<Self> {
         let len = file.metadata()?.len();
-        Ok(Self {
+        Ok(Self::over(Some(file), len))
+    }
+
+    /// An empty in-memory file, to build a store image in.
+    pub fn empty() -> Self {
+        Self::over(None, 0)
+    }
+
+    fn over(file: Option<File>, len: u64) -> Self {
+        Self {
             inner: Arc::new(OverlayInner {
                 file,
                 state: Mutex::new(OverlayState {
@@ -57,7 +66,14 @@ impl Overlay {
                     pages: HashMap::new(),
                 }),
             }),
-        })
+        }
+    }
+
+    /// Every byte of the view.
+    pub fn to_vec(&self) -> io::Result<Vec<u8>> {
+        let mut bytes = vec![0u8; usize::try_from(self.state().len).map_err(io::Error::other)?];
+        self.read(0, &mut bytes)?;
+        Ok(bytes)
     }
 
     /// Bytes held in memory by written pages.
@@ -78,8 +94,8 @@ impl Overlay {
     fn read_base(&self, state: &OverlayState, offset: u64, out: &mut [u8]) -> io::Result<()> {
         let from_file = state.file_end.saturating_sub(offset).min(out.len() as u64) as usize;
         let (head, tail) = out.split_at_mut(from_file);
-        if !head.is_empty() {
-            self.inner.file.read_exact_at(head, offset)?;
+        if let (false, Some(file)) = (head.is_empty(), &self.inner.file) {
+            file.read_exact_at(head, offset)?;
         }
         tail.fill(0);
         Ok(())

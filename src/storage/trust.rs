@@ -2,7 +2,8 @@
 //! `StrictModes` and sudo check their files.
 //!
 //! The rules, for the store file and the directory holding it:
-//! - the owner is the caller (effective uid) or root;
+//! - the owner is the caller (effective uid) or root; for a group store (below), also any
+//!   member of its group when the caller is one too: the group is the trust boundary;
 //! - others cannot write it;
 //! - group write is accepted only where the owner chose it for a group: on the file when others
 //!   have no access at all (a group store, mode 0660 or 0640, as `StoreOptions::mode(0o660)`
@@ -26,6 +27,27 @@ const SETGID: u32 = 0o2000;
 /// What the caller is: its effective uid.
 fn caller() -> u32 {
     rustix::process::geteuid().as_raw()
+}
+
+/// True when the caller is in group `gid` (effective or supplementary).
+fn caller_in_group(gid: u32) -> bool {
+    if rustix::process::getegid().as_raw() == gid {
+        return true;
+    }
+    // SAFETY: a null list with size 0 asks only for the count; then the list is filled.
+    let count = unsafe { libc::getgroups(0, std::ptr::null_mut()) };
+    let Ok(len) = usize::try_from(count) else {
+        return false;
+    };
+    let mut groups = vec![0 as libc::gid_t; len];
+    // SAFETY: `groups` has room for `count` entries.
+    let filled = unsafe { libc::getgroups(count, groups.as_mut_ptr()) };
+    usize::try_from(filled).is_ok_and(|n| groups[..n.min(len)].contains(&gid))
+}
+
+/// A file its owner made for a group: the group may write, others have no access.
+fn is_group_store(meta: &Metadata) -> bool {
+    meta.mode() & GROUP_WRITE != 0 && meta.mode() & OTHERS_ANY == 0
 }
 
 fn untrusted(path: &Path, meta: &Metadata, problem: &str, remedy: String) -> StoreError {
@@ -79,7 +101,9 @@ pub(super) fn check_file(path: &Path, meta: &Metadata) -> Result<(), StoreError>
                 .into(),
         ));
     }
-    check_owner(path, meta)?;
+    if !(is_group_store(meta) && caller_in_group(meta.gid())) {
+        check_owner(path, meta)?;
+    }
     let mode = meta.mode();
     if mode & OTHERS_WRITE != 0 {
         return Err(untrusted(
@@ -89,7 +113,7 @@ pub(super) fn check_file(path: &Path, meta: &Metadata) -> Result<(), StoreError>
             format!("chmod o-w {shown}"),
         ));
     }
-    if mode & GROUP_WRITE != 0 && mode & OTHERS_ANY != 0 {
+    if mode & GROUP_WRITE != 0 && !is_group_store(meta) {
         return Err(untrusted(
             path,
             meta,
@@ -109,13 +133,18 @@ fn check_owner(path: &Path, meta: &Metadata) -> Result<(), StoreError> {
     if owner == me || owner == 0 {
         return Ok(());
     }
+    let to = if me == 0 {
+        "root".to_string()
+    } else {
+        format!("uid {me} or root")
+    };
     Err(untrusted(
         path,
         meta,
         "it belongs to another user, who could change or replace it",
         format!(
-            "chown it to uid {me} or root, or pass --trust-owner \
-             (StoreOptions::trust_any_owner) if you trust uid {owner}"
+            "chown it to {to}, or pass --trust-owner (StoreOptions::trust_any_owner) if you \
+             trust uid {owner}"
         ),
     ))
 }
