@@ -129,6 +129,7 @@ fn kill_a_writer(path: &Path) {
 // Runs the CLI once; its wall time and peak RSS in KiB.
 fn measure(cli: &Path, db: &Path, args: &[&str]) -> (Duration, i64) {
     let start = Instant::now();
+    #[allow(clippy::zombie_processes)] // reaped by wait4 below, which also gives its rusage
     let child = Command::new(cli)
         .arg("--db")
         .arg(db)

@@ -135,7 +135,8 @@ fn the_library_refuses_stores_others_could_have_planted_or_changed() {
     let Some(sandbox) = Sandbox::new() else {
         return;
     };
-    let cases: [(&str, u32, u32, u32, u32, &[&str]); 6] = [
+    type Case = (&'static str, u32, u32, u32, u32, &'static [&'static str]);
+    let cases: [Case; 6] = [
         // (case, file owner, file mode, dir owner, dir mode, needles) — `[]`: accepted.
         (
             "another owner",
