@@ -10,4 +10,5 @@ mod hostile;
 mod model;
 mod ownership;
 mod processes;
+mod recovery;
 mod store;
