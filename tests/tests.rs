@@ -3,6 +3,7 @@
 mod util;
 
 mod cli;
+mod clockview;
 mod crash;
 mod format;
 mod group;
