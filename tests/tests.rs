@@ -5,6 +5,7 @@ mod util;
 mod cli;
 mod clockview;
 mod crash;
+mod creators;
 mod format;
 mod group;
 mod hostile;
