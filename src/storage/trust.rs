@@ -70,8 +70,11 @@ pub(super) fn check_dir(dir: &Path, meta: &Metadata) -> Result<(), StoreError> {
         return Err(untrusted(
             dir,
             meta,
-            "other users can write the directory, so they can replace the store",
-            format!("keep the store in a directory only its users can write (chmod o-w {shown})"),
+            "other users can write the directory, so they can plant or replace the store",
+            format!(
+                "keep the store in a directory only its users can write (e.g. `install -d -m 700 \
+                 {shown}/recovery-store`), or chmod o-w {shown}"
+            ),
         ));
     }
     if mode & GROUP_WRITE != 0 && mode & SETGID == 0 {
