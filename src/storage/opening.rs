@@ -237,8 +237,15 @@ pub(super) fn prepare(path: &Path, config: &OpenConfig) -> Result<(), StoreError
         Err(e) if e.kind() == ErrorKind::NotFound => None,
         Err(source) => return Err(io_err("cannot read", path, source)),
     };
-    if let Some(meta) = &link {
-        not_a_plain_file(path, meta)?;
+    match &link {
+        Some(meta) => not_a_plain_file(path, meta)?,
+        // Nothing to trust or refuse: nothing will be opened or created.
+        None if !config.create => {
+            return Err(StoreError::NotFound {
+                path: path.to_owned(),
+            });
+        }
+        None => {}
     }
     if !trusting {
         let dir = parent_dir(path);
