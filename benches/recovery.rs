@@ -1,18 +1,28 @@
-//! The first open after `kill -9`, at scale: `cargo bench --bench recovery`.
+//! The first open after `kill -9`, at scale, in both kinds of recovery:
+//! `cargo bench -p recovery-store-benches --bench recovery`.
 //!
 //! Builds a store of `RECOVERY_STORE_BENCH_ENTRIES` entries (default 1,000,000), has a writer
 //! process open it and die by SIGKILL, then runs the CLI against copies of the file it left:
 //! a read-only `status` (answered from a repaired in-memory view) and a writable `record-crash`
 //! (checked on that view, then repaired in place), plus a `status` on the repaired file for
 //! comparison. Each row is one child process: its wall time and peak RSS (from `wait4`).
-//! `RECOVERY_STORE_CLI=PATH` measures another build of the CLI (e.g. an older one).
+//! `RECOVERY_STORE_BIN=PATH` measures another build of the CLI (e.g. an older one).
+//!
+//! Two kinds of dirty file: a store writer killed mid-write (its commits record redb's
+//! allocator state, so recovery loads it: the usual case), and a file whose last commit came
+//! from redb's single-writer mode, which records none, so recovery walks every page (a full
+//! repair, the worst case). `scale` measures the first, through the library as well.
 
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use recovery_store::{BackendKey, RecoveryStore, Timestamp};
+
+#[path = "scale/measure.rs"]
+#[allow(dead_code)]
+mod measure;
 
 const WRITER_VAR: &str = "RECOVERY_STORE_BENCH_WRITER";
 const FULL_REPAIR_VAR: &str = "RECOVERY_STORE_BENCH_FULL_REPAIR";
@@ -32,16 +42,14 @@ fn main() {
         }
         return writer(Path::new(&path));
     }
-    if std::env::args().any(|a| a == "--list") {
-        return; // `cargo bench -- --list` and test discovery
+    if !std::env::args().any(|a| a == "--bench") {
+        return; // `cargo test --benches` runs bench binaries without `--bench`
     }
     let entries: usize = std::env::var("RECOVERY_STORE_BENCH_ENTRIES")
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(1_000_000);
-    let cli = std::env::var_os("RECOVERY_STORE_CLI")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_recovery-store")));
+    let cli = measure::cli_binary();
     let dir = tempfile::tempdir().expect("tempdir");
     let clean = dir.path().join("clean.redb");
     let built = Instant::now();
@@ -157,28 +165,10 @@ fn kill_a_writer(path: &Path, full_repair: bool) {
 }
 
 // Runs the CLI once; its wall time and peak RSS in KiB.
-fn measure(cli: &Path, db: &Path, args: &[&str]) -> (Duration, i64) {
-    let start = Instant::now();
-    #[allow(clippy::zombie_processes)] // reaped by wait4 below, which also gives its rusage
-    let child = Command::new(cli)
-        .arg("--db")
-        .arg(db)
-        .args(args)
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("spawn CLI");
-    let mut status = 0;
-    // SAFETY: an all-zero rusage is valid, and wait4 writes it for our own child.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    let pid = i32::try_from(child.id()).expect("pid");
-    // SAFETY: waits for our own child, with valid out-pointers.
-    let rc = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
-    let elapsed = start.elapsed();
-    assert_eq!(rc, pid, "wait4");
-    let code = libc::WEXITSTATUS(status);
-    assert!(
-        libc::WIFEXITED(status) && code <= 1,
-        "{args:?} failed with status {status:#x}"
-    );
-    (elapsed, usage.ru_maxrss)
+fn measure(cli: &Path, db: &Path, args: &[&str]) -> (Duration, u64) {
+    let mut cmd = Command::new(cli);
+    cmd.arg("--db").arg(db).args(args);
+    let m = measure::measure(cmd);
+    assert!(m.ok(), "{args:?} failed: {}", m.stderr_line());
+    (m.elapsed, m.maxrss_kib)
 }

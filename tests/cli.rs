@@ -12,6 +12,7 @@ use crate::util::{TempStore, bin};
 
 mod files;
 mod inspect;
+mod metrics;
 mod resilience;
 mod run;
 mod schema;

@@ -224,7 +224,10 @@ fn read_only_open_of_a_store_left_by_a_dead_writer_repairs_but_never_writes_afte
         Err(StoreError::ReadOnly { .. })
     ));
     drop(store);
-    assert!(std::fs::read(&t.path).expect("read") == before, "a reader wrote the file");
+    assert!(
+        std::fs::read(&t.path).expect("read") == before,
+        "a reader wrote the file"
+    );
 }
 
 // Runs the fixed script, printing `ack I` once step I is acknowledged, until killed (or, as a

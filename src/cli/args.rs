@@ -96,6 +96,22 @@ pub enum Command {
     Completions { shell: clap_complete::Shell },
     /// Run a command under the recovery policy, restarting it after a crash.
     Run(RunArgs),
+    /// Print the store's state as Prometheus metrics (text format 0.0.4), e.g. for
+    /// node_exporter's textfile collector. Exit 0, or 2 when the store cannot be read.
+    Metrics(MetricsArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct MetricsArgs {
+    /// Write the metrics to FILE atomically (temporary file in the same directory, fsync,
+    /// mode 0644, rename) instead of stdout, e.g.
+    /// /var/lib/node_exporter/textfile_collector/recovery-store.prom.
+    #[arg(long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+    /// Most backends given per-backend series; refused backends are kept first, and
+    /// recovery_store_series_omitted_backends counts the rest.
+    #[arg(long, value_name = "N", default_value_t = 100_000)]
+    pub max_series: u64,
 }
 
 #[derive(Debug, Args)]

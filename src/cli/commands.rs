@@ -12,10 +12,10 @@ use recovery_store::{
     StoreError, Timestamp,
 };
 
-use super::args::{Cli, Command, ListArgs, PolicyAction, ResetArgs};
+use super::args::{Cli, Command, ListArgs, MetricsArgs, PolicyAction, ResetArgs};
 use super::sanitize::{sanitize, sanitize_lossy};
 use super::view::{EntryView, State, millis, span};
-use super::{Ctx, NEGATIVE, check, json, render, supervise, transfer};
+use super::{Ctx, NEGATIVE, check, json, metrics, render, supervise, textfile, transfer};
 
 pub fn dispatch(ctx: &Ctx, command: Command, out: &mut impl Write) -> anyhow::Result<ExitCode> {
     match command {
@@ -35,7 +35,29 @@ pub fn dispatch(ctx: &Ctx, command: Command, out: &mut impl Write) -> anyhow::Re
             Ok(ExitCode::SUCCESS)
         }
         Command::Run(args) => supervise::run(ctx, args, out),
+        Command::Metrics(args) => metrics(ctx, &args, out),
     }
+}
+
+fn metrics(ctx: &Ctx, args: &MetricsArgs, out: &mut impl Write) -> anyhow::Result<ExitCode> {
+    let store = std::sync::Arc::new(ctx.open_read()?);
+    let report = || -> anyhow::Result<metrics::Report> {
+        let file_size = std::fs::metadata(&ctx.path)
+            .with_context(|| format!("cannot read the size of {}", ctx.path.display()))?
+            .len();
+        Ok(metrics::Report {
+            now: ctx.now(),
+            max_series: args.max_series,
+            file_size,
+        })
+    };
+    match &args.output {
+        Some(path) => textfile::write_atomically(path, |file| {
+            metrics::write(std::sync::Arc::clone(&store), report()?, file)
+        })?,
+        None => metrics::write(store, report()?, out)?,
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn list(ctx: &Ctx, args: &ListArgs, out: &mut impl Write) -> anyhow::Result<ExitCode> {

@@ -6,9 +6,11 @@ mod check;
 mod commands;
 mod fail;
 mod json;
+mod metrics;
 mod render;
 mod sanitize;
 mod supervise;
+mod textfile;
 mod transfer;
 mod view;
 
