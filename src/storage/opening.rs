@@ -140,6 +140,23 @@ pub(super) fn repaired_view(
     path: &Path,
     cache_size: usize,
 ) -> Result<ReadOnlyDatabase, StoreError> {
+    match view_of(path, cache_size) {
+        Ok(db) => Ok(db),
+        Err(
+            e @ (StoreError::NotAStore { .. }
+            | StoreError::NewerSchema { .. }
+            | StoreError::NeedsMigration { .. }),
+        ) => Err(e),
+        // A writer may have recovered the file under the view, tearing what it read: then the
+        // file itself is ready to read.
+        Err(e) => match preflight(path, cache_size) {
+            Ok(Preflight::Ready(db)) => Ok(db),
+            _ => Err(e),
+        },
+    }
+}
+
+fn view_of(path: &Path, cache_size: usize) -> Result<ReadOnlyDatabase, StoreError> {
     let file = File::open(path).map_err(|e| io_err("cannot open", path, e))?;
     let view = Overlay::new(file).map_err(|e| io_err("cannot read", path, e))?;
     guarded(path, "checking a repaired view of", || {
