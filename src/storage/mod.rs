@@ -4,6 +4,7 @@
 //! [`BackendRecoveryPolicy`]. Every redb call runs under [`guarded`], so a damaged file that
 //! trips an assertion inside the engine becomes [`StoreError::Corrupt`] instead of a panic.
 
+mod creation;
 mod files;
 mod guard;
 mod opening;
