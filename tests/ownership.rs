@@ -400,3 +400,22 @@ fn an_empty_file_becomes_a_store_keeping_owner_group_and_mode() {
         .collect();
     assert_eq!(leftovers.len(), 1, "{leftovers:?}");
 }
+
+// Guards in-place initialization cut short: it writes the header page last, so a file left
+// with a blank first page (under 1 MiB) is initialized again by the next writer, while a reader
+// refuses it untouched.
+#[test]
+fn an_initialization_cut_short_is_started_over_by_the_next_writer() {
+    let t = crate::util::TempStore::new();
+    let torn = vec![0u8; 3 * 4096];
+    std::fs::write(&t.path, &torn).expect("write");
+    let err = RecoveryStore::open_with(&t.path, StoreOptions::default().read_only(true))
+        .expect_err("no store to read yet");
+    assert!(matches!(err, StoreError::NotAStore { .. }), "{err}");
+    assert_eq!(std::fs::read(&t.path).expect("read"), torn);
+    let store = RecoveryStore::open(&t.path).expect("initialized");
+    store
+        .record_crash(&key("shared/a@1.0.0"), Timestamp::now())
+        .expect("record");
+    assert_eq!(store.len().expect("len"), 1);
+}
