@@ -54,6 +54,7 @@ mod error;
 mod group;
 mod key;
 mod memory;
+mod merge;
 #[path = "../migrations/mod.rs"]
 mod migrations;
 mod policy;

@@ -611,9 +611,20 @@ fn creation_sweeps_away_leftovers_of_dead_creators_only() {
     for file in [&abandoned, &live, &unrelated] {
         std::fs::write(file, b"half-made").unwrap();
     }
-    let held = std::fs::File::open(&live).unwrap();
-    // SAFETY: flock on a file descriptor this test owns.
-    assert_eq!(unsafe { libc::flock(held.as_raw_fd(), libc::LOCK_EX) }, 0);
+    // A creator holds an open-file-description write lock on byte 0 of its file.
+    let held = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&live)
+        .unwrap();
+    // SAFETY: an all-zero flock is valid; fcntl on a descriptor this test owns.
+    let mut lock: libc::flock = unsafe { std::mem::zeroed() };
+    lock.l_type = libc::F_WRLCK as libc::c_short;
+    lock.l_len = 1;
+    assert_eq!(
+        unsafe { libc::fcntl(held.as_raw_fd(), libc::F_OFD_SETLK, &mut lock) },
+        0
+    );
     t.open();
     assert!(!abandoned.exists(), "an unlocked temporary file is removed");
     assert!(

@@ -5,13 +5,12 @@ use std::io::ErrorKind;
 use std::mem::ManuallyDrop;
 use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt, PermissionsExt};
 use std::path::Path;
-use std::time::{Duration, Instant};
 
 use redb::Builder;
-use rustix::fs::{FlockOperation, flock};
 
 use super::files::{
-    Creation, io_err, names_file, parent_dir, remove_abandoned_creations, start_creation, sync_dir,
+    CREATION_LOCK_WAIT, Creation, creation_byte_held, io_err, lock_creation_byte, names_file,
+    parent_dir, remove_abandoned_creations, start_creation, sync_dir, unlock_creation_byte,
 };
 use super::guard::{engine_err, guarded};
 use super::overlay::{Overlay, PrivateFile};
@@ -48,6 +47,19 @@ fn dir_mode(mode: u32) -> u32 {
 // Creation writes well under this; a bigger image with a zeroed header is a damaged store,
 // which is reported, never wiped.
 pub(super) const MAX_CREATION_IMAGE: u64 = 1 << 20;
+/// Waits (up to [`CREATION_LOCK_WAIT`]) for a process initializing the small store at `path`
+/// in place to finish, so its file is never read half-copied. Best effort: a store that cannot
+/// be opened here is reported by the open that follows.
+pub(super) fn wait_for_initializer(path: &Path) {
+    let Ok(file) = File::open(path) else {
+        return;
+    };
+    let deadline = std::time::Instant::now() + CREATION_LOCK_WAIT;
+    while creation_byte_held(&file) && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+}
+
 /// The header page, which initialization writes last.
 const HEADER: usize = 4096;
 
@@ -73,8 +85,8 @@ fn header_is_blank(file: &File, len: u64) -> bool {
 
 // Makes an existing empty file a new store in place, so it keeps the owner, group and mode an
 // administrator gave it (`install -m 660 -g brokers /dev/null PATH`). The store is built in
-// memory and copied in, header page last, under an exclusive `flock` on the file that
-// concurrent initializers wait for.
+// memory and copied in, header page last, under the exclusive creation lock on the file, which
+// concurrent initializers and openers wait for.
 pub(super) fn initialize_in_place(path: &Path, config: &OpenConfig) -> Result<(), StoreError> {
     let nofollow = if config.trust_any_owner {
         0
@@ -87,12 +99,25 @@ pub(super) fn initialize_in_place(path: &Path, config: &OpenConfig) -> Result<()
         .custom_flags(nofollow | libc::O_CLOEXEC)
         .open(path)
         .map_err(|e| io_err("cannot initialize", path, e))?;
-    lock_for_initialization(&file, path)?;
+    if !lock_creation_byte(&file, true, CREATION_LOCK_WAIT)
+        .map_err(|e| io_err("cannot lock", path, e))?
+    {
+        return Err(StoreError::Locked {
+            path: path.to_owned(),
+            detail: "another process has been initializing it for 10 s".into(),
+        });
+    }
+    let initialized = initialize_locked(&file, path, config);
+    unlock_creation_byte(&file);
+    initialized
+}
+
+fn initialize_locked(file: &File, path: &Path, config: &OpenConfig) -> Result<(), StoreError> {
     let len = file
         .metadata()
         .map_err(|e| io_err("cannot read", path, e))?
         .len();
-    if len != 0 && (len > MAX_CREATION_IMAGE || !header_is_blank(&file, len)) {
+    if len != 0 && (len > MAX_CREATION_IMAGE || !header_is_blank(file, len)) {
         return Ok(()); // another process initialized it first
     }
     let image = build_image(path, config)?;
@@ -103,25 +128,6 @@ pub(super) fn initialize_in_place(path: &Path, config: &OpenConfig) -> Result<()
         .and_then(|()| file.write_all_at(&image[..split], 0))
         .and_then(|()| file.sync_data())
         .map_err(|e| io_err("cannot initialize", path, e))
-}
-
-fn lock_for_initialization(file: &File, path: &Path) -> Result<(), StoreError> {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        match flock(file, FlockOperation::NonBlockingLockExclusive) {
-            Ok(()) => return Ok(()),
-            Err(e) if e == rustix::io::Errno::WOULDBLOCK && Instant::now() < deadline => {
-                std::thread::sleep(Duration::from_millis(5));
-            }
-            Err(e) if e == rustix::io::Errno::WOULDBLOCK => {
-                return Err(StoreError::Locked {
-                    path: path.to_owned(),
-                    detail: "another process has held it for 10 s while initializing it".into(),
-                });
-            }
-            Err(e) => return Err(io_err("cannot lock", path, e.into())),
-        }
-    }
 }
 
 // Builds a new store's bytes in memory: no temporary file, so initializing an existing file

@@ -11,6 +11,7 @@ use redb::{
 
 use super::creation::{
     MAX_CREATION_IMAGE, check_mode, create_atomically, initialize_in_place, unfinished,
+    wait_for_initializer,
 };
 use super::files::{io_err, parent_dir};
 use super::guard::{engine_err, guarded};
@@ -251,6 +252,8 @@ pub(super) fn prepare(path: &Path, config: &OpenConfig) -> Result<(), StoreError
             not_a_plain_file(path, &meta)?;
             if config.create && !config.read_only && unfinished(path, meta.len()) {
                 initialize_in_place(path, config)?;
+            } else if meta.len() <= MAX_CREATION_IMAGE {
+                wait_for_initializer(path);
             }
             Ok(())
         }

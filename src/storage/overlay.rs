@@ -3,7 +3,7 @@
 //!
 //! Neither shares locks with other processes: both stand for a file this process alone uses
 //! (the overlay's writes never reach the file; a creator's temporary file is its own), so their
-//! byte-range locks always succeed. That also keeps them clear of the `flock` a creator holds on
+//! byte-range locks always succeed. That also keeps them clear of the lock a creator holds on
 //! its temporary file to show it is alive (see `files.rs`).
 
 use std::collections::HashMap;
