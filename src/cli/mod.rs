@@ -41,6 +41,7 @@ pub fn run() -> anyhow::Result<ExitCode> {
         path: store_path(cli.db)?,
         json: cli.json,
         now: cli.now,
+        lock_timeout: cli.lock_timeout,
     };
     let mut out = io::stdout().lock();
     let code = commands::dispatch(&ctx, cli.command, &mut out)?;
@@ -53,6 +54,7 @@ pub struct Ctx {
     pub path: PathBuf,
     pub json: bool,
     now: Option<SystemTime>,
+    lock_timeout: std::time::Duration,
 }
 
 impl Ctx {
@@ -87,6 +89,7 @@ impl Ctx {
     }
 
     fn open(&self, options: StoreOptions) -> anyhow::Result<RecoveryStore> {
+        let options = options.lock_timeout(self.lock_timeout);
         RecoveryStore::open_with(&self.path, options).map_err(|err| match err {
             StoreError::NotFound { .. } => anyhow::anyhow!(
                 "no recovery store at {}: check --db or RECOVERY_STORE_DB; \

@@ -2,7 +2,6 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{ErrorKind, Read};
-use std::mem::ManuallyDrop;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::Path;
 
@@ -10,11 +9,12 @@ use redb::{
     Builder, ConcurrencyMode, Database, ReadOnlyDatabase, ReadableDatabase, StorageBackend,
 };
 
+use super::backend::Opener;
 use super::files::{
     creation_prefix, io_err, parent_dir, remove_abandoned_creations, sync_dir, unique_suffix,
 };
 use super::guard::{engine_err, guarded};
-use super::{Handle, OpenConfig, REDB_MAGIC, Reader, Storage};
+use super::{OpenConfig, REDB_MAGIC, Reader, Storage};
 use crate::error::StoreError;
 use crate::migrations::{CURRENT_VERSION, OLDEST_VERSION};
 
@@ -102,12 +102,19 @@ pub(super) enum Preflight {
 
 // Validates format and schema through a read-only handle, which never writes to the file, so a
 // foreign or newer file is refused untouched.
-pub(super) fn preflight(path: &Path, cache_size: usize) -> Result<Preflight, StoreError> {
+pub(super) fn preflight(
+    path: &Path,
+    cache_size: usize,
+    opener: &Opener,
+) -> Result<Preflight, StoreError> {
+    let backend = opener
+        .file(path, true)
+        .map_err(|e| io_err("cannot open", path, e))?;
     let opened = guarded(path, "opening", || {
         match Builder::new()
             .set_concurrency_mode(ConcurrencyMode::MultiWriter)
             .set_cache_size(cache_size)
-            .open_read_only(path)
+            .open_read_only_with_backend(backend)
         {
             Ok(db) => Ok(Some(db)),
             Err(redb::DatabaseError::RepairAborted) => Ok(None),
@@ -149,12 +156,19 @@ pub(super) fn validate_copy(path: &Path) -> Result<(), StoreError> {
     check_version(path, version)
 }
 
-pub(super) fn open_writable(path: &Path, cache_size: usize) -> Result<Database, StoreError> {
+pub(super) fn open_writable(
+    path: &Path,
+    cache_size: usize,
+    opener: &Opener,
+) -> Result<Database, StoreError> {
+    let backend = opener
+        .file(path, false)
+        .map_err(|e| io_err("cannot open", path, e))?;
     guarded(path, "opening", || {
         Builder::new()
             .set_concurrency_mode(ConcurrencyMode::MultiWriter)
             .set_cache_size(cache_size)
-            .open(path)
+            .create_with_backend(backend)
             .map_err(|e| engine_err(path, e))
     })
 }
@@ -192,10 +206,7 @@ pub(super) fn create_atomically(path: &Path, config: &OpenConfig) -> Result<(), 
                 .create(&tmp)
                 .map_err(|e| engine_err(&tmp, e))
         })?;
-        let storage = Storage {
-            db: ManuallyDrop::new(Handle::Writable(db)),
-            path: tmp.clone(),
-        };
+        let storage = Storage::fixed(db, &tmp, config);
         storage.write(|w| w.initialize(config.policy.unwrap_or_default()))?;
         drop(storage);
         File::open(&tmp)
