@@ -6,6 +6,7 @@ mod cli;
 mod crash;
 mod format;
 mod group;
+mod handle;
 mod hostile;
 mod model;
 mod processes;

@@ -139,10 +139,12 @@ impl DeadlineBackend {
                 .filter(|d| !d.is_zero())
             else {
                 let what = describe(start, end);
-                EXPIRED.set(Some(Expired {
-                    what,
-                    waited: now - started,
-                }));
+                // Counted from the start of the operation, whose deadline this is.
+                let waited = (now + self.timeout)
+                    .checked_duration_since(deadline)
+                    .unwrap_or(now - started)
+                    .max(now - started);
+                EXPIRED.set(Some(Expired { what, waited }));
                 return Err(BackendError::Io(io::Error::new(
                     io::ErrorKind::TimedOut,
                     format!("gave up waiting for {what}"),
