@@ -269,6 +269,24 @@ fn a_stopped_writer_makes_other_writers_busy_within_the_bound() {
         std::thread::sleep(Duration::from_millis(5));
     }
 
+    // Watchdog: a call that waits without a bound is let go after a minute by killing the
+    // stopped writer, and then fails its time check instead of hanging the suite.
+    let finished = Arc::new(AtomicBool::new(false));
+    {
+        let (finished, pid) = (finished.clone(), child.id() as libc::pid_t);
+        std::thread::spawn(move || {
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while Instant::now() < deadline {
+                if finished.load(Ordering::Acquire) {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            // SAFETY: signalling the helper child by its pid; it is not reaped before this
+            // test's calls are done.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        });
+    }
     let mut longest = Duration::ZERO;
     let options = || StoreOptions::default().lock_timeout(BOUND);
     // A handle opened before it needs the write lock: opening costs no lock wait.
@@ -358,6 +376,7 @@ fn a_stopped_writer_makes_other_writers_busy_within_the_bound() {
     );
     cli_busy(&tmp.path, &["check"], &mut longest);
     eprintln!("longest wait with a stopped writer: {longest:?}");
+    finished.store(true, Ordering::Release);
 
     signal(&child, libc::SIGCONT);
     let done = wait_for_line(&mut lines, "done");
