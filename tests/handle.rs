@@ -787,3 +787,51 @@ fn cli_write_commands_with_nothing_to_change_make_no_sync() {
     // The trace does see syncs when something changes.
     assert!(fdatasyncs(&tmp.path, &["reset", "shared/present@1.0.0"]) > 0);
 }
+
+// Guards stamping under the lock: a `record_crash_now` that waited for a stopped writer is
+// stamped after the wait, not when it was called.
+#[test]
+fn record_crash_now_is_stamped_once_the_lock_is_held() {
+    let tmp = TempStore::new();
+    drop(tmp.open());
+    let mut child = spawn_helper("stall", &tmp.path);
+    let stdout = child.stdout.take().expect("helper stdout");
+    let mut lines = BufReader::new(stdout).lines().map_while(Result::ok);
+    wait_for_line(&mut lines, "stopping");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !stopped(&child) {
+        assert!(Instant::now() < deadline, "helper never stopped");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let store = Arc::new(
+        RecoveryStore::open_with(
+            &tmp.path,
+            StoreOptions::default().lock_timeout(Duration::from_secs(60)),
+        )
+        .expect("open"),
+    );
+    let k = key("shared/waiting@1.0.0");
+    let called = std::time::SystemTime::now();
+    let waiter = {
+        let (store, k) = (store.clone(), k.clone());
+        std::thread::spawn(move || store.record_crash_now(&k))
+    };
+    std::thread::sleep(Duration::from_millis(500));
+    let resumed = std::time::SystemTime::now();
+    signal(&child, libc::SIGCONT);
+    waiter
+        .join()
+        .expect("waiter")
+        .expect("recorded after the wait");
+    wait_for_line(&mut lines, "done");
+    let entry = store.get(&k).expect("get").expect("entry");
+    assert!(
+        entry.last_crash.wall() >= resumed,
+        "stamped {:?} after the call began, before the writer resumed",
+        entry
+            .last_crash
+            .wall()
+            .duration_since(called)
+            .unwrap_or_default()
+    );
+}
