@@ -371,7 +371,7 @@ fn a_stopped_writer_makes_other_writers_busy_within_the_bound() {
     );
     cli_busy(
         &tmp.path,
-        &["import", export.to_str().expect("utf-8 path")],
+        &["import", "--yes", export.to_str().expect("utf-8 path")],
         &mut longest,
     );
     cli_busy(&tmp.path, &["check"], &mut longest);

@@ -149,17 +149,41 @@ impl std::fmt::Debug for Storage {
     }
 }
 
-/// redb's page size, which this crate never changes.
-const PAGE_SIZE: u64 = 4096;
-
-// A writable open checks the file's length against its header; the read-only handle a lazy
-// open keeps does not. Every redb file is whole pages long, so a torn tail still shows here and
-// the writable open that follows reports it.
-fn whole_pages(path: &Path) -> Result<bool, StoreError> {
-    let len = fs::metadata(path)
+// A writable open checks the file's length against the layout its header records; the
+// read-only handle a lazy open keeps does not. This does the same check from the header's
+// fixed fields (redb's file format 3: page size, region header pages, region data pages, full
+// regions, trailing region pages, little-endian u32s from byte 12), so a file cut short is still
+// met by the writable open that reports it. Anything unexpected counts as "not sure": open
+// writable.
+fn length_matches_header(path: &Path) -> Result<bool, StoreError> {
+    use std::io::Read;
+    let mut head = [0u8; 32];
+    let mut file = fs::File::open(path).map_err(|e| io_err("cannot open", path, e))?;
+    let len = file
+        .metadata()
         .map_err(|e| io_err("cannot read", path, e))?
         .len();
-    Ok(len % PAGE_SIZE == 0)
+    if file.read_exact(&mut head).is_err() {
+        return Ok(false);
+    }
+    let field = |at: usize| {
+        u64::from(u32::from_le_bytes([
+            head[at],
+            head[at + 1],
+            head[at + 2],
+            head[at + 3],
+        ]))
+    };
+    let (page, region_header, region_data, full, trailing) =
+        (field(12), field(16), field(20), field(24), field(28));
+    let expected = page
+        + full * (region_header + region_data) * page
+        + if trailing > 0 {
+            (region_header + trailing) * page
+        } else {
+            0
+        };
+    Ok(page > 0 && len >= expected)
 }
 
 /// Errors after which the engine handle may have latched a failure: it is reopened before the
@@ -444,7 +468,9 @@ impl Storage {
             Preflight::Ready(db) if config.read_only => return read_only(db, &opener),
             // Nothing to write yet, unless a policy must be stored: the first write reopens.
             Preflight::Ready(db)
-                if !writable && whole_pages(path)? && self.policy_stored(&db, config)? =>
+                if !writable
+                    && length_matches_header(path)?
+                    && self.policy_stored(&db, config)? =>
             {
                 return read_only(db, &opener);
             }
