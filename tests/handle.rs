@@ -467,7 +467,13 @@ fn the_same_handle_heals_after_enospc_and_eio() {
 
 fn mount_tmpfs(dir: &Path, size: &str) -> bool {
     let ok = Command::new("mount")
-        .args(["-t", "tmpfs", "-o", &format!("size={size},mode=0700"), "tmpfs"])
+        .args([
+            "-t",
+            "tmpfs",
+            "-o",
+            &format!("size={size},mode=0700"),
+            "tmpfs",
+        ])
         .arg(dir)
         .status()
         .is_ok_and(|s| s.success());
@@ -834,4 +840,60 @@ fn record_crash_now_is_stamped_once_the_lock_is_held() {
             .duration_since(called)
             .unwrap_or_default()
     );
+}
+
+// Guards the broker's degraded mode under a stalled peer: a `DurableRecoveryState` whose store
+// is held by a writer stopped inside its commit still answers every call within the lock bound,
+// decides from the state it can still read, and writes its decisions through after SIGCONT.
+#[test]
+fn a_durable_state_degrades_under_a_stopped_writer_and_writes_through_after() {
+    use recovery_store::{BackendRecoveryDecision, DurableRecoveryState, StoreHealth};
+    let tmp = TempStore::new();
+    let options = StoreOptions::default().lock_timeout(BOUND);
+    let mut state = DurableRecoveryState::open_with(&tmp.path, options).expect("open");
+    let (looping, fresh) = (key("shared/looping@1.0.0"), key("shared/fresh@1.0.0"));
+    let now = std::time::Instant::now();
+    assert!(matches!(
+        state.record_crash(looping.clone(), now),
+        BackendRecoveryDecision::Retry { .. }
+    ));
+
+    let mut child = spawn_helper("stall", &tmp.path);
+    let stdout = child.stdout.take().expect("helper stdout");
+    let mut lines = BufReader::new(stdout).lines().map_while(Result::ok);
+    wait_for_line(&mut lines, "stopping");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !stopped(&child) {
+        assert!(Instant::now() < deadline, "helper never stopped");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+
+    let started = Instant::now();
+    let second = state.record_crash(looping.clone(), now + Duration::from_secs(1));
+    let first_fresh = state.record_crash(fresh.clone(), now + Duration::from_secs(1));
+    let waited = started.elapsed();
+    assert!(waited < BOUND + SLACK, "waited {waited:?}");
+    // The stored crash was read despite the stall: the second crash in the window refuses.
+    assert!(
+        matches!(second, BackendRecoveryDecision::Refuse { retry_after, .. }
+            if retry_after == Duration::from_secs(29)),
+        "{second:?}"
+    );
+    assert!(matches!(first_fresh, BackendRecoveryDecision::Retry { .. }));
+    let StoreHealth::Degraded { cause, pending, .. } = state.health() else {
+        panic!("degraded expected, got {:?}", state.health());
+    };
+    assert!(cause.contains("busy"), "{cause}");
+    assert_eq!(pending, 2);
+
+    signal(&child, libc::SIGCONT);
+    wait_for_line(&mut lines, "done");
+    drop(child);
+    state.flush().expect("the store is back");
+    assert_eq!(state.health(), StoreHealth::Durable);
+    drop(state);
+    let store = tmp.open();
+    assert_eq!(store.get(&looping).unwrap().unwrap().crashes_in_window, 2);
+    assert_eq!(store.get(&fresh).unwrap().unwrap().crashes_in_window, 1);
+    assert!(store.get(&key("shared/stalled@1.0.0")).unwrap().is_some());
 }

@@ -9,12 +9,12 @@ use redb::{
     Builder, ConcurrencyMode, Database, ReadOnlyDatabase, ReadableDatabase, StorageBackend,
 };
 
+use super::backend::Opener;
 use super::creation::{
     MAX_CREATION_IMAGE, check_mode, create_atomically, initialize_in_place, unfinished,
     wait_for_initializer,
 };
 use super::files::{io_err, parent_dir};
-use super::backend::Opener;
 use super::guard::{engine_err, guarded};
 use super::overlay::Overlay;
 use super::trust;
