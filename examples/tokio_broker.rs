@@ -17,9 +17,12 @@ use recovery_store::{
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    // A real broker names its store, e.g. /var/lib/recovery-store/recovery.redb.
+    let scratch = tempfile::tempdir()?;
     let path = std::env::args()
         .nth(1)
-        .unwrap_or_else(|| "broker-recovery.redb".into());
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| scratch.path().join("recovery.redb"));
     // The one-line migration from `BackendRecoveryState::with_policy(policy)`:
     let state = DurableRecoveryState::open_with_policy(&path, BackendRecoveryPolicy::default())?;
     let state = Arc::new(Mutex::new(state));

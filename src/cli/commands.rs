@@ -49,6 +49,11 @@ pub fn dispatch(ctx: &Ctx, command: Command, out: &mut impl Write) -> anyhow::Re
 }
 
 fn metrics(ctx: &Ctx, args: &MetricsArgs, out: &mut impl Write) -> anyhow::Result<ExitCode> {
+    if ctx.json {
+        bail!(
+            "metrics has no JSON form: it prints the Prometheus text format; use `list --json` for JSON"
+        );
+    }
     let store = std::sync::Arc::new(ctx.open_read()?);
     let report = || -> anyhow::Result<metrics::Report> {
         let file_size = std::fs::metadata(&ctx.path)

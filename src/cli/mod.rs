@@ -4,6 +4,7 @@
 mod args;
 mod check;
 mod commands;
+mod exposition;
 mod fail;
 mod json;
 mod list;

@@ -372,3 +372,100 @@ fn output_leaves_nothing_behind_on_a_read_only_or_full_file_system() {
     assert_eq!(std::fs::read_to_string(&file).unwrap(), "old\n");
     assert_eq!(names(full.path()), ["recovery-store.prom"]);
 }
+
+/// The pid of the one child of `parent` (the CLI under strace), once it exists.
+fn child_of(parent: u32) -> u32 {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let children = std::fs::read_to_string(format!("/proc/{parent}/task/{parent}/children"))
+            .unwrap_or_default();
+        if let Some(pid) = children.split_whitespace().next() {
+            return pid.parse().unwrap();
+        }
+        assert!(std::time::Instant::now() < deadline, "no child of {parent}");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
+// A stop (systemctl stop, shutdown, Ctrl-C) or a kill -9 while the textfile is being synced:
+// a stop removes the temporary file before the process ends with the signal; a kill leaves it,
+// and the next run removes it. The old file is kept either way.
+#[test]
+fn output_cleans_up_after_signals_and_kills() {
+    if !Path::new("/usr/bin/strace").exists() {
+        assert!(std::env::var_os("CI").is_none(), "CI needs strace");
+        eprintln!("skipped: no strace");
+        return;
+    }
+    let cli = populated();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("recovery-store.prom");
+    std::fs::write(&file, "old\n").unwrap();
+    for (signal, name) in [
+        (libc::SIGTERM, "SIGTERM"),
+        (libc::SIGINT, "SIGINT"),
+        (libc::SIGKILL, "SIGKILL"),
+    ] {
+        // The temporary file's fsync stalls for 3 s: the signal lands while it exists.
+        let mut strace = crate::util::Reaped::new(
+            Command::new("/usr/bin/strace")
+                .args([
+                    "-f",
+                    "-o",
+                    "/dev/null",
+                    "-e",
+                    "inject=fsync:delay_enter=3000000",
+                ])
+                .arg(crate::util::bin())
+                .arg("--db")
+                .arg(cli.path())
+                .args(["metrics", "--output"])
+                .arg(&file)
+                .spawn()
+                .unwrap(),
+        );
+        let pid = child_of(strace.id());
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while names(dir.path()).len() < 2 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no temporary file appeared"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        // SAFETY: signalling a child process of this test by its pid.
+        assert_eq!(unsafe { libc::kill(pid as i32, signal) }, 0);
+        // Bounded: a writer that never finishes fails the test instead of hanging it.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        let status = loop {
+            if let Some(status) = strace.try_wait().unwrap() {
+                break status;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{name}: the writer never ended"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        };
+        assert_eq!(std::fs::read_to_string(&file).unwrap(), "old\n", "{name}");
+        if signal == libc::SIGKILL {
+            assert_eq!(
+                names(dir.path()).len(),
+                2,
+                "a killed writer cannot clean up"
+            );
+            // The next run takes the abandoned file's lock and removes it.
+            cli.expect(0, &["metrics", "--output", file.to_str().unwrap()]);
+            assert_eq!(names(dir.path()), ["recovery-store.prom"]);
+            assert_ne!(std::fs::read_to_string(&file).unwrap(), "old\n");
+        } else {
+            use std::os::unix::process::ExitStatusExt;
+            assert_eq!(
+                status.signal(),
+                Some(signal),
+                "{name}: ends as the signal would"
+            );
+            assert_eq!(names(dir.path()), ["recovery-store.prom"], "{name}");
+        }
+    }
+}
