@@ -146,9 +146,14 @@ pub struct RunArgs {
     /// The backend key the command runs as.
     #[arg(value_parser = parse_key)]
     pub key: BackendKey,
-    /// Record a success once the command has run this long.
-    #[arg(long, default_value = "10s", value_parser = parse_duration)]
-    pub healthy_after: Duration,
+    /// Record a success once the command has run this long [default: the store's budget
+    /// window]. A shorter value warns: crash loops slower than it are never refused.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub healthy_after: Option<Duration>,
+    /// After passing a stop (SIGINT, SIGTERM) to the command, wait this long for it to end,
+    /// then kill its process group with SIGKILL.
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
+    pub stop_timeout: Duration,
     /// When refused, sleep until the retry-after and try again instead of exiting 75.
     #[arg(long)]
     pub wait: bool,
@@ -293,7 +298,8 @@ mod tests {
             panic!("not run")
         };
         assert!(run.wait);
-        assert_eq!(run.healthy_after, Duration::from_secs(10));
+        assert_eq!(run.healthy_after, None);
+        assert_eq!(run.stop_timeout, Duration::from_secs(10));
         assert_eq!(run.command, ["sh", "-c", "exit 3"]);
         assert!(parse(&["run", "shared/a@1.0.0"]).is_err());
         assert!(parse(&["run", "shared/a@1.0.0", "sh"]).is_err());

@@ -6,6 +6,8 @@ mod check;
 mod commands;
 mod fail;
 mod json;
+mod ledger;
+mod process;
 mod render;
 mod sanitize;
 mod supervise;

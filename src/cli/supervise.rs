@@ -1,130 +1,127 @@
-//! `run`: a small supervisor that starts a command under the recovery policy.
+//! `run`: the supervision policy. The OS plumbing is in [`super::process`], the store seam in
+//! [`super::ledger`].
 //!
-//! Before each start it asks the store; a refused key is not started. A crash (non-zero exit or
-//! death by signal) is recorded; `Retry` waits and starts again, `Refuse` exits 75 (or waits,
-//! with `--wait`). Exiting 0, or running past `--healthy-after`, records a success. SIGINT and
-//! SIGTERM sent to `run` are forwarded to the child, and stop `run` once the child is gone.
+//! - Before each start `run` asks the store; a refused key is not started.
+//! - A crash (non-zero exit, or death by a signal nobody asked for) is recorded: `Retry` waits
+//!   the backoff and starts again, `Refuse` exits 75 (or waits, with `--wait`).
+//! - Exiting 0, or running past `--healthy-after` (default: the budget window), records a
+//!   success, announced once.
+//! - A stop on request is never a crash: SIGINT or SIGTERM to `run` (or to its process group)
+//!   is passed to the command's own process group once, `run` exits with the command's status
+//!   (128 + N when it died of the signal, or when it had to be killed after `--stop-timeout`,
+//!   or when no command was running), and nothing is recorded. The same holds for a command
+//!   killed by a forwarded SIGHUP, SIGQUIT, SIGUSR1 or SIGUSR2.
+//! - A stalled or broken store never stops supervision: decisions then come from the same
+//!   policy in memory (see [`super::ledger`]).
 
 use std::io::Write;
-use std::os::fd::AsFd;
 use std::os::unix::process::ExitStatusExt;
-use std::process::{Child, Command, ExitCode, ExitStatus};
-use std::sync::atomic::{AtomicI32, Ordering};
-use std::thread::sleep;
-use std::time::{Duration, Instant};
+use std::process::{ExitCode, ExitStatus};
+use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::Context as _;
-use recovery_store::{
-    BackendKey, BackendRecoveryDecision, BackendStatus, RecoveryStore, Timestamp,
-};
+use recovery_store::BackendRecoveryDecision;
 
 use super::args::RunArgs;
+use super::ledger::{Health, Ledger, Outcome, Pending, Standing};
+use super::process::{self, Child, FORWARDED_SIGNALS, Locked, STOP_SIGNALS, Wakeups};
 use super::sanitize::sanitize_lossy;
 use super::view::{millis, span};
 use super::{Ctx, TEMPFAIL, commands::decision_text, json};
 
-/// How often the child and the signal flag are polled: a signal is forwarded within this.
-const POLL: Duration = Duration::from_millis(50);
-/// How often `run --wait` rechecks a refusal in the store.
-const RECHECK: Duration = Duration::from_millis(200);
+/// How often `run --wait` rechecks a refusal in the store, so an operator's `reset` starts the
+/// command at once. The store sends no notice of changes, so this one wait is a recheck.
+const RECHECK: Duration = Duration::from_millis(250);
+/// How long `run` waits for the store before deciding from memory.
+const STORE_PATIENCE: Duration = Duration::from_secs(5);
 
-/// The last SIGINT/SIGTERM received: positive when it must be forwarded, negative when the
-/// terminal already delivered it to the child (same process group), 0 when none.
-static SIGNAL: AtomicI32 = AtomicI32::new(0);
-
-extern "C" fn on_signal(sig: libc::c_int, info: *mut libc::siginfo_t, _: *mut libc::c_void) {
-    // SAFETY: the kernel passes a valid siginfo_t to an SA_SIGINFO handler.
-    let code = if info.is_null() {
-        0
-    } else {
-        unsafe { (*info).si_code }
-    };
-    let from_terminal = cfg!(target_os = "linux") && code == 0x80; // SI_KERNEL
-    SIGNAL.store(if from_terminal { -sig } else { sig }, Ordering::SeqCst);
-}
-
-fn install_handlers() -> anyhow::Result<()> {
-    for sig in [libc::SIGINT, libc::SIGTERM] {
-        // SAFETY: a zeroed sigaction is valid; the handler only stores to an atomic.
-        let rc = unsafe {
-            let mut action: libc::sigaction = std::mem::zeroed();
-            action.sa_sigaction = on_signal as *const () as libc::sighandler_t;
-            action.sa_flags = libc::SA_SIGINFO | libc::SA_RESTART;
-            libc::sigemptyset(&mut action.sa_mask);
-            libc::sigaction(sig, &action, std::ptr::null_mut())
-        };
-        if rc != 0 {
-            return Err(std::io::Error::last_os_error()).context("cannot install signal handlers");
-        }
-    }
-    Ok(())
-}
-
-/// Takes the pending signal, if any: (signal, whether it still has to reach the child).
-fn take_signal() -> Option<(i32, bool)> {
-    match SIGNAL.swap(0, Ordering::SeqCst) {
-        0 => None,
-        s => Some((s.abs(), s > 0)),
-    }
-}
-
-struct Supervisor {
-    store: RecoveryStore,
-    args: RunArgs,
-    name: String,
-    json: bool,
-    starts: u32,
-    crashes: u32,
-}
-
-enum Stop {
-    /// The child exited (0, or after an interrupt) and `run` ends with this status.
-    Exited(ExitStatus),
-    /// `run` itself was interrupted while no child was running.
-    Interrupted(i32),
-    /// Refused, with this long to wait.
+/// How `run` ends.
+enum End {
+    /// The command exited 0 without being asked to stop.
+    Exited,
+    /// Stopped on request (a signal): exit with this status; nothing recorded.
+    Stopped(u8),
+    /// Refused, with this long until the window ends.
     Refused(Duration),
+    /// The command could not be started (126 or 127).
+    ExecFailed(u8),
+    /// Another live `run` supervises this key.
+    Duplicate,
 }
 
 pub fn run(ctx: &Ctx, args: RunArgs, out: &mut impl Write) -> anyhow::Result<ExitCode> {
-    let store = ctx.open_write()?;
-    install_handlers()?;
+    // First of all, so that a stop is answered at every moment from here on.
+    let wake = Wakeups::install().context("cannot install signal handlers")?;
     let name = sanitize_lossy(&args.command[0]);
+    let say = Say(args.key.to_string());
+    let key = args.key.to_string();
+    let _lock = match process::lock_run(&ctx.path, &key) {
+        Ok(Locked::Held(lock)) => Some(lock),
+        Ok(Locked::Busy { pid, path }) => {
+            let pid = pid.map_or("PID not yet written".into(), |p| format!("PID {p}"));
+            say.line(format_args!(
+                "already supervised by another run ({pid}, lock {}): {name} was not started; \
+                 stop that run first",
+                sanitize_lossy(&path)
+            ));
+            return finish(ctx, out, &key, End::Duplicate, 0, 0);
+        }
+        Err(e) => {
+            say.line(format_args!(
+                "warning: cannot take the run lock beside {} ({e}): supervising without the \
+                 one-run-per-key guard",
+                ctx.shown_path()
+            ));
+            None
+        }
+    };
+    let ledger = Ledger::start(
+        ctx.path.clone(),
+        args.key.clone(),
+        STORE_PATIENCE,
+        wake.waker()?,
+    )
+    .context("cannot start the store thread")?;
     let mut sup = Supervisor {
-        store,
+        healthy_after: Duration::ZERO,
         args,
         name,
         json: ctx.json,
+        store: ctx.shown_path(),
+        wake,
+        ledger,
+        say,
         starts: 0,
         crashes: 0,
     };
-    let stop = sup.supervise()?;
-    let key = sup.args.key.to_string();
-    let (outcome, code, retry_after) = match stop {
-        Stop::Exited(status) => {
-            let outcome = if status.success() {
-                json::Outcome::Exited
-            } else {
-                json::Outcome::Interrupted
-            };
-            (outcome, exit_code(status), None)
-        }
-        Stop::Interrupted(sig) => (
-            json::Outcome::Interrupted,
-            128u8.saturating_add(sig as u8),
-            None,
-        ),
-        Stop::Refused(wait) => (json::Outcome::Refused, TEMPFAIL, Some(millis(wait))),
+    let end = sup.supervise()?;
+    finish(ctx, out, &key, end, sup.starts, sup.crashes)
+}
+
+fn finish(
+    ctx: &Ctx,
+    out: &mut impl Write,
+    key: &str,
+    end: End,
+    starts: u32,
+    crashes: u32,
+) -> anyhow::Result<ExitCode> {
+    let (outcome, code, retry_after) = match end {
+        End::Exited => (json::Outcome::Exited, 0, None),
+        End::Stopped(code) => (json::Outcome::Interrupted, code, None),
+        End::Refused(wait) => (json::Outcome::Refused, TEMPFAIL, Some(millis(wait))),
+        End::ExecFailed(code) => (json::Outcome::ExecFailed, code, None),
+        End::Duplicate => (json::Outcome::Duplicate, TEMPFAIL, None),
     };
     if ctx.json {
         json::emit(
             out,
             &json::Run {
-                key,
+                key: key.to_owned(),
                 outcome,
                 exit_code: code,
-                starts: sup.starts,
-                crashes: sup.crashes,
+                starts,
+                crashes,
                 retry_after_ms: retry_after,
             },
         )?;
@@ -132,217 +129,398 @@ pub fn run(ctx: &Ctx, args: RunArgs, out: &mut impl Write) -> anyhow::Result<Exi
     Ok(ExitCode::from(code))
 }
 
+/// Progress lines on stderr: `<RFC 3339 time> recovery-store: run <key>: <message>`.
+struct Say(String);
+
+impl Say {
+    fn line(&self, message: std::fmt::Arguments<'_>) {
+        let now = humantime::format_rfc3339_millis(SystemTime::now());
+        // A closed stderr must not end supervision.
+        let _ = writeln!(
+            std::io::stderr(),
+            "{now} recovery-store: run {}: {message}",
+            self.0
+        );
+    }
+}
+
+struct Supervisor {
+    args: RunArgs,
+    name: String,
+    json: bool,
+    store: String,
+    wake: Wakeups,
+    ledger: Ledger,
+    say: Say,
+    healthy_after: Duration,
+    starts: u32,
+    crashes: u32,
+}
+
+/// What happened while a command ran.
+struct Run {
+    status: ExitStatus,
+    /// The first stop signal received, if any.
+    stop: Option<i32>,
+    /// The group was killed after `--stop-timeout`.
+    killed: bool,
+    /// Non-stop signals passed on to the command.
+    forwarded: Vec<i32>,
+    /// A success was recorded after `--healthy-after`.
+    healthy: bool,
+}
+
 impl Supervisor {
-    fn key(&self) -> &BackendKey {
-        &self.args.key
+    fn supervise(&mut self) -> anyhow::Result<End> {
+        let end = self.supervise_until_end()?;
+        // Writes go through the store thread: see them into the store before exiting (a
+        // stop signal, or the patience bound, cuts this short).
+        let barrier = self.ledger.ask_policy();
+        if let Ok(Ok(_)) = self.await_store(&barrier)
+            && self.ledger.degraded()
+        {
+            self.say.line(format_args!(
+                "warning: exiting while the store at {} is unavailable: the state kept in \
+                 memory is lost",
+                self.store
+            ));
+        }
+        Ok(end)
     }
 
-    fn say(&self, message: std::fmt::Arguments<'_>) {
-        eprintln!("recovery-store: run {}: {message}", self.key());
-    }
-
-    fn supervise(&mut self) -> anyhow::Result<Stop> {
-        loop {
-            // A signal that came while the store was being asked stops `run` before a start.
-            if let Some((sig, _)) = take_signal() {
-                return Ok(Stop::Interrupted(sig));
+    fn supervise_until_end(&mut self) -> anyhow::Result<End> {
+        let pending = self.ledger.ask_policy();
+        if let Err(sig) = self.await_store(&pending)? {
+            return Ok(self.stopped_idle(sig));
+        }
+        let window = self.ledger.policy().budget_window;
+        self.healthy_after = match self.args.healthy_after {
+            None => window,
+            Some(d) => {
+                if d < window {
+                    self.say.line(format_args!(
+                        "warning: --healthy-after {} is shorter than the budget window ({}): \
+                         crash loops slower than {} are never refused",
+                        span(d, false),
+                        span(window, false),
+                        span(d, false)
+                    ));
+                }
+                d
             }
+        };
+        loop {
             // Ask first: a key refused by an earlier run or a broker is not started.
-            let status = self.store.status(self.key(), Timestamp::now())?;
-            if let BackendStatus::Refused { retry_after, .. } = status {
-                self.say(format_args!(
-                    "refused (backend unavailable), retry after {}",
-                    span(retry_after, true)
+            let pending = self.ledger.ask_status();
+            let outcome = match self.await_store(&pending)? {
+                Ok(outcome) => outcome,
+                Err(sig) => return Ok(self.stopped_idle(sig)),
+            };
+            if let Standing::Refused(retry_after) = self.ledger.standing(outcome) {
+                self.say.line(format_args!(
+                    "refused (backend unavailable), retry after {}: {}",
+                    span(retry_after, true),
+                    self.refusal_advice(false)
                 ));
-                if let Some(stop) = self.refused(retry_after)? {
-                    return Ok(stop);
+                if let Some(end) = self.refused(retry_after)? {
+                    return Ok(end);
                 }
                 continue;
             }
-            let status = match self.start_and_wait()? {
-                Ok(status) => status,
-                Err(stop) => return Ok(stop),
+            let mut child = match process::spawn(&self.args.command, self.json) {
+                Ok(child) => child,
+                Err(failure) => {
+                    let cause = if failure.code == 127 {
+                        "not found: check the command and PATH"
+                    } else {
+                        "not executable: check that it is a program and its permissions"
+                    };
+                    self.say.line(format_args!(
+                        "cannot start {} ({}): {cause}; exiting {} (not recorded as a crash)",
+                        self.name, failure.error, failure.code
+                    ));
+                    return Ok(End::ExecFailed(failure.code));
+                }
             };
+            self.starts += 1;
+            let ran = self.watch(&mut child)?;
+            drop(child);
+            if let Some(end) = self.judge(&ran) {
+                return Ok(end);
+            }
             self.crashes += 1;
-            let decision = self
-                .store
-                .record_crash(self.key(), Timestamp::now())
-                .with_context(|| format!("cannot record a crash of {}", self.key()))?;
-            self.say(format_args!(
-                "{} {}: crash recorded: {}",
-                self.name,
-                describe(status),
-                decision_text(&decision)
-            ));
+            let pending = self.ledger.record_crash();
+            let outcome = match self.await_store(&pending)? {
+                Ok(outcome) => outcome,
+                Err(sig) => return Ok(self.stopped_idle(sig)),
+            };
+            let (decision, stored) = self.ledger.crash_decision(outcome);
+            let recorded = if stored {
+                "crash recorded"
+            } else {
+                "crash kept in memory (store unavailable)"
+            };
             match decision {
                 BackendRecoveryDecision::Retry { retry_after, .. } => {
-                    if let Some(sig) = self.pause(retry_after) {
-                        return Ok(Stop::Interrupted(sig));
+                    self.say.line(format_args!(
+                        "{} {}: {recorded}: {}",
+                        self.name,
+                        describe(ran.status),
+                        decision_text(&decision)
+                    ));
+                    if let Some(sig) = self.pause(Instant::now() + retry_after)? {
+                        return Ok(self.stopped_idle(sig));
                     }
                 }
                 BackendRecoveryDecision::Refuse { retry_after, .. } => {
-                    if let Some(stop) = self.refused(retry_after)? {
-                        return Ok(stop);
+                    self.say.line(format_args!(
+                        "{} {}: {recorded}: {}: {}",
+                        self.name,
+                        describe(ran.status),
+                        decision_text(&decision),
+                        self.refusal_advice(true)
+                    ));
+                    if let Some(end) = self.refused(retry_after)? {
+                        return Ok(end);
                     }
                 }
             }
         }
     }
 
-    /// Exits 75, or with `--wait` sleeps through the refusal (`None`: try again). While it
-    /// waits it rechecks the store, so an operator's `reset` starts the command at once.
-    fn refused(&self, retry_after: Duration) -> anyhow::Result<Option<Stop>> {
-        if !self.args.wait {
-            return Ok(Some(Stop::Refused(retry_after)));
+    /// Whether `run` ends after the command's run, and how; `None` for a crash.
+    fn judge(&mut self, ran: &Run) -> Option<End> {
+        if let Some(stop) = ran.stop {
+            let code = if ran.killed {
+                128 + stop as u8
+            } else {
+                exit_code(ran.status)
+            };
+            self.say.line(format_args!(
+                "{} {} after {}: stopped on request, not recorded as a crash; exiting {code}",
+                self.name,
+                if ran.killed {
+                    "was killed".into()
+                } else {
+                    describe(ran.status)
+                },
+                signal_name(stop)
+            ));
+            return Some(End::Stopped(code));
         }
-        self.say(format_args!(
-            "waiting {} before trying again",
-            span(retry_after, true)
+        if let Some(sig) = ran.status.signal().filter(|s| ran.forwarded.contains(s)) {
+            self.say.line(format_args!(
+                "{} {} passed on by run: stopped on request, not recorded as a crash",
+                self.name,
+                describe(ran.status)
+            ));
+            return Some(End::Stopped(128 + sig as u8));
+        }
+        if ran.status.success() {
+            if ran.healthy {
+                self.say
+                    .line(format_args!("{} exited with code 0", self.name));
+            } else {
+                self.ledger.record_success();
+                self.say.line(format_args!(
+                    "{} exited with code 0: success recorded",
+                    self.name
+                ));
+            }
+            return Some(End::Exited);
+        }
+        None
+    }
+
+    /// What a refusal tells the reader to do next.
+    fn refusal_advice(&self, after_crash: bool) -> String {
+        let verb = if after_crash {
+            "not restarted"
+        } else {
+            "not started"
+        };
+        let key = &self.args.key;
+        if self.args.wait {
+            format!(
+                "{} {verb} yet: --wait starts it when the window ends, or once `recovery-store reset {key}` clears it",
+                self.name
+            )
+        } else {
+            format!(
+                "{} {verb}; after a repair clear it with `recovery-store reset {key}`, or pass --wait to start it when the window ends",
+                self.name
+            )
+        }
+    }
+
+    fn stopped_idle(&self, sig: i32) -> End {
+        self.say.line(format_args!(
+            "received {}: stopping ({} is not running); exiting {}",
+            signal_name(sig),
+            self.name,
+            128 + sig
         ));
+        End::Stopped(128 + sig as u8)
+    }
+
+    /// Prints a change in the store's health: the first failure once, and its return.
+    fn report(&self, health: Health) {
+        match health {
+            Health::Same => {}
+            Health::Lost(cause) => {
+                let policy = self.ledger.policy();
+                self.say.line(format_args!(
+                    "warning: the store at {} is unavailable ({}): supervising with the policy \
+                     in memory (retry after {}, budget window {}); its state is written to the \
+                     store once it is back",
+                    self.store,
+                    sanitize_lossy(cause.as_str()),
+                    span(policy.retry_backoff, false),
+                    span(policy.budget_window, false)
+                ));
+            }
+            Health::Back => self.say.line(format_args!(
+                "the store at {} is back: state written through",
+                self.store
+            )),
+        }
+    }
+
+    /// Waits for the store's answer to `pending` (or the patience bound, after which memory
+    /// decides). `Err(signal)` when a stop arrives first.
+    fn await_store(&mut self, pending: &Pending) -> anyhow::Result<Result<Outcome, i32>> {
+        loop {
+            let (health, outcome) = self.ledger.settle(Some(pending));
+            self.report(health);
+            if let Some(outcome) = outcome {
+                return Ok(Ok(outcome));
+            }
+            let arrived = self.wake.wait(Some(pending.deadline()))?;
+            if let Some(sig) = arrived.into_iter().find(|s| STOP_SIGNALS.contains(s)) {
+                return Ok(Err(sig));
+            }
+        }
+    }
+
+    /// Sleeps until `until` while no command runs: a stop signal ends it.
+    fn pause(&mut self, until: Instant) -> anyhow::Result<Option<i32>> {
+        loop {
+            let (health, _) = self.ledger.settle(None);
+            self.report(health);
+            if Instant::now() >= until {
+                return Ok(None);
+            }
+            let arrived = self.wake.wait(Some(until))?;
+            if let Some(sig) = arrived.into_iter().find(|s| STOP_SIGNALS.contains(s)) {
+                return Ok(Some(sig));
+            }
+        }
+    }
+
+    /// Exits 75, or with `--wait` sleeps through the refusal (`None`: try again), rechecking
+    /// the store so that an operator's `reset` starts the command at once.
+    fn refused(&mut self, retry_after: Duration) -> anyhow::Result<Option<End>> {
+        if !self.args.wait {
+            return Ok(Some(End::Refused(retry_after)));
+        }
         let until = Instant::now() + retry_after;
         loop {
-            let left = until.saturating_duration_since(Instant::now());
-            if let Some(sig) = self.pause(left.min(RECHECK)) {
-                return Ok(Some(Stop::Interrupted(sig)));
+            let next = (Instant::now() + RECHECK).min(until);
+            if let Some(sig) = self.pause(next)? {
+                return Ok(Some(self.stopped_idle(sig)));
             }
-            if left <= RECHECK {
+            if next >= until {
                 return Ok(None);
             }
-            let status = self.store.status(self.key(), Timestamp::now())?;
-            if !matches!(status, BackendStatus::Refused { .. }) {
-                self.say(format_args!("no longer refused: trying again"));
+            let pending = self.ledger.ask_status();
+            let outcome = match self.await_store(&pending)? {
+                Ok(outcome) => outcome,
+                Err(sig) => return Ok(Some(self.stopped_idle(sig))),
+            };
+            if let Standing::Free = self.ledger.standing(outcome) {
+                self.say
+                    .line(format_args!("no longer refused: trying again"));
                 return Ok(None);
             }
         }
     }
 
-    /// Sleeps for `d`, or until SIGINT/SIGTERM: returns the signal if one came.
-    fn pause(&self, d: Duration) -> Option<i32> {
-        let until = Instant::now() + d;
+    /// Waits for the command to end, passing signals on to its process group, recording a
+    /// success once it has run for `--healthy-after`, and killing the group when a stop takes
+    /// longer than `--stop-timeout`.
+    fn watch(&mut self, child: &mut Child) -> anyhow::Result<Run> {
+        let healthy_at = Instant::now() + self.healthy_after;
+        let mut ran = Run {
+            status: ExitStatus::from_raw(0),
+            stop: None,
+            killed: false,
+            forwarded: Vec::new(),
+            healthy: false,
+        };
+        let mut passed_stops: Vec<i32> = Vec::new();
+        let mut kill_at: Option<Instant> = None;
         loop {
-            if let Some((sig, _)) = take_signal() {
-                return Some(sig);
+            if let Some(status) = child.try_exit().context("cannot wait for the command")? {
+                // A stop that raced with the end still makes it a stop: look before judging.
+                let late = self.wake.wait(Some(Instant::now()))?;
+                if ran.stop.is_none() {
+                    ran.stop = late.into_iter().find(|s| STOP_SIGNALS.contains(s));
+                }
+                ran.status = status;
+                return Ok(ran);
             }
-            let left = until.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return None;
+            let now = Instant::now();
+            if !ran.healthy && now >= healthy_at {
+                ran.healthy = true;
+                self.ledger.record_success();
+                self.say.line(format_args!(
+                    "{} has run for {}: success recorded",
+                    self.name,
+                    span(self.healthy_after, false)
+                ));
             }
-            sleep(left.min(POLL));
-        }
-    }
-
-    /// Starts the command once. `Ok(status)` is a crash to record; `Err(stop)` ends `run`.
-    fn start_and_wait(&mut self) -> anyhow::Result<Result<ExitStatus, Stop>> {
-        let mut child = self.spawn()?;
-        self.starts += 1;
-        let (status, watch) = self.watch(&mut child)?;
-        if status.success() {
-            if !watch.healthy {
-                self.store
-                    .record_success(self.key())
-                    .with_context(|| format!("cannot record a success of {}", self.key()))?;
+            if kill_at.is_some_and(|at| now >= at) && !ran.killed {
+                ran.killed = true;
+                child.signal_group(libc::SIGKILL);
+                self.say.line(format_args!(
+                    "{} did not stop within {}: killed its process group with SIGKILL",
+                    self.name,
+                    span(self.args.stop_timeout, false)
+                ));
             }
-            self.say(format_args!("{} exited 0: success recorded", self.name));
-            return Ok(Err(Stop::Exited(status)));
-        }
-        if watch.interrupted {
-            // Stopped on request: not a crash.
-            self.say(format_args!(
-                "{} {} after an interrupt: stopping",
-                self.name,
-                describe(status)
-            ));
-            return Ok(Err(Stop::Exited(status)));
-        }
-        Ok(Ok(status))
-    }
-
-    fn spawn(&self) -> anyhow::Result<Running> {
-        let args = &self.args.command;
-        let mut command = Command::new(&args[0]);
-        command.args(&args[1..]);
-        if self.json {
-            // stdout carries `run`'s one JSON document; the child's output goes to stderr.
-            let stderr = std::io::stderr()
-                .as_fd()
-                .try_clone_to_owned()
-                .context("cannot duplicate stderr for the command")?;
-            command.stdout(stderr);
-        }
-        let child = command.spawn().with_context(|| {
-            format!(
-                "cannot start {} ({}): check the command and PATH",
-                self.name,
-                self.key()
-            )
-        })?;
-        Ok(Running(child))
-    }
-
-    /// Waits for the child, forwarding signals and recording a success once it has run for
-    /// `--healthy-after`.
-    fn watch(&self, child: &mut Running) -> anyhow::Result<(ExitStatus, Watch)> {
-        let started = Instant::now();
-        let mut watch = Watch::default();
-        loop {
-            if let Some(status) = child.try_wait()? {
-                return Ok((status, watch));
-            }
-            if let Some((sig, forward)) = take_signal() {
-                watch.interrupted = true;
-                if forward {
-                    child.signal(sig);
+            let (health, _) = self.ledger.settle(None);
+            self.report(health);
+            let deadline = [
+                (!ran.healthy).then_some(healthy_at),
+                kill_at.filter(|_| !ran.killed),
+            ]
+            .into_iter()
+            .flatten()
+            .min();
+            for sig in self.wake.wait(deadline)? {
+                if STOP_SIGNALS.contains(&sig) {
+                    // Once per signal: `timeout` sends its signal to `run` and again to the
+                    // group `run` is in; the command must see it once.
+                    if !passed_stops.contains(&sig) {
+                        passed_stops.push(sig);
+                        child.signal_group(sig);
+                        self.say.line(format_args!(
+                            "received {}: passed it to {} (process group {}); SIGKILL in {} if it has not stopped",
+                            signal_name(sig),
+                            self.name,
+                            child.id(),
+                            span(self.args.stop_timeout, false)
+                        ));
+                    }
+                    ran.stop.get_or_insert(sig);
+                    kill_at.get_or_insert(Instant::now() + self.args.stop_timeout);
+                } else if FORWARDED_SIGNALS.contains(&sig) {
+                    child.signal_group(sig);
+                    if !ran.forwarded.contains(&sig) {
+                        ran.forwarded.push(sig);
+                    }
                 }
             }
-            if !watch.healthy && started.elapsed() >= self.args.healthy_after {
-                watch.healthy = true;
-                // The child keeps running whatever happens here, so a failure only warns.
-                match self.store.record_success(self.key()) {
-                    Ok(_) => self.say(format_args!(
-                        "{} has run for {}: success recorded",
-                        self.name,
-                        span(self.args.healthy_after, false)
-                    )),
-                    Err(e) => self.say(format_args!("cannot record a success: {e}")),
-                }
-            }
-            sleep(POLL);
-        }
-    }
-}
-
-/// What happened while a child ran.
-#[derive(Default)]
-struct Watch {
-    /// A success was recorded after `--healthy-after`.
-    healthy: bool,
-    /// SIGINT or SIGTERM arrived: the child's end is a stop, not a crash.
-    interrupted: bool,
-}
-
-/// A running child. If `run` leaves early (an error, a panic) the child is killed and reaped
-/// rather than left running unsupervised.
-struct Running(Child);
-
-impl Running {
-    /// The child's status once it has exited; after that, dropping this does nothing.
-    fn try_wait(&mut self) -> anyhow::Result<Option<ExitStatus>> {
-        self.0.try_wait().context("cannot wait for the command")
-    }
-
-    fn signal(&self, sig: i32) {
-        // SAFETY: plain kill(2) on our own child, which has not been reaped (so the pid is
-        // still ours).
-        unsafe { libc::kill(self.0.id() as libc::pid_t, sig) };
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        // Ok(Some) means it was reaped already; kill() on a reaped child is a no-op error.
-        if let Ok(None) = self.0.try_wait() {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
         }
     }
 }
@@ -351,33 +529,53 @@ impl Drop for Running {
 fn describe(status: ExitStatus) -> String {
     match (status.code(), status.signal()) {
         (Some(code), _) => format!("exited with code {code}"),
-        (None, Some(sig)) => format!("was killed by signal {sig}{}", signal_name(sig)),
+        (None, Some(sig)) => format!("was killed by signal {sig} ({})", signal_name(sig)),
         _ => "ended".into(),
     }
 }
 
-fn signal_name(sig: i32) -> &'static str {
-    match sig {
-        libc::SIGHUP => " (SIGHUP)",
-        libc::SIGINT => " (SIGINT)",
-        libc::SIGQUIT => " (SIGQUIT)",
-        libc::SIGILL => " (SIGILL)",
-        libc::SIGABRT => " (SIGABRT)",
-        libc::SIGBUS => " (SIGBUS)",
-        libc::SIGFPE => " (SIGFPE)",
-        libc::SIGKILL => " (SIGKILL)",
-        libc::SIGSEGV => " (SIGSEGV)",
-        libc::SIGPIPE => " (SIGPIPE)",
-        libc::SIGTERM => " (SIGTERM)",
-        _ => "",
-    }
+fn signal_name(sig: i32) -> String {
+    let name = match sig {
+        libc::SIGHUP => "SIGHUP",
+        libc::SIGINT => "SIGINT",
+        libc::SIGQUIT => "SIGQUIT",
+        libc::SIGILL => "SIGILL",
+        libc::SIGTRAP => "SIGTRAP",
+        libc::SIGABRT => "SIGABRT",
+        libc::SIGBUS => "SIGBUS",
+        libc::SIGFPE => "SIGFPE",
+        libc::SIGKILL => "SIGKILL",
+        libc::SIGUSR1 => "SIGUSR1",
+        libc::SIGSEGV => "SIGSEGV",
+        libc::SIGUSR2 => "SIGUSR2",
+        libc::SIGPIPE => "SIGPIPE",
+        libc::SIGALRM => "SIGALRM",
+        libc::SIGTERM => "SIGTERM",
+        libc::SIGWINCH => "SIGWINCH",
+        _ => return format!("signal {sig}"),
+    };
+    name.into()
 }
 
-/// The status `run` exits with for a child's: its code, or 128 + the signal that killed it.
+/// The status `run` exits with for a command's: its code, or 128 + the signal that killed it.
 fn exit_code(status: ExitStatus) -> u8 {
     match (status.code(), status.signal()) {
         (Some(code), _) => (code & 0xff) as u8,
         (None, Some(sig)) => 128u8.saturating_add(sig as u8),
         _ => 1,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signals_have_their_conventional_names() {
+        assert_eq!(signal_name(libc::SIGTERM), "SIGTERM");
+        assert_eq!(signal_name(libc::SIGINT), "SIGINT");
+        assert_eq!(signal_name(libc::SIGKILL), "SIGKILL");
+        assert_eq!(signal_name(libc::SIGUSR1), "SIGUSR1");
+        assert_eq!(signal_name(libc::SIGHUP), "SIGHUP");
     }
 }
