@@ -14,6 +14,8 @@ mod files;
 mod inspect;
 mod resilience;
 mod run;
+mod run_signals;
+mod run_store;
 mod schema;
 mod transfer;
 mod write;

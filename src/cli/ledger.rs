@@ -22,6 +22,9 @@ use super::process::Waker;
 
 /// How often a degraded store is tried again while writes wait for it.
 const RETRY: Duration = Duration::from_secs(1);
+/// While the store is degraded, how long a call waits for it before memory decides: long
+/// enough for a store that is back to answer, short enough that a stalled one costs nothing.
+const DEGRADED_PATIENCE: Duration = Duration::from_millis(100);
 
 /// A question or a write for the store thread.
 enum Job {
@@ -76,6 +79,10 @@ pub struct Ledger {
     replies: Receiver<Reply>,
     next_id: u64,
     memory: BackendRecoveryState,
+    /// Crashes applied to `memory` since its last success.
+    memory_crashes: u32,
+    /// The ids of writes not yet acknowledged by the store.
+    unsaved: Vec<u64>,
     policy: BackendRecoveryPolicy,
     patience: Duration,
     degraded: bool,
@@ -116,6 +123,8 @@ impl Ledger {
             replies,
             next_id: 0,
             memory: BackendRecoveryState::new(),
+            memory_crashes: 0,
+            unsaved: Vec::new(),
             policy: BackendRecoveryPolicy::default(),
             patience,
             degraded: false,
@@ -127,18 +136,26 @@ impl Ledger {
         self.policy
     }
 
-    /// True while the store is failing or stalled and decisions come from memory.
-    pub fn degraded(&self) -> bool {
-        self.degraded
+    /// How many crashes and successes the store has not acknowledged yet.
+    pub fn unsaved(&self) -> usize {
+        self.unsaved.len()
     }
 
     fn submit(&mut self, job: Job) -> Pending {
         self.next_id += 1;
+        if job.is_write() {
+            self.unsaved.push(self.next_id);
+        }
         // A dead store thread answers nothing; the caller's deadline then decides from memory.
         let _ = self.jobs.send((self.next_id, job));
+        let patience = if self.degraded {
+            DEGRADED_PATIENCE.min(self.patience)
+        } else {
+            self.patience
+        };
         Pending {
             id: self.next_id,
-            deadline: Instant::now() + self.patience,
+            deadline: Instant::now() + patience,
         }
     }
 
@@ -161,6 +178,7 @@ impl Ledger {
     /// store's health from it.
     pub fn record_success(&mut self) {
         self.memory.record_success(&self.key);
+        self.memory_crashes = 0;
         self.submit(Job::Success);
     }
 
@@ -174,6 +192,7 @@ impl Ledger {
             let mine = waiting.is_some_and(|w| w.id == reply.id);
             match reply.answer {
                 Ok(answer) => {
+                    self.unsaved.retain(|&id| id != reply.id);
                     if let Answer::Policy(policy) = &answer {
                         self.adopt(*policy);
                     }
@@ -214,6 +233,7 @@ impl Ledger {
     /// The flag is true when the store decided.
     pub fn crash_decision(&mut self, outcome: Outcome) -> (BackendRecoveryDecision, bool) {
         let local = self.memory.record_crash(self.key.clone(), Instant::now());
+        self.memory_crashes += 1;
         match outcome {
             Outcome::Store(Answer::Decision(d)) => (d, true),
             _ => (local, false),
@@ -232,8 +252,10 @@ impl Ledger {
         }
     }
 
+    /// Takes the store's policy; the state in memory restarts under it unless it holds a
+    /// crash (a policy read late, after the store came back, must not erase it).
     fn adopt(&mut self, policy: BackendRecoveryPolicy) {
-        if policy != self.policy {
+        if policy != self.policy && self.memory_crashes == 0 {
             self.policy = policy;
             self.memory = BackendRecoveryState::with_policy(policy);
         }
@@ -280,6 +302,8 @@ fn serve(
             Err(RecvTimeoutError::Timeout) => {}
             Err(RecvTimeoutError::Disconnected) => return,
         }
+        // Everything already sent, so that "drained" means no write is waiting anywhere.
+        queue.extend(jobs.try_iter().map(|(id, job)| (id, job, false)));
         while let Some((id, job, answered)) = queue.front() {
             let result = apply(&mut store, &path, &key, job);
             let failed = result.is_err();

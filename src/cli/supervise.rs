@@ -173,16 +173,26 @@ struct Run {
 impl Supervisor {
     fn supervise(&mut self) -> anyhow::Result<End> {
         let end = self.supervise_until_end()?;
-        // Writes go through the store thread: see them into the store before exiting (a
-        // stop signal, or the patience bound, cuts this short).
-        let barrier = self.ledger.ask_policy();
-        if let Ok(Ok(_)) = self.await_store(&barrier)
-            && self.ledger.degraded()
-        {
+        // Writes go through the store thread: see them into the store before exiting, within
+        // the patience bound (a stop signal cuts this short).
+        let deadline = Instant::now() + STORE_PATIENCE;
+        loop {
+            let (health, _) = self.ledger.settle(None);
+            self.report(health);
+            if self.ledger.unsaved() == 0 || Instant::now() >= deadline {
+                break;
+            }
+            let arrived = self.wake.wait(Some(deadline))?;
+            if arrived.iter().any(|s| STOP_SIGNALS.contains(s)) {
+                break;
+            }
+        }
+        if self.ledger.unsaved() > 0 {
             self.say.line(format_args!(
-                "warning: exiting while the store at {} is unavailable: the state kept in \
-                 memory is lost",
-                self.store
+                "warning: exiting while the store at {} is unavailable: {} crash or success \
+                 records kept in memory are lost",
+                self.store,
+                self.ledger.unsaved()
             ));
         }
         Ok(end)
