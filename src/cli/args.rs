@@ -141,7 +141,22 @@ pub enum PolicyAction {
     },
 }
 
+const RUN_EXIT_CODES: &str = "\
+Exit codes of run:
+  0      the command exited 0
+  75     refused (EX_TEMPFAIL), or another run supervises KEY
+  126    the command is not executable
+  127    no such command
+  128+N  stopped by signal N (130 SIGINT, 143 SIGTERM); after a stop, the command's own
+         status when it exited by itself
+
+A stop (SIGINT, SIGTERM) is passed to the command's process group once and is never recorded
+as a crash. SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2 and SIGWINCH are passed on. When the store is
+damaged, unreadable or stalled, run supervises under the same policy in memory and writes its
+state through once the store is back.";
+
 #[derive(Debug, Args)]
+#[command(after_help = RUN_EXIT_CODES)]
 pub struct RunArgs {
     /// The backend key the command runs as.
     #[arg(value_parser = parse_key)]

@@ -340,6 +340,12 @@ fn hup_usr1_usr2_and_winch_are_passed_on_and_leave_run_supervising() {
             .unwrap(),
     );
     wait_for(|| ready.exists());
+    let pid: i32 = std::fs::read_to_string(&ready)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let _child = KillOnDrop(pid);
     let seen = || std::fs::read_to_string(&log).unwrap_or_default();
     for (sig, name) in [
         (libc::SIGHUP, "HUP"),
