@@ -1,4 +1,4 @@
-//! Criterion benches on temporary files: `cargo bench --bench store`.
+//! Criterion benches on temporary files: `cargo bench -p recovery-store-benches --bench store`.
 //!
 //! Durable single operations, reads, scans and opens at scale, and batches. Sample sizes and
 //! measurement times are kept small so the whole run takes a few minutes on a small machine;

@@ -49,19 +49,25 @@
 //! ```
 #![deny(missing_docs)]
 
+mod durable;
 mod error;
 mod group;
 mod key;
 mod memory;
+mod merge;
 #[path = "../migrations/mod.rs"]
 mod migrations;
 mod policy;
 mod record;
+mod snapshot;
 mod storage;
 mod store;
 mod time;
 mod window;
 
+pub use durable::{
+    DurableRecoveryState, FIRST_RETRY_INTERVAL, MAX_PENDING, MAX_RETRY_INTERVAL, StoreHealth,
+};
 pub use error::{KeyError, StoreError};
 pub use key::{
     BackendKey, BrokerInstanceKey, MAX_EXE_HASH_LEN, MAX_KEY_LEN, MAX_NAME_LEN, MAX_VERSION_LEN,
@@ -72,6 +78,7 @@ pub use policy::{
     DEFAULT_RECOVERY_BUDGET_WINDOW, DEFAULT_RECOVERY_RETRY_BACKOFF, DEFAULT_SPAWN_BUDGET_WINDOW,
 };
 pub use record::{MAX_POLICY_DURATION, RecoveryEntry};
+pub use snapshot::Snapshot;
 pub use storage::StorageBackend;
 pub use store::{DEFAULT_CACHE_SIZE, RecoveryStore, StoreOptions, status_of};
 pub use time::{BootTime, Timestamp};

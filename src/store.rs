@@ -67,6 +67,11 @@ impl StoreOptions {
         self
     }
 
+    /// The policy given with [`policy`](Self::policy), if any.
+    pub(crate) fn requested_policy(&self) -> Option<BackendRecoveryPolicy> {
+        self.policy
+    }
+
     fn config(&self) -> OpenConfig {
         OpenConfig {
             cache_size: self.cache_size,
@@ -117,6 +122,10 @@ impl RecoveryStore {
             storage: Storage::open_backend(backend, label.into(), &options.config())?,
             group: GroupCommit::default(),
         })
+    }
+
+    pub(crate) fn storage(&self) -> &Storage {
+        &self.storage
     }
 
     /// The file this store was opened from.

@@ -10,8 +10,12 @@ use serde::de::DeserializeOwned;
 
 use crate::util::{TempStore, bin};
 
+mod diagnose;
 mod files;
 mod inspect;
+mod listing;
+mod metrics;
+mod operator;
 mod resilience;
 mod run;
 mod run_signals;

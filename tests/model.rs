@@ -192,21 +192,21 @@ impl Model {
 
 /// The broker's reference module (`../shared/reference/recovery.rs`), transcribed line by line
 /// and independent of this crate's policy code: the store and the drop-in are both held to it.
-struct Reference {
+pub(crate) struct Reference {
     policy: BackendRecoveryPolicy,
     /// Window start and crashes in the window, per key.
-    entries: HashMap<usize, (Instant, u32)>,
+    pub entries: HashMap<usize, (Instant, u32)>,
 }
 
 impl Reference {
-    fn new(policy: BackendRecoveryPolicy) -> Self {
+    pub(crate) fn new(policy: BackendRecoveryPolicy) -> Self {
         Self {
             policy,
             entries: HashMap::new(),
         }
     }
 
-    fn record_crash(&mut self, k: usize, now: Instant) -> BackendRecoveryDecision {
+    pub(crate) fn record_crash(&mut self, k: usize, now: Instant) -> BackendRecoveryDecision {
         let elapsed_since = |started: Instant| {
             now.checked_duration_since(started)
                 .unwrap_or(Duration::ZERO)
@@ -232,7 +232,7 @@ impl Reference {
         }
     }
 
-    fn record_success(&mut self, k: usize) {
+    pub(crate) fn record_success(&mut self, k: usize) {
         self.entries.remove(&k);
     }
 }

@@ -2,6 +2,7 @@
 
 mod util;
 
+mod broker;
 mod cli;
 mod crash;
 mod format;

@@ -4,7 +4,7 @@ use std::ffi::OsString;
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
-use clap::{ArgGroup, Args, Parser, Subcommand};
+use clap::{ArgGroup, Args, Parser, Subcommand, ValueEnum};
 use recovery_store::{BackendKey, BrokerInstanceKey};
 
 const EXIT_CODES: &str = "\
@@ -14,17 +14,54 @@ Exit codes:
   2   error or bad usage
   75  `run` was refused (EX_TEMPFAIL)
 
-The store is --db, else $RECOVERY_STORE_DB, else $XDG_STATE_HOME/recovery-store/recovery.redb,
-else ~/.local/state/recovery-store/recovery.redb. Read commands (list, show, status, policy,
-check, export) never create it.";
+The store is --db, else $RECOVERY_STORE_DB (an empty value counts as unset), else
+$XDG_STATE_HOME/recovery-store/recovery.redb, else ~/.local/state/recovery-store/recovery.redb;
+`recovery-store path` shows which one a command would use. Brokers run as services share
+/var/lib/recovery-store/recovery.redb. Only record-crash, run, import and policy set create a
+store; every other command exits 2 when it is missing.";
+
+/// Help for a `KEY` that may omit its executable hash.
+const KEY_MATCH_HELP: &str = "The backend: INSTANCE/SERVICE@VERSION[#EXE_HASH], where INSTANCE is \
+shared, private:NAME or explicit:NAME; e.g. shared/zccache@1.11.20. Without #EXE_HASH it \
+matches that version's entries under any executable hash";
+
+/// Help for a `KEY` that names exactly one entry.
+const KEY_EXACT_HELP: &str = "The backend: INSTANCE/SERVICE@VERSION[#EXE_HASH], where INSTANCE is \
+shared, private:NAME or explicit:NAME; e.g. shared/zccache@1.11.20#98ea6e4f216f. Names exactly \
+one entry: give the hash the broker uses";
+
+const LIST_EXIT: &str = "Exit codes: 0 listed (also when nothing matches), 2 error or no store.";
+const SHOW_EXIT: &str =
+    "Exit codes: 0 shown (also for a key with no recorded state), 2 error or no store.";
+const STATUS_EXIT: &str =
+    "Exit codes: 0 the backend may start now, 1 refused, 2 error or no store.";
+const RESET_EXIT: &str = "Exit codes: 0 done (each key that had no state is listed), 2 error, \
+no store, a missing --yes, or a hash-less key matching several entries without --all-hashes.";
+const RECORD_CRASH_EXIT: &str = "Exit codes: 0 retry allowed, 1 refused, 2 error. Creates the \
+store when it is missing (and says so on stderr).";
+const RECORD_SUCCESS_EXIT: &str =
+    "Exit codes: 0 recorded, 2 error or no store (never creates one).";
+const PRUNE_EXIT: &str = "Exit codes: 0 pruned, 2 error or no store (never creates one).";
+const POLICY_EXIT: &str = "Exit codes: 0 shown or changed, 2 error, no store (`policy` alone), \
+an invalid policy, or an extreme one without --yes. `policy set` creates the store when missing.";
+const CHECK_EXIT: &str = "Exit codes: 0 no problems, 1 problems found (or the file cannot be \
+opened; the report says what is wrong and what can be salvaged), 2 error or no file.";
+const EXPORT_EXIT: &str = "Exit codes: 0 exported, 1 damaged entries were left out (named on \
+stderr), 2 error or no store.";
+const IMPORT_EXIT: &str = "Exit codes: 0 imported, 2 error: a bad document (nothing changes), a \
+store holding state without --yes, or a key in both without --yes under --merge. Creates the \
+store when it is missing.";
+const PATH_EXIT: &str = "Exit codes: 0 printed (whether or not the file exists), 2 no path can \
+be chosen.";
 
 /// Durable crash-recovery windows: see which backends are crash-looping, reset them, and
 /// supervise a command under the recovery policy.
 #[derive(Debug, Parser)]
 #[command(name = "recovery-store", version, after_help = EXIT_CODES)]
 pub struct Cli {
-    /// The store file.
-    #[arg(long, global = true, value_name = "PATH", env = "RECOVERY_STORE_DB")]
+    /// The store file [default: $RECOVERY_STORE_DB, else the XDG state directory; see
+    /// `recovery-store path`].
+    #[arg(long, global = true, value_name = "PATH", value_parser = parse_db)]
     pub db: Option<PathBuf>,
 
     /// Print one JSON document (durations in ms, times as RFC 3339 plus Unix ms).
@@ -42,50 +79,108 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// List backends with recovery state, in key order.
+    /// List backends with recovery state: refused first, then recovering, then healthy.
+    #[command(after_help = LIST_EXIT)]
     List(ListArgs),
     /// Show every field of one backend's state.
+    #[command(after_help = SHOW_EXIT)]
     Show {
-        #[arg(value_parser = parse_key)]
+        #[arg(value_parser = parse_key, value_name = "KEY", help = KEY_MATCH_HELP)]
         key: BackendKey,
     },
     /// One line: may the backend start now? Exit 0 yes, 1 refused.
+    #[command(after_help = STATUS_EXIT)]
     Status {
-        #[arg(value_parser = parse_key)]
+        #[arg(value_parser = parse_key, value_name = "KEY", help = KEY_MATCH_HELP)]
         key: BackendKey,
     },
-    /// Clear recovery state: named keys, one service, or everything.
+    /// Clear recovery state: named keys, refused backends, one service, or everything.
+    #[command(after_help = RESET_EXIT)]
     Reset(ResetArgs),
     /// Record a crash as a broker would, and print the decision (exit 1 when refused).
+    #[command(after_help = RECORD_CRASH_EXIT)]
     RecordCrash {
-        #[arg(value_parser = parse_key)]
+        #[arg(value_parser = parse_key, value_name = "KEY", help = KEY_EXACT_HELP)]
         key: BackendKey,
     },
     /// Record that a backend is healthy, clearing its state.
+    #[command(after_help = RECORD_SUCCESS_EXIT)]
     RecordSuccess {
-        #[arg(value_parser = parse_key)]
+        #[arg(value_parser = parse_key, value_name = "KEY", help = KEY_EXACT_HELP)]
         key: BackendKey,
     },
     /// Remove entries whose window has ended.
+    #[command(after_help = PRUNE_EXIT)]
     Prune,
     /// Show the policy, or change it with `policy set`.
+    #[command(after_help = POLICY_EXIT)]
     Policy {
         #[command(subcommand)]
         action: Option<PolicyAction>,
     },
     /// Check the file's integrity, its schema and every entry; exit 1 on any problem.
-    Check,
+    #[command(after_help = CHECK_EXIT)]
+    Check(CheckArgs),
     /// Write the whole state, policy included, as JSON to stdout.
+    #[command(after_help = EXPORT_EXIT)]
     Export,
-    /// Replace the whole state with an `export` document, in one transaction.
-    Import {
-        /// The document, or `-` for stdin.
-        file: PathBuf,
-    },
+    /// Restore an `export` document: replace the whole state (or add to it with --merge), in
+    /// one transaction.
+    #[command(after_help = IMPORT_EXIT)]
+    Import(ImportArgs),
+    /// Print the store a command would use, and how it was chosen.
+    #[command(after_help = PATH_EXIT)]
+    Path,
     /// Print a shell completion script.
+    #[command(after_help = "Exit codes: 0 printed, 2 bad usage. Never opens the store.")]
     Completions { shell: clap_complete::Shell },
     /// Run a command under the recovery policy, restarting it after a crash.
     Run(RunArgs),
+    /// Print the store's state as Prometheus metrics (text format 0.0.4), e.g. for
+    /// node_exporter's textfile collector. Exit 0, or 2 when the store cannot be read.
+    Metrics(MetricsArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct MetricsArgs {
+    /// Write the metrics to FILE atomically (temporary file in the same directory, fsync,
+    /// mode 0644, rename) instead of stdout, e.g.
+    /// /var/lib/node_exporter/textfile_collector/recovery-store.prom.
+    #[arg(long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+    /// Most backends given per-backend series; refused backends are kept first, and
+    /// recovery_store_series_omitted_backends counts the rest.
+    #[arg(long, value_name = "N", default_value_t = 100_000)]
+    pub max_series: u64,
+}
+
+/// A state, as `list --state` filters by it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum StateArg {
+    Healthy,
+    Recovering,
+    Refused,
+}
+
+/// The order of `list`'s rows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum SortArg {
+    /// Key order.
+    Key,
+    /// Refused, then recovering, then healthy; key order within each.
+    State,
+    /// Most recent crash first (holds the matching rows in memory).
+    LastCrash,
+}
+
+/// How much of each key the table shows.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
+pub enum OutputArg {
+    /// Executable hashes shortened to 12 digits.
+    #[default]
+    Normal,
+    /// Full keys.
+    Wide,
 }
 
 #[derive(Debug, Args)]
@@ -93,24 +188,49 @@ pub struct ListArgs {
     /// Only this broker instance: `shared`, `private:NAME` or `explicit:NAME`.
     #[arg(long, value_parser = parse_instance)]
     pub instance: Option<BrokerInstanceKey>,
-    /// Only this service name.
+    /// Only this service name, e.g. zccache.
     #[arg(long)]
     pub service: Option<String>,
-    /// Only refused backends.
-    #[arg(long)]
+    /// Only refused backends (same as --state refused).
+    #[arg(long, conflicts_with = "state")]
     pub refused: bool,
+    /// Only backends in this state.
+    #[arg(long, value_enum)]
+    pub state: Option<StateArg>,
+    /// Row order [default: state for the table, key for --json].
+    #[arg(long, value_enum)]
+    pub sort: Option<SortArg>,
+    /// Print only the keys, one a line (full keys).
+    #[arg(short, long)]
+    pub quiet: bool,
+    /// `wide` shows full keys; the table shortens executable hashes to 12 digits.
+    #[arg(short, long, value_enum, default_value_t, value_name = "FORMAT")]
+    pub output: OutputArg,
+}
+
+impl ListArgs {
+    /// The state filter, `--refused` included.
+    pub fn state_filter(&self) -> Option<StateArg> {
+        if self.refused {
+            Some(StateArg::Refused)
+        } else {
+            self.state
+        }
+    }
 }
 
 #[derive(Debug, Args)]
 #[command(group(ArgGroup::new("what").required(true).multiple(true)
-    .args(["keys", "raw", "service", "instance", "all"])))]
+    .args(["keys", "raw", "service", "instance", "all", "refused"])))]
 pub struct ResetArgs {
-    /// Backend keys, e.g. shared/zccache@1.11.20.
-    #[arg(value_parser = parse_key, conflicts_with_all = ["service", "instance", "all"])]
+    /// Backend keys: INSTANCE/SERVICE@VERSION[#EXE_HASH], e.g. shared/zccache@1.11.20. A key
+    /// without #EXE_HASH that matches entries with a hash needs --all-hashes.
+    #[arg(value_parser = parse_key, value_name = "KEY",
+        conflicts_with_all = ["service", "instance", "all", "refused"])]
     pub keys: Vec<BackendKey>,
     /// A damaged entry's stored key, exactly as `list` or `check` shows it (escapes included),
     /// for keys that no longer parse.
-    #[arg(long, value_name = "TEXT", conflicts_with_all = ["service", "instance", "all"])]
+    #[arg(long, value_name = "TEXT", conflicts_with_all = ["service", "instance", "all", "refused"])]
     pub raw: Vec<String>,
     /// Every version of this service.
     #[arg(long)]
@@ -119,26 +239,59 @@ pub struct ResetArgs {
     #[arg(long, value_parser = parse_instance)]
     pub instance: Option<BrokerInstanceKey>,
     /// Every entry in the store (needs --yes).
-    #[arg(long, conflicts_with_all = ["service", "instance"])]
+    #[arg(long, conflicts_with_all = ["service", "instance", "refused"])]
     pub all: bool,
-    /// Confirm --all.
+    /// Only backends refused now, like `systemctl reset-failed` (needs --yes to clear more
+    /// than one); narrow it with --service and --instance.
+    #[arg(long)]
+    pub refused: bool,
+    /// Let a KEY without #EXE_HASH clear its entries under every executable hash.
+    #[arg(long)]
+    pub all_hashes: bool,
+    /// Confirm --all, or a --refused that clears more than one backend.
     #[arg(long)]
     pub yes: bool,
 }
 
 #[derive(Debug, Subcommand)]
 pub enum PolicyAction {
-    /// Change the policy for every process sharing the store.
+    /// Change the policy for every process sharing the store; windows already running are
+    /// judged by the new policy from their next decision.
     #[command(group(ArgGroup::new("change").required(true).multiple(true)
-        .args(["retry_backoff", "budget_window"])))]
+        .args(["retry_backoff", "budget_window"])), after_help = POLICY_EXIT)]
     Set {
-        /// Delay before the one retry, e.g. 250ms.
+        /// Delay before the one retry, e.g. 250ms; over 1h needs --yes.
         #[arg(long, value_parser = parse_duration)]
         retry_backoff: Option<Duration>,
-        /// The budget window, e.g. 30s.
+        /// The budget window, e.g. 30s; over 1 day needs --yes.
         #[arg(long, value_parser = parse_duration)]
         budget_window: Option<Duration>,
+        /// Confirm a budget window over 1 day or a retry backoff over 1 hour.
+        #[arg(long)]
+        yes: bool,
     },
+}
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// Write an export document of every entry that can still be decoded to FILE (`-` for
+    /// stdout), even from a file that cannot be opened as it stands. The store is never
+    /// changed by this.
+    #[arg(long, value_name = "FILE")]
+    pub salvage: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    /// The document, or `-` for stdin.
+    pub file: PathBuf,
+    /// Add the document's entries and keep the others (and the store's policy); a key in both
+    /// is an error unless --yes is given, when the document's entry wins.
+    #[arg(long)]
+    pub merge: bool,
+    /// Confirm replacing a store that holds state (or, with --merge, overwriting keys in both).
+    #[arg(long)]
+    pub yes: bool,
 }
 
 const RUN_EXIT_CODES: &str = "\
@@ -175,6 +328,16 @@ pub struct RunArgs {
     /// The command and its arguments, after `--`.
     #[arg(last = true, required = true, value_name = "COMMAND")]
     pub command: Vec<OsString>,
+}
+
+fn parse_db(text: &str) -> Result<PathBuf, String> {
+    if text.is_empty() {
+        return Err(
+            "the store path is empty: give a file, e.g. --db /var/lib/recovery-store/recovery.redb"
+                .into(),
+        );
+    }
+    Ok(PathBuf::from(text))
 }
 
 fn parse_key(text: &str) -> Result<BackendKey, String> {
@@ -288,7 +451,7 @@ mod tests {
         .unwrap();
         assert!(matches!(
             cli.command,
-            Command::Policy { action: Some(PolicyAction::Set { retry_backoff: Some(r), budget_window: Some(w) }) }
+            Command::Policy { action: Some(PolicyAction::Set { retry_backoff: Some(r), budget_window: Some(w), .. }) }
                 if r == Duration::from_millis(250) && w == Duration::from_secs(30)
         ));
         assert!(matches!(
@@ -318,6 +481,77 @@ mod tests {
         assert_eq!(run.command, ["sh", "-c", "exit 3"]);
         assert!(parse(&["run", "shared/a@1.0.0"]).is_err());
         assert!(parse(&["run", "shared/a@1.0.0", "sh"]).is_err());
+    }
+
+    #[test]
+    fn list_and_reset_options() {
+        let cli = parse(&[
+            "list",
+            "--state",
+            "recovering",
+            "--sort",
+            "last-crash",
+            "-q",
+            "-o",
+            "wide",
+        ])
+        .unwrap();
+        let Command::List(list) = cli.command else {
+            panic!("not list")
+        };
+        assert_eq!(list.state_filter(), Some(StateArg::Recovering));
+        assert_eq!(list.sort, Some(SortArg::LastCrash));
+        assert!(list.quiet && list.output == OutputArg::Wide);
+        assert!(parse(&["list", "--refused", "--state", "healthy"]).is_err());
+        assert!(parse(&["list", "--state", "broken"]).is_err());
+        assert!(parse(&["reset", "--refused", "shared/a@1.0.0"]).is_err());
+        assert!(parse(&["reset", "--refused", "--all"]).is_err());
+        let cli = parse(&["reset", "--refused", "--service", "a", "--yes"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::Reset(ResetArgs {
+                refused: true,
+                yes: true,
+                service: Some(_),
+                ..
+            })
+        ));
+        let cli = parse(&["reset", "shared/a@1.0.0", "--all-hashes"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::Reset(ResetArgs {
+                all_hashes: true,
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn import_check_path_and_db() {
+        let cli = parse(&["import", "--merge", "--yes", "-"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::Import(ImportArgs {
+                merge: true,
+                yes: true,
+                ..
+            })
+        ));
+        let cli = parse(&["check", "--salvage", "out.json"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::Check(CheckArgs { salvage: Some(_) })
+        ));
+        assert!(matches!(parse(&["path"]).unwrap().command, Command::Path));
+        let err = parse(&["--db", "", "list"]).unwrap_err();
+        assert!(err.to_string().contains("the store path is empty"), "{err}");
+        let cli = parse(&["policy", "set", "--budget-window", "2d", "--yes"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::Policy {
+                action: Some(PolicyAction::Set { yes: true, .. })
+            }
+        ));
     }
 
     #[test]

@@ -1,21 +1,55 @@
-//! `check`: the storage engine's integrity check, the schema, the policy and every entry,
-//! each problem reported rather than the first one only.
+//! `check`: the storage engine's integrity check, the schema, the policy and every entry, each
+//! problem reported rather than the first one only, streamed so memory stays flat. A file that
+//! cannot be opened is diagnosed (see `salvage`) instead of failing with the error that sent
+//! the operator here.
 
 use std::io::Write;
 use std::process::ExitCode;
 
-use recovery_store::{BackendRecoveryPolicy, RecoveryStore, SCHEMA_VERSION};
+use recovery_store::{BackendRecoveryPolicy, RecoveryStore, SCHEMA_VERSION, StoreError};
 
-use super::commands::damaged_text;
-use super::sanitize::sanitize;
-use super::{Ctx, NEGATIVE, json, render};
+use super::args::CheckArgs;
+use super::render::{self, damaged_text};
+use super::salvage::{self, Diagnosis};
+use super::sanitize::{sanitize, sanitize_lossy};
+use super::{Ctx, NEGATIVE, json};
 
-pub fn check(ctx: &Ctx, out: &mut impl Write) -> anyhow::Result<ExitCode> {
+/// The most problems listed one by one; the rest are counted.
+const MAX_PROBLEMS: usize = 100;
+
+pub fn check(ctx: &Ctx, args: &CheckArgs, out: &mut impl Write) -> anyhow::Result<ExitCode> {
+    if !ctx.exists() {
+        return Err(ctx.not_found());
+    }
     // Opening validates the header, the format name and the schema version.
-    let mut store = ctx.open_existing()?;
+    let mut store = match ctx.open_existing() {
+        Ok(store) => store,
+        Err(err) => {
+            let Some(diagnosis) = err
+                .downcast_ref::<StoreError>()
+                .and_then(|e| salvage::diagnose(&ctx.path, e))
+            else {
+                return Err(err);
+            };
+            return unopenable(ctx, args, &diagnosis, out);
+        }
+    };
     let (doc, policy) = examine(ctx, &mut store);
+    let saved = match &args.salvage {
+        Some(target) => Some(salvage::write(ctx, &store, target)?),
+        None => None,
+    };
+    let mut out = if args
+        .salvage
+        .as_deref()
+        .is_some_and(|p| p.as_os_str() == "-")
+    {
+        Box::new(std::io::stderr()) as Box<dyn Write>
+    } else {
+        Box::new(out) as Box<dyn Write>
+    };
     if ctx.json {
-        json::emit(out, &doc)?;
+        json::emit(&mut out, &doc)?;
     } else {
         writeln!(out, "store:     {}", ctx.shown_path())?;
         writeln!(out, "integrity: {}", doc.integrity)?;
@@ -32,6 +66,14 @@ pub fn check(ctx: &Ctx, out: &mut impl Write) -> anyhow::Result<ExitCode> {
         for problem in &doc.problems {
             writeln!(out, "problem:   {}", sanitize(problem))?;
         }
+        if let (Some(n), Some(target)) = (saved, &args.salvage) {
+            writeln!(
+                out,
+                "salvaged: {} written to {}",
+                render::entries(n),
+                sanitize_lossy(target)
+            )?;
+        }
         if doc.ok {
             writeln!(out, "no problems found")?;
         } else {
@@ -43,6 +85,70 @@ pub fn check(ctx: &Ctx, out: &mut impl Write) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::from(NEGATIVE)
     })
+}
+
+/// The report for a file that cannot be opened: what is wrong, and what can be salvaged.
+fn unopenable(
+    ctx: &Ctx,
+    args: &CheckArgs,
+    diagnosis: &Diagnosis,
+    out: &mut impl Write,
+) -> anyhow::Result<ExitCode> {
+    let saved = match &args.salvage {
+        Some(target) => Some(salvage::write_from_copy(ctx, target)?),
+        None => None,
+    };
+    let doc = json::Check {
+        store: ctx.path.to_string_lossy().into_owned(),
+        ok: false,
+        integrity: "unreadable",
+        schema_version: SCHEMA_VERSION,
+        policy: None,
+        entries: 0,
+        damaged: 0,
+        problems: vec![diagnosis.detail.clone()],
+        diagnosis: Some(json::Diagnosis {
+            problem: diagnosis.problem,
+            detail: diagnosis.detail.clone(),
+            salvageable: diagnosis.salvageable,
+            next_step: diagnosis.next_step.clone(),
+        }),
+    };
+    let mut out = if args
+        .salvage
+        .as_deref()
+        .is_some_and(|p| p.as_os_str() == "-")
+    {
+        Box::new(std::io::stderr()) as Box<dyn Write>
+    } else {
+        Box::new(out) as Box<dyn Write>
+    };
+    if ctx.json {
+        json::emit(&mut out, &doc)?;
+    } else {
+        writeln!(out, "store:     {}", ctx.shown_path())?;
+        writeln!(
+            out,
+            "problem:   {} ({})",
+            diagnosis.problem.replace('_', " "),
+            sanitize(&diagnosis.detail)
+        )?;
+        let salvage = match diagnosis.salvageable {
+            Some(n) => format!("{} can still be decoded", render::entries(n)),
+            None => "nothing can be decoded".into(),
+        };
+        writeln!(out, "salvage:   {salvage}")?;
+        if let (Some(n), Some(target)) = (saved, &args.salvage) {
+            writeln!(
+                out,
+                "salvaged: {} written to {}",
+                render::entries(n),
+                sanitize_lossy(target)
+            )?;
+        }
+        writeln!(out, "next:      {}", sanitize(&diagnosis.next_step))?;
+    }
+    Ok(ExitCode::from(NEGATIVE))
 }
 
 /// Runs every check, collecting each problem instead of stopping at the first; also returns
@@ -65,29 +171,56 @@ fn examine(ctx: &Ctx, store: &mut RecoveryStore) -> (json::Check, Option<Backend
         .policy()
         .map_err(|e| problems.push(e.to_string()))
         .ok();
-    let (good, bad) = store.scan_all().unwrap_or_else(|e| {
-        problems.push(e.to_string());
-        (Vec::new(), Vec::new())
+    let (mut good, mut bad, mut unlisted) = (0usize, 0usize, 0usize);
+    let mut note = |problems: &mut Vec<String>, text: String| {
+        if problems.len() < MAX_PROBLEMS {
+            problems.push(text);
+        } else {
+            unlisted += 1;
+        }
+    };
+    let walked = store.for_each_entry("", |entry| {
+        match entry {
+            Ok(e) => {
+                good += 1;
+                if e.total_crashes < u64::from(e.crashes_in_window) {
+                    note(
+                        &mut problems,
+                        format!(
+                            "entry {} counts {} in its window but {} in total: reset it with \
+                             `recovery-store reset {}`",
+                            e.key, e.crashes_in_window, e.total_crashes, e.key
+                        ),
+                    );
+                }
+            }
+            Err(err @ StoreError::CorruptEntry { .. }) => {
+                bad += 1;
+                note(&mut problems, damaged_text(&err));
+            }
+            Err(other) => return Err(other),
+        }
+        Ok(())
     });
-    for e in good
-        .iter()
-        .filter(|e| e.total_crashes < u64::from(e.crashes_in_window))
-    {
+    if let Err(e) = walked {
+        problems.push(e.to_string());
+    }
+    if unlisted > 0 {
         problems.push(format!(
-            "entry {} counts {} in its window but {} in total: reset it with `recovery-store reset`",
-            e.key, e.crashes_in_window, e.total_crashes
+            "{unlisted} more problem(s) not listed: `recovery-store --json list` names every \
+             damaged entry"
         ));
     }
-    problems.extend(bad.iter().map(damaged_text));
     let doc = json::Check {
         store: ctx.path.to_string_lossy().into_owned(),
         ok: problems.is_empty(),
         integrity,
         schema_version: SCHEMA_VERSION,
         policy: policy.as_ref().map(json::Policy::of),
-        entries: good.len(),
-        damaged: bad.len(),
+        entries: good,
+        damaged: bad,
         problems,
+        diagnosis: None,
     };
     (doc, policy)
 }

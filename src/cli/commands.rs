@@ -1,187 +1,135 @@
-//! The commands that inspect and change the store; `check`, `run`, `export` and `import` live
-//! apart.
+//! The commands that inspect and change single backends, the policy and the store path;
+//! `list`, `check`, `run`, `export` and `import` live apart. Text shared by several commands
+//! lives in `render` and `view`.
 
-use std::collections::BTreeSet;
 use std::io::Write;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use clap::CommandFactory;
-use recovery_store::{
-    BackendKey, BackendRecoveryDecision, BackendRecoveryPolicy, BrokerInstanceKey, RecoveryStore,
-    StoreError, Timestamp,
+use recovery_store::{BackendKey, BackendRecoveryDecision, BackendRecoveryPolicy, StoreOptions};
+
+use super::args::{Cli, Command, MetricsArgs, PolicyAction};
+use super::lookup::{self, Found};
+use super::view::{EntryView, State, millis};
+use super::{
+    Ctx, NEGATIVE, check, json, list, metrics, render, reset, supervise, textfile, transfer,
 };
 
-use super::args::{Cli, Command, ListArgs, PolicyAction, ResetArgs};
-use super::sanitize::{sanitize, sanitize_lossy};
-use super::view::{EntryView, State, millis, span};
-use super::{Ctx, NEGATIVE, check, json, render, supervise, transfer};
+/// Kept for `run`, which imported it from here; the text lives in `render`.
+pub use super::render::decision_text;
+
+/// A budget window longer than this needs `policy set --yes`.
+const LONG_WINDOW: Duration = Duration::from_secs(24 * 3600);
+/// A retry backoff longer than this needs `policy set --yes`.
+const LONG_BACKOFF: Duration = Duration::from_secs(3600);
 
 pub fn dispatch(ctx: &Ctx, command: Command, out: &mut impl Write) -> anyhow::Result<ExitCode> {
     match command {
-        Command::List(args) => list(ctx, &args, out),
+        Command::List(args) => list::list(ctx, &args, out),
         Command::Show { key } => show(ctx, &key, out),
         Command::Status { key } => status(ctx, &key, out),
-        Command::Reset(args) => reset(ctx, &args, out),
+        Command::Reset(args) => reset::reset(ctx, &args, out),
         Command::RecordCrash { key } => record_crash(ctx, &key, out),
         Command::RecordSuccess { key } => record_success(ctx, &key, out),
         Command::Prune => prune(ctx, out),
         Command::Policy { action } => policy(ctx, action, out),
-        Command::Check => check::check(ctx, out),
+        Command::Check(args) => check::check(ctx, &args, out),
         Command::Export => transfer::export(ctx, out),
-        Command::Import { file } => transfer::import(ctx, &file, out),
+        Command::Import(args) => transfer::import(ctx, &args, out),
+        Command::Path => path(ctx, out),
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "recovery-store", out);
             Ok(ExitCode::SUCCESS)
         }
         Command::Run(args) => supervise::run(ctx, args, out),
+        Command::Metrics(args) => metrics(ctx, &args, out),
     }
 }
 
-fn list(ctx: &Ctx, args: &ListArgs, out: &mut impl Write) -> anyhow::Result<ExitCode> {
-    let store = ctx.open_read()?;
-    let policy = store.policy()?;
-    let now = ctx.now();
-    let prefix = instance_prefix(args.instance.as_ref());
-    let service_ok = |key: &BackendKey| {
-        args.service
-            .as_deref()
-            .is_none_or(|s| key.service_name == s)
+fn metrics(ctx: &Ctx, args: &MetricsArgs, out: &mut impl Write) -> anyhow::Result<ExitCode> {
+    let store = std::sync::Arc::new(ctx.open_read()?);
+    let report = || -> anyhow::Result<metrics::Report> {
+        let file_size = std::fs::metadata(&ctx.path)
+            .with_context(|| format!("cannot read the size of {}", ctx.path.display()))?
+            .len();
+        Ok(metrics::Report {
+            now: ctx.now(),
+            max_series: args.max_series,
+            file_size,
+        })
     };
-    let (good, bad) = store.scan_all()?;
-    let views: Vec<EntryView> = good
-        .into_iter()
-        .filter(|e| e.key.to_string().starts_with(&prefix) && service_ok(&e.key))
-        .map(|e| EntryView::new(e, now, &policy))
-        .filter(|v| !args.refused || v.state == State::Refused)
-        .collect();
-    let damaged = damaged_matching(&bad, args, &prefix);
-    if ctx.json {
-        json::emit(
-            out,
-            &json::List {
-                store: ctx.path.to_string_lossy().into_owned(),
-                now: json::Time::of(&now),
-                entries: views.iter().map(json::Entry::of).collect(),
-                damaged,
-            },
-        )?;
-        return Ok(ExitCode::SUCCESS);
-    }
-    for d in &damaged {
-        eprintln!("recovery-store: {}", sanitize(&d.error));
-    }
-    if views.is_empty() {
-        let filtered = args.instance.is_some() || args.service.is_some() || args.refused;
-        if filtered {
-            writeln!(out, "no backend matches")?;
-        } else {
-            writeln!(out, "no backend has recovery state in {}", ctx.shown_path())?;
-        }
-    } else {
-        render::list(out, &views, &now)?;
+    match &args.output {
+        Some(path) => textfile::write_atomically(path, |file| {
+            metrics::write(std::sync::Arc::clone(&store), report()?, file)
+        })?,
+        None => metrics::write(store, report()?, out)?,
     }
     Ok(ExitCode::SUCCESS)
 }
 
-/// Damaged entries are reported (never hidden) unless a filter rules them out by key text.
-fn damaged_matching(bad: &[StoreError], args: &ListArgs, prefix: &str) -> Vec<json::Damaged> {
-    if args.refused {
-        return Vec::new();
-    }
-    bad.iter()
-        .filter_map(|err| {
-            let raw = match err {
-                StoreError::CorruptEntry { key, .. } => key.clone(),
-                _ => String::new(),
-            };
-            let service_hit = args
-                .service
-                .as_deref()
-                .is_none_or(|s| raw.contains(&format!("/{s}@")));
-            (raw.starts_with(prefix) && service_hit).then(|| json::Damaged {
-                key: raw,
-                error: damaged_text(err),
-            })
-        })
-        .collect()
-}
-
-/// A damaged entry's error, with the `reset --raw` command that clears it.
-pub fn damaged_text(err: &StoreError) -> String {
-    match err {
-        StoreError::CorruptEntry {
-            path, key, detail, ..
-        } => {
-            let shown = sanitize(key);
-            format!(
-                "entry {shown} in {} cannot be decoded ({detail}): clear it with \
-                 `recovery-store reset --raw '{}'`",
-                sanitize_lossy(path),
-                shown.replace('\'', r"'\''")
-            )
-        }
-        other => other.to_string(),
-    }
-}
-
-/// The key-text prefix of one broker instance's entries (`""` for every instance).
-fn instance_prefix(instance: Option<&BrokerInstanceKey>) -> String {
-    instance.map(|i| format!("{i}/")).unwrap_or_default()
-}
-
-/// The entry for `key` judged now, plus the policy it was judged by.
+/// The entries `key` names, judged now, with the policy that judged them.
 fn lookup(
     ctx: &Ctx,
     key: &BackendKey,
-) -> anyhow::Result<(Option<EntryView>, BackendRecoveryPolicy, Timestamp)> {
+) -> anyhow::Result<(Found, BackendRecoveryPolicy, recovery_store::Timestamp)> {
     let store = ctx.open_read()?;
     let policy = store.policy()?;
     let now = ctx.now();
-    let entry = store
-        .get(key)
+    let found = lookup::find(&store, key, now, &policy)
         .with_context(|| format!("cannot read the state of {key}"))?;
-    Ok((entry.map(|e| EntryView::new(e, now, &policy)), policy, now))
+    Ok((found, policy, now))
 }
 
 fn show(ctx: &Ctx, key: &BackendKey, out: &mut impl Write) -> anyhow::Result<ExitCode> {
-    let (view, policy, now) = lookup(ctx, key)?;
+    let (found, policy, now) = lookup(ctx, key)?;
     if ctx.json {
+        let worst = found.worst();
         json::emit(
             out,
             &json::Show {
                 key: key.to_string(),
                 now: json::Time::of(&now),
-                state: view.as_ref().map_or(State::Healthy, |v| v.state),
+                evaluated_at: json::Time::of(&now),
+                state: worst.map_or(State::Healthy, |v| v.state),
+                recorded: worst.is_some(),
                 policy: json::Policy::of(&policy),
-                entry: view.as_ref().map(json::Entry::of),
+                entry: worst.map(json::Entry::of),
+                matches: found.views.iter().map(json::Entry::of).collect(),
+                similar: found.similar.clone(),
             },
         )?;
     } else {
-        render::show(out, key, view.as_ref(), &now, &policy)?;
+        render::show(out, key, &found, &now, &policy)?;
     }
     Ok(ExitCode::SUCCESS)
 }
 
 fn status(ctx: &Ctx, key: &BackendKey, out: &mut impl Write) -> anyhow::Result<ExitCode> {
-    let (view, _, now) = lookup(ctx, key)?;
-    let state = view.as_ref().map_or(State::Healthy, |v| v.state);
+    let (found, _, now) = lookup(ctx, key)?;
+    let worst = found.worst();
+    let state = worst.map_or(State::Healthy, |v| v.state);
     if ctx.json {
-        let live = view.as_ref().filter(|v| v.state != State::Healthy);
         json::emit(
             out,
             &json::Status {
                 key: key.to_string(),
                 now: json::Time::of(&now),
+                evaluated_at: json::Time::of(&now),
                 state,
                 may_start: state.may_start(),
-                crashes_in_window: live.map_or(0, |v| v.entry.crashes_in_window),
-                window_remaining_ms: live.map(|v| millis(v.remaining)),
-                retry_after_ms: view.as_ref().and_then(|v| v.retry_after()).map(millis),
+                recorded: worst.is_some(),
+                crashes_in_window: worst.map_or(0, EntryView::crashes_in_window),
+                total_crashes: worst.map_or(0, |v| v.entry.total_crashes),
+                window_remaining_ms: worst.map(|v| millis(v.remaining)),
+                retry_after_ms: worst.and_then(EntryView::retry_after).map(millis),
+                matches: found.keys(),
+                similar: found.similar.clone(),
             },
         )?;
     } else {
-        render::status(out, key, view.as_ref())?;
+        render::status(out, key, &found)?;
     }
     Ok(if state.may_start() {
         ExitCode::SUCCESS
@@ -190,61 +138,8 @@ fn status(ctx: &Ctx, key: &BackendKey, out: &mut impl Write) -> anyhow::Result<E
     })
 }
 
-fn reset(ctx: &Ctx, args: &ResetArgs, out: &mut impl Write) -> anyhow::Result<ExitCode> {
-    if args.all && !args.yes {
-        bail!(
-            "refusing to reset every entry without --yes ({}): run `recovery-store reset --all --yes` to confirm",
-            ctx.shown_path()
-        );
-    }
-    let store = ctx.open_write()?;
-    let (cleared, what) = clear(&store, args)?;
-    if ctx.json {
-        json::emit(out, &json::Reset { cleared })?;
-    } else if cleared.is_empty() {
-        writeln!(out, "nothing to reset: {}", sanitize(&what))?;
-    } else {
-        for key in &cleared {
-            writeln!(out, "cleared {}", sanitize(key))?;
-        }
-    }
-    Ok(ExitCode::SUCCESS)
-}
-
-/// Clears what `args` names; returns the stored keys cleared, and what to say if none were.
-fn clear(store: &RecoveryStore, args: &ResetArgs) -> anyhow::Result<(Vec<String>, String)> {
-    if args.all {
-        return Ok((store.reset_prefix("")?, "the store is empty".to_owned()));
-    }
-    if !args.keys.is_empty() || !args.raw.is_empty() {
-        let mut wanted: BTreeSet<String> = args.keys.iter().map(|k| k.to_string()).collect();
-        wanted.extend(args.raw.iter().cloned());
-        // A raw key matches as stored, or as `list` and `check` show it (sanitized).
-        let cleared = store.reset_where("", |text| {
-            wanted.contains(text) || wanted.contains(sanitize(text).as_ref())
-        })?;
-        let names: Vec<&str> = wanted.iter().map(String::as_str).collect();
-        return Ok((cleared, format!("no state for {}", names.join(", "))));
-    }
-    let prefix = instance_prefix(args.instance.as_ref());
-    let service = args.service.as_deref();
-    let cleared = store.reset_where(&prefix, |text| {
-        service.is_none_or(|s| {
-            text.parse::<BackendKey>()
-                .is_ok_and(|k| k.service_name == s)
-        })
-    })?;
-    let what = match (service, &args.instance) {
-        (Some(s), Some(i)) => format!("no entry for service {s} under {i}"),
-        (Some(s), None) => format!("no entry for service {s}"),
-        (None, Some(i)) => format!("no entry under {i}"),
-        (None, None) => "no entry".into(),
-    };
-    Ok((cleared, what))
-}
-
 fn record_crash(ctx: &Ctx, key: &BackendKey, out: &mut impl Write) -> anyhow::Result<ExitCode> {
-    let store = ctx.open_write()?;
+    let store = ctx.open_create()?;
     let now = ctx.now();
     let decision = store
         .record_crash(key, now)
@@ -268,11 +163,19 @@ fn record_crash(ctx: &Ctx, key: &BackendKey, out: &mut impl Write) -> anyhow::Re
             &json::RecordCrash {
                 key: key.to_string(),
                 at: json::Time::of(&now),
+                crashed_at: json::Time::of(&now),
                 decision: kind,
                 retry_after_ms: millis(retry_after),
                 attempt,
                 reason,
             },
+        )?;
+    } else if refused {
+        writeln!(
+            out,
+            "{key}: crash recorded: {}; {}",
+            decision_text(&decision),
+            render::way_out(key)
         )?;
     } else {
         writeln!(out, "{key}: crash recorded: {}", decision_text(&decision))?;
@@ -284,29 +187,9 @@ fn record_crash(ctx: &Ctx, key: &BackendKey, out: &mut impl Write) -> anyhow::Re
     })
 }
 
-/// `retry after 250ms (attempt 1)` or `refused (backend unavailable), retry after 29s`.
-pub fn decision_text(decision: &BackendRecoveryDecision) -> String {
-    match decision {
-        BackendRecoveryDecision::Retry {
-            retry_after,
-            attempt,
-        } => {
-            format!(
-                "retry after {} (attempt {attempt})",
-                span(*retry_after, true)
-            )
-        }
-        BackendRecoveryDecision::Refuse { retry_after, .. } => {
-            format!(
-                "refused (backend unavailable), retry after {}",
-                span(*retry_after, true)
-            )
-        }
-    }
-}
-
 fn record_success(ctx: &Ctx, key: &BackendKey, out: &mut impl Write) -> anyhow::Result<ExitCode> {
-    let store = ctx.open_write()?;
+    // A success clears state; a store that does not exist has none, so none is created.
+    let store = ctx.open_existing()?;
     let cleared = store
         .record_success(key)
         .with_context(|| format!("cannot record a success of {key}"))?;
@@ -324,13 +207,22 @@ fn record_success(ctx: &Ctx, key: &BackendKey, out: &mut impl Write) -> anyhow::
             "{key}: success recorded: its recovery state was cleared"
         )?;
     } else {
-        writeln!(out, "{key}: success recorded: it had no recovery state")?;
+        let similar = lookup::similar(&store, key)?;
+        let near = if similar.is_empty() {
+            String::new()
+        } else {
+            format!(" (similar keys with state: {})", similar.join(", "))
+        };
+        writeln!(
+            out,
+            "{key}: success recorded: it had no recovery state{near}"
+        )?;
     }
     Ok(ExitCode::SUCCESS)
 }
 
 fn prune(ctx: &Ctx, out: &mut impl Write) -> anyhow::Result<ExitCode> {
-    let store = ctx.open_write()?;
+    let store = ctx.open_existing()?;
     let now = ctx.now();
     let pruned = store.prune(now)?;
     if ctx.json {
@@ -338,6 +230,7 @@ fn prune(ctx: &Ctx, out: &mut impl Write) -> anyhow::Result<ExitCode> {
             out,
             &json::Prune {
                 now: json::Time::of(&now),
+                evaluated_at: json::Time::of(&now),
                 pruned,
             },
         )?;
@@ -353,28 +246,109 @@ fn policy(
     action: Option<PolicyAction>,
     out: &mut impl Write,
 ) -> anyhow::Result<ExitCode> {
-    let policy = match action {
-        None => ctx.open_read()?.policy()?,
-        Some(PolicyAction::Set {
-            retry_backoff,
-            budget_window,
-        }) => {
-            let store = ctx.open_write()?;
-            let old = store.policy()?;
-            let new = BackendRecoveryPolicy::new(
-                retry_backoff.unwrap_or(old.retry_backoff),
-                budget_window.unwrap_or(old.budget_window),
-            );
-            store
-                .set_policy(new)
-                .with_context(|| format!("cannot set the policy of {}", ctx.shown_path()))?;
-            new
+    let Some(PolicyAction::Set {
+        retry_backoff,
+        budget_window,
+        yes,
+    }) = action
+    else {
+        let policy = ctx.open_read()?.policy()?;
+        if ctx.json {
+            json::emit(out, &json::Policy::of(&policy))?;
+        } else {
+            render::policy(out, &policy)?;
         }
+        return Ok(ExitCode::SUCCESS);
     };
-    if ctx.json {
-        json::emit(out, &json::Policy::of(&policy))?;
+    // Check the new policy before a missing store is created for it.
+    let existing = if ctx.exists() {
+        Some(ctx.open_existing()?)
     } else {
-        render::policy(out, &policy)?;
+        None
+    };
+    let old = match &existing {
+        Some(store) => store.policy()?,
+        None => BackendRecoveryPolicy::default(),
+    };
+    let new = BackendRecoveryPolicy::new(
+        retry_backoff.unwrap_or(old.retry_backoff),
+        budget_window.unwrap_or(old.budget_window),
+    );
+    check_policy(&new, yes)?;
+    let store = match existing {
+        Some(store) => store,
+        None => ctx.open_create_with(StoreOptions::default().policy(new))?,
+    };
+    store
+        .set_policy(new)
+        .with_context(|| format!("cannot set the policy of {}", ctx.shown_path()))?;
+    if ctx.json {
+        json::emit(
+            out,
+            &json::PolicySet {
+                policy: json::Policy::of(&new),
+                previous: json::Policy::of(&old),
+            },
+        )?;
+    } else {
+        render::policy_change(out, &old, &new)?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Refuses a policy that could never refuse a backend, and asks for `--yes` before one that
+/// would hold refused backends for very long: it applies at once to windows already running.
+fn check_policy(new: &BackendRecoveryPolicy, yes: bool) -> anyhow::Result<()> {
+    let shown = |d: Duration| humantime::format_duration(d).to_string();
+    if new.retry_backoff >= new.budget_window {
+        bail!(
+            "the retry backoff ({}) is not shorter than the budget window ({}), so a crash loop \
+             could never be refused: choose a backoff shorter than the window, e.g. \
+             --retry-backoff 250ms --budget-window 30s",
+            shown(new.retry_backoff),
+            shown(new.budget_window)
+        );
+    }
+    new.validate()?;
+    if yes {
+        return Ok(());
+    }
+    if new.budget_window > LONG_WINDOW {
+        bail!(
+            "a budget window of {} is over 1 day, and windows already running would be judged by \
+             it at once (a refused backend stays refused that long): pass --yes if you mean it",
+            shown(new.budget_window)
+        );
+    }
+    if new.retry_backoff > LONG_BACKOFF {
+        bail!(
+            "a retry backoff of {} is over 1 hour (every first crash waits that long): pass --yes \
+             if you mean it",
+            shown(new.retry_backoff)
+        );
+    }
+    Ok(())
+}
+
+fn path(ctx: &Ctx, out: &mut impl Write) -> anyhow::Result<ExitCode> {
+    let exists = ctx.exists();
+    if ctx.json {
+        json::emit(
+            out,
+            &json::StorePath {
+                store: ctx.path.to_string_lossy().into_owned(),
+                source: ctx.source,
+                exists,
+            },
+        )?;
+    } else {
+        writeln!(out, "{}", ctx.shown_path())?;
+        let state = if exists {
+            "the file exists"
+        } else {
+            "no file there yet; record-crash, run, import and policy set create it"
+        };
+        writeln!(out, "chosen by {} ({state})", ctx.source.describe())?;
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -1,12 +1,20 @@
 //! The `--json` schema: one document per command, built from these types only.
 //!
 //! Stable rules: durations are whole milliseconds (`*_ms`, rounded up), times are
-//! `{"rfc3339": "...Z", "unix_ms": N}`, keys are canonical text.
+//! `{"rfc3339": "...Z", "unix_ms": N}` in fields named `*_at`, keys are canonical text. Fields
+//! are only added; a renamed one stays beside its new name (`now` beside `evaluated_at`,
+//! `last_crash` beside `last_crash_at`, `at` beside `crashed_at`), deprecated in the README.
+//! For an ended window (state `healthy`), `crashes_in_window` is 0 and `total_crashes` keeps
+//! the count: [`EntryView::crashes_in_window`] decides it for every command.
 
-use serde::Serialize;
+use std::cell::RefCell;
 
-use recovery_store::{BackendRecoveryPolicy, Timestamp};
+use serde::ser::{Error as _, SerializeSeq};
+use serde::{Serialize, Serializer};
 
+use recovery_store::{BackendRecoveryPolicy, StoreError, Timestamp};
+
+use super::locate::Source;
 use super::view::{EntryView, State, millis, rfc3339};
 
 #[derive(Debug, Serialize)]
@@ -50,7 +58,9 @@ pub struct Entry {
     pub crashes_in_window: u32,
     pub total_crashes: u64,
     pub window_started_at: Time,
+    /// Deprecated: `last_crash_at`.
     pub last_crash: Time,
+    pub last_crash_at: Time,
     pub window_ends_at: Time,
     pub window_remaining_ms: u64,
     pub retry_after_ms: Option<u64>,
@@ -66,10 +76,11 @@ impl Entry {
             version: key.service_version.to_owned(),
             exe_hash: (!key.exe_hash.is_empty()).then(|| key.exe_hash.to_owned()),
             state: v.state,
-            crashes_in_window: v.entry.crashes_in_window,
+            crashes_in_window: v.crashes_in_window(),
             total_crashes: v.entry.total_crashes,
             window_started_at: Time::of(&v.entry.window_started_at),
             last_crash: Time::of(&v.entry.last_crash),
+            last_crash_at: Time::of(&v.entry.last_crash),
             window_ends_at: Time::of(&v.window_ends),
             window_remaining_ms: millis(v.remaining),
             retry_after_ms: v.retry_after().map(millis),
@@ -84,37 +95,78 @@ pub struct Damaged {
     pub error: String,
 }
 
-#[derive(Debug, Serialize)]
-pub struct List {
+/// `list`: entries and damaged entries are streamed from the store as they are written.
+#[derive(Serialize)]
+pub struct List<'a> {
     pub store: String,
+    /// Deprecated: `evaluated_at`.
     pub now: Time,
-    pub entries: Vec<Entry>,
-    pub damaged: Vec<Damaged>,
+    pub evaluated_at: Time,
+    pub entries: Streamed<'a, Entry>,
+    pub damaged: Streamed<'a, Damaged>,
 }
 
 #[derive(Debug, Serialize)]
 pub struct Show {
     pub key: String,
+    /// Deprecated: `evaluated_at`.
     pub now: Time,
+    pub evaluated_at: Time,
     pub state: State,
+    /// False when the key has no recorded state.
+    pub recorded: bool,
     pub policy: Policy,
+    /// The entry the key names; for a key without its hash, the worst of `matches`.
     pub entry: Option<Entry>,
+    /// Every entry the key names (several for a key without its executable hash).
+    pub matches: Vec<Entry>,
+    /// Stored keys of the same service, when nothing matched.
+    pub similar: Vec<String>,
 }
 
 #[derive(Debug, Serialize)]
 pub struct Status {
     pub key: String,
+    /// Deprecated: `evaluated_at`.
     pub now: Time,
+    pub evaluated_at: Time,
     pub state: State,
     pub may_start: bool,
+    /// False when the key has no recorded state.
+    pub recorded: bool,
     pub crashes_in_window: u32,
+    /// 0 without recorded state.
+    pub total_crashes: u64,
+    /// Null without recorded state; 0 once the window has ended.
     pub window_remaining_ms: Option<u64>,
     pub retry_after_ms: Option<u64>,
+    /// The stored keys consulted (several for a key without its executable hash).
+    pub matches: Vec<String>,
+    /// Stored keys of the same service, when nothing matched.
+    pub similar: Vec<String>,
 }
 
 #[derive(Debug, Serialize)]
 pub struct Reset {
     pub cleared: Vec<String>,
+    /// Keys named on the command line that had no state.
+    pub no_state: Vec<String>,
+}
+
+/// `path`: the store a command would use.
+#[derive(Debug, Serialize)]
+pub struct StorePath {
+    pub store: String,
+    pub source: Source,
+    pub exists: bool,
+}
+
+/// `policy set`: the new policy, and the one it replaced.
+#[derive(Debug, Serialize)]
+pub struct PolicySet {
+    #[serde(flatten)]
+    pub policy: Policy,
+    pub previous: Policy,
 }
 
 #[derive(Debug, Serialize)]
@@ -127,7 +179,9 @@ pub enum Decision {
 #[derive(Debug, Serialize)]
 pub struct RecordCrash {
     pub key: String,
+    /// Deprecated: `crashed_at`.
     pub at: Time,
+    pub crashed_at: Time,
     pub decision: Decision,
     pub retry_after_ms: u64,
     pub attempt: Option<u32>,
@@ -142,7 +196,9 @@ pub struct RecordSuccess {
 
 #[derive(Debug, Serialize)]
 pub struct Prune {
+    /// Deprecated: `evaluated_at`.
     pub now: Time,
+    pub evaluated_at: Time,
     pub pruned: usize,
 }
 
@@ -156,13 +212,31 @@ pub struct Check {
     pub entries: usize,
     pub damaged: usize,
     pub problems: Vec<String>,
+    /// For a file that cannot be opened: what is wrong and what can be salvaged.
+    pub diagnosis: Option<Diagnosis>,
+}
+
+/// `check` on a file it cannot open.
+#[derive(Debug, Serialize)]
+pub struct Diagnosis {
+    /// `truncated`, `bad_header`, `foreign`, `newer_schema` or `damaged`.
+    pub problem: &'static str,
+    pub detail: String,
+    /// Entries `check --salvage` would recover; null when nothing can be decoded.
+    pub salvageable: Option<usize>,
+    pub next_step: String,
 }
 
 #[derive(Debug, Serialize)]
 pub struct Import {
     pub store: String,
     pub imported: usize,
+    /// The store's policy after the import.
     pub policy: Policy,
+    /// True for `--merge`.
+    pub merged: bool,
+    /// Keys in both the store and the document, overwritten under `--merge --yes`.
+    pub overwritten: Vec<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -186,6 +260,83 @@ pub struct Run {
     pub starts: u32,
     pub crashes: u32,
     pub retry_after_ms: Option<u64>,
+}
+
+/// A JSON array written element by element as a walk of the store produces them, so a
+/// document never holds the store in memory.
+pub struct Streamed<'a, T> {
+    #[allow(clippy::type_complexity)]
+    walk: RefCell<Box<dyn FnMut(&mut dyn FnMut(T) -> bool) -> Result<(), StoreError> + 'a>>,
+    failed: &'a RefCell<Option<StoreError>>,
+}
+
+impl<'a, T> Streamed<'a, T> {
+    /// `walk` calls its visitor once per element, stopping when the visitor returns false; a
+    /// store error it returns ends the document and is kept in `failed`.
+    pub fn new(
+        failed: &'a RefCell<Option<StoreError>>,
+        walk: impl FnMut(&mut dyn FnMut(T) -> bool) -> Result<(), StoreError> + 'a,
+    ) -> Self {
+        Self {
+            walk: RefCell::new(Box::new(walk)),
+            failed,
+        }
+    }
+}
+
+impl<T: Serialize> Serialize for Streamed<'_, T> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut seq = serializer.serialize_seq(None)?;
+        let mut write_error = None;
+        let walked = (self.walk.borrow_mut())(&mut |item| match seq.serialize_element(&item) {
+            Ok(()) => true,
+            Err(e) => {
+                write_error = Some(e);
+                false
+            }
+        });
+        if let Some(e) = write_error {
+            return Err(e);
+        }
+        if let Err(e) = walked {
+            let text = e.to_string();
+            *self.failed.borrow_mut() = Some(e);
+            return Err(S::Error::custom(text));
+        }
+        seq.end()
+    }
+}
+
+/// The error a walk returns to stop early once its visitor has said so; never shown, because
+/// the visitor's own error is reported instead.
+pub fn stop() -> StoreError {
+    StoreError::InvalidImport {
+        detail: "stopped".into(),
+    }
+}
+
+/// Writes `doc`, whose arrays are [`Streamed`], as one pretty-printed JSON document straight
+/// to `out`. A store error met on the way is returned as itself; a closed stdout as a plain
+/// `io::Error` (quiet broken pipe).
+pub fn emit_streamed(
+    out: &mut impl std::io::Write,
+    doc: &impl Serialize,
+    failed: &RefCell<Option<StoreError>>,
+) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    let mut buffered = std::io::BufWriter::new(out);
+    let written = serde_json::to_writer_pretty(&mut buffered, doc);
+    if let Some(e) = failed.borrow_mut().take() {
+        return Err(e.into());
+    }
+    match written {
+        Ok(()) => {}
+        Err(e) if e.is_io() => return Err(std::io::Error::from(e).into()),
+        Err(e) => return Err(e.into()),
+    }
+    writeln!(buffered)?;
+    buffered.flush()?;
+    Ok(())
 }
 
 /// Writes `doc` as one pretty-printed JSON document.

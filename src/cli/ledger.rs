@@ -1,26 +1,28 @@
 //! The one seam between `run` and the store: recovery decisions that never fail and never
 //! keep `run` waiting past a bound.
 //!
-//! A thread of its own owns the store handle, so a stalled or broken store never blocks the
-//! supervisor, which keeps answering signals. Every crash and success is also applied to an
-//! in-memory [`BackendRecoveryState`] under the same policy. When the store errs, or does not
-//! answer within the patience bound, the decision comes from memory (the store is *degraded*)
-//! and the write stays queued, in order, to be written through with its original time once
-//! the store answers again.
+//! A thread of its own owns a [`DurableRecoveryState`], so a stalled or broken store never
+//! blocks the supervisor, which keeps answering signals. That state decides from the store,
+//! or, when the store fails, from the same policy in memory, queueing its writes to be written
+//! through once the store is back (the thread retries every [`RETRY`]). When the thread itself
+//! does not answer within the patience bound (a store stalled by another process), the
+//! decision comes from an in-memory [`BackendRecoveryState`] that mirrors every crash and
+//! success here; the thread still applies the call, in order and with its own time, once it
+//! gets through.
 
-use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::time::{Duration, Instant};
 
 use recovery_store::{
     BackendKey, BackendRecoveryDecision, BackendRecoveryPolicy, BackendRecoveryState,
-    BackendStatus, RecoveryStore, StoreOptions, Timestamp,
+    BackendStatus, DurableRecoveryState, StoreHealth, StoreOptions, Timestamp,
 };
 
 use super::process::Waker;
 
-/// How often a degraded store is tried again while writes wait for it.
+/// How often a degraded store is tried again while writes wait for it (the library's own
+/// schedule backs off to 30 s, too slow for an operator watching `run` recover).
 const RETRY: Duration = Duration::from_secs(1);
 /// While the store is degraded, how long a call waits for it before memory decides: long
 /// enough for a store that is back to answer, short enough that a stalled one costs nothing.
@@ -32,21 +34,16 @@ enum Job {
     Status(Timestamp),
     Crash(Timestamp),
     Success,
+    /// Write through whatever waits for the store.
+    Flush,
 }
 
-impl Job {
-    /// Writes are kept until the store takes them; questions are answered or dropped.
-    fn is_write(&self) -> bool {
-        matches!(self, Job::Crash(_) | Job::Success)
-    }
-}
-
-/// The store thread's answer to job `id`.
+/// The store thread's answer to job `id` (`None` after a retry nobody asked for), and the
+/// store's health after it: `Err(cause)` while decisions come from memory.
 pub struct Reply {
     id: u64,
-    answer: Result<Answer, String>,
-    /// No write is waiting for the store any more.
-    drained: bool,
+    answer: Option<Answer>,
+    health: Result<(), String>,
 }
 
 /// The store's answer to one job.
@@ -81,8 +78,12 @@ pub struct Ledger {
     memory: BackendRecoveryState,
     /// Crashes applied to `memory` since its last success.
     memory_crashes: u32,
-    /// The ids of writes not yet acknowledged by the store.
-    unsaved: Vec<u64>,
+    /// The store thread's last answer said the store was degraded.
+    unsaved: bool,
+    /// The highest job id the store thread has answered.
+    answered: u64,
+    /// The id of the last crash or success sent to the store thread.
+    last_write: u64,
     policy: BackendRecoveryPolicy,
     patience: Duration,
     degraded: bool,
@@ -124,7 +125,9 @@ impl Ledger {
             next_id: 0,
             memory: BackendRecoveryState::new(),
             memory_crashes: 0,
-            unsaved: Vec::new(),
+            unsaved: false,
+            answered: 0,
+            last_write: 0,
             policy: BackendRecoveryPolicy::default(),
             patience,
             degraded: false,
@@ -136,15 +139,26 @@ impl Ledger {
         self.policy
     }
 
-    /// How many crashes and successes the store has not acknowledged yet.
-    pub fn unsaved(&self) -> usize {
-        self.unsaved.len()
+    /// True while some crash or success may not be in the store yet: the store thread has
+    /// calls it did not answer, or its last answer said the store was degraded.
+    pub fn unsaved(&self) -> bool {
+        self.unsaved || self.answered < self.last_write
+    }
+
+    /// True while decisions come from memory: the store failed, or did not answer in time.
+    pub fn degraded(&self) -> bool {
+        self.degraded
+    }
+
+    /// Asks the store thread to write through what waits for the store.
+    pub fn flush(&mut self) -> Pending {
+        self.submit(Job::Flush)
     }
 
     fn submit(&mut self, job: Job) -> Pending {
         self.next_id += 1;
-        if job.is_write() {
-            self.unsaved.push(self.next_id);
+        if matches!(job, Job::Crash(_) | Job::Success) {
+            self.last_write = self.next_id;
         }
         // A dead store thread answers nothing; the caller's deadline then decides from memory.
         let _ = self.jobs.send((self.next_id, job));
@@ -189,30 +203,31 @@ impl Ledger {
         let mut health = Health::Same;
         let mut outcome = None;
         while let Ok(reply) = self.replies.try_recv() {
-            let mine = waiting.is_some_and(|w| w.id == reply.id);
-            match reply.answer {
-                Ok(answer) => {
-                    self.unsaved.retain(|&id| id != reply.id);
-                    if let Answer::Policy(policy) = &answer {
-                        self.adopt(*policy);
-                    }
-                    if self.degraded && reply.drained {
+            self.answered = self.answered.max(reply.id);
+            let durable = reply.health.is_ok();
+            match reply.health {
+                Ok(()) => {
+                    self.unsaved = false;
+                    if self.degraded {
                         self.degraded = false;
                         health = Health::Back;
                     }
-                    if mine {
-                        outcome = Some(Outcome::Store(answer));
-                    }
                 }
                 Err(cause) => {
+                    self.unsaved = true;
                     if !self.degraded {
                         self.degraded = true;
                         health = Health::Lost(cause);
                     }
-                    if mine {
-                        outcome = Some(Outcome::Memory);
-                    }
                 }
+            }
+            if let Some(Answer::Policy(policy)) = &reply.answer {
+                self.adopt(*policy);
+            }
+            if let (Some(answer), Some(w)) = (reply.answer, waiting)
+                && w.id == reply.id
+            {
+                outcome = Some(Outcome::Store(answer, durable));
             }
         }
         if outcome.is_none() && waiting.is_some_and(|w| Instant::now() >= w.deadline) {
@@ -235,7 +250,7 @@ impl Ledger {
         let local = self.memory.record_crash(self.key.clone(), Instant::now());
         self.memory_crashes += 1;
         match outcome {
-            Outcome::Store(Answer::Decision(d)) => (d, true),
+            Outcome::Store(Answer::Decision(d), durable) => (d, durable),
             _ => (local, false),
         }
     }
@@ -244,10 +259,10 @@ impl Ledger {
     /// before a start; in memory a refusal comes with the crash decision itself.
     pub fn standing(&self, outcome: Outcome) -> Standing {
         match outcome {
-            Outcome::Store(Answer::Status(BackendStatus::Refused { retry_after, .. })) => {
+            Outcome::Store(Answer::Status(BackendStatus::Refused { retry_after, .. }), _) => {
                 Standing::Refused(retry_after)
             }
-            Outcome::Store(_) => Standing::Free,
+            Outcome::Store(..) => Standing::Free,
             Outcome::Memory => Standing::Unknown,
         }
     }
@@ -274,14 +289,15 @@ pub enum Standing {
 
 /// How a call was settled.
 pub enum Outcome {
-    /// The store answered.
-    Store(Answer),
+    /// The store thread answered; the flag is false when that answer came from the policy
+    /// in memory because the store is degraded.
+    Store(Answer, bool),
     /// The store erred or stalled: decide from memory.
     Memory,
 }
 
-/// The store thread: applies jobs in order; a failed write stays queued and is retried every
-/// [`RETRY`], and on the next job, with its original time.
+/// The store thread: applies jobs in order. While the store is degraded it flushes the
+/// queued writes every [`RETRY`], and each answer carries the store's health.
 fn serve(
     path: PathBuf,
     key: BackendKey,
@@ -289,75 +305,50 @@ fn serve(
     replies: Sender<Reply>,
     waker: Waker,
 ) {
-    let mut store: Option<RecoveryStore> = None;
-    let mut queue: VecDeque<(u64, Job, bool)> = VecDeque::new();
+    let mut state = DurableRecoveryState::open_or_degraded(
+        &path,
+        StoreOptions::default(),
+        BackendRecoveryPolicy::default(),
+    );
     loop {
-        let next = if queue.is_empty() {
-            jobs.recv().map_err(|_| RecvTimeoutError::Disconnected)
-        } else {
+        let degraded = !matches!(state.health(), StoreHealth::Durable);
+        let next = if degraded {
             jobs.recv_timeout(RETRY)
+        } else {
+            jobs.recv().map_err(|_| RecvTimeoutError::Disconnected)
         };
-        match next {
-            Ok((id, job)) => queue.push_back((id, job, false)),
-            Err(RecvTimeoutError::Timeout) => {}
-            Err(RecvTimeoutError::Disconnected) => return,
-        }
-        // Everything already sent, so that "drained" means no write is waiting anywhere.
-        queue.extend(jobs.try_iter().map(|(id, job)| (id, job, false)));
-        while let Some((id, job, answered)) = queue.front() {
-            let result = apply(&mut store, &path, &key, job);
-            let failed = result.is_err();
-            if failed {
-                // Reopen next time: the file may be repaired, replaced or unlocked by then.
-                store = None;
-            }
-            if !*answered || !failed {
-                let drained = !failed && queue.len() == 1;
-                let _ = replies.send(Reply {
-                    id: *id,
-                    answer: result,
-                    drained,
-                });
-                waker.wake();
-            }
-            if failed {
-                // Answer every queued call now (from memory); keep only the writes.
-                for (id, _, answered) in queue.iter_mut() {
-                    if !*answered {
-                        let _ = replies.send(Reply {
-                            id: *id,
-                            answer: Err("store unavailable".into()),
-                            drained: false,
-                        });
-                    }
-                    *answered = true;
+        let (id, answer) = match next {
+            Ok((id, job)) => (id, Some(apply(&mut state, &key, job))),
+            Err(RecvTimeoutError::Timeout) => {
+                if state.flush().is_err() {
+                    continue;
                 }
-                queue.retain(|(_, job, _)| job.is_write());
-                waker.wake();
-                break;
+                (0, None)
             }
-            queue.pop_front();
-        }
+            Err(RecvTimeoutError::Disconnected) => return,
+        };
+        let health = match state.health() {
+            StoreHealth::Durable => Ok(()),
+            StoreHealth::Degraded { cause, .. } => Err(cause),
+            _ => Err("store unavailable".into()),
+        };
+        let _ = replies.send(Reply { id, answer, health });
+        waker.wake();
     }
 }
 
-fn apply(
-    store: &mut Option<RecoveryStore>,
-    path: &std::path::Path,
-    key: &BackendKey,
-    job: &Job,
-) -> Result<Answer, String> {
-    let store = match store {
-        Some(store) => store,
-        None => store.insert(
-            RecoveryStore::open_with(path, StoreOptions::default()).map_err(|e| e.to_string())?,
-        ),
-    };
-    let answer = match job {
-        Job::Policy => store.policy().map(Answer::Policy),
-        Job::Status(now) => store.status(key, *now).map(Answer::Status),
-        Job::Crash(now) => store.record_crash(key, *now).map(Answer::Decision),
-        Job::Success => store.record_success(key).map(|_| Answer::Done),
-    };
-    answer.map_err(|e| e.to_string())
+fn apply(state: &mut DurableRecoveryState, key: &BackendKey, job: Job) -> Answer {
+    match job {
+        Job::Policy => Answer::Policy(state.policy()),
+        Job::Status(now) => Answer::Status(state.status(key, now)),
+        Job::Crash(now) => Answer::Decision(state.record_crash_at(key, now)),
+        Job::Success => {
+            state.record_success(key);
+            Answer::Done
+        }
+        Job::Flush => {
+            let _ = state.flush();
+            Answer::Done
+        }
+    }
 }

@@ -7,19 +7,25 @@ mod commands;
 mod fail;
 mod json;
 mod ledger;
+mod list;
+mod locate;
+mod lookup;
+mod metrics;
 mod process;
 mod render;
+mod reset;
+mod salvage;
 mod sanitize;
 mod supervise;
+mod textfile;
 mod transfer;
 mod view;
 
 use std::io::{self, Write};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::SystemTime;
 
-use anyhow::Context as _;
 use clap::Parser;
 use recovery_store::{RecoveryStore, StoreError, StoreOptions, Timestamp};
 
@@ -39,8 +45,10 @@ pub fn run() -> anyhow::Result<ExitCode> {
         Ok(cli) => cli,
         Err(err) => return Ok(fail::usage(&err)),
     };
+    let (path, source) = locate::resolve(cli.db)?;
     let ctx = Ctx {
-        path: store_path(cli.db)?,
+        path,
+        source,
         json: cli.json,
         now: cli.now,
     };
@@ -53,6 +61,8 @@ pub fn run() -> anyhow::Result<ExitCode> {
 /// What every command needs: where the store is, how to print, and what time it is.
 pub struct Ctx {
     pub path: PathBuf,
+    /// How `path` was chosen.
+    pub source: locate::Source,
     pub json: bool,
     now: Option<SystemTime>,
 }
@@ -77,44 +87,52 @@ impl Ctx {
         self.open(StoreOptions::default().read_only(true))
     }
 
-    /// Opens an existing store writably without creating one: `check`, whose integrity check
-    /// may repair the file.
+    /// Opens an existing store writably without creating one: `check`, `reset`, `prune` and
+    /// `record-success`, which have nothing to do on a store that does not exist.
     pub fn open_existing(&self) -> anyhow::Result<RecoveryStore> {
         self.open(StoreOptions::default().create_if_missing(false))
     }
 
-    /// Opens the store for a write command, creating it when missing.
-    pub fn open_write(&self) -> anyhow::Result<RecoveryStore> {
-        self.open(StoreOptions::default())
+    /// Opens the store for a command that records something, creating it when missing and
+    /// saying so on stderr: "created a new store at PATH".
+    pub fn open_create(&self) -> anyhow::Result<RecoveryStore> {
+        self.open_create_with(StoreOptions::default())
+    }
+
+    /// [`open_create`](Self::open_create) with options, e.g. the policy a new store starts
+    /// with.
+    pub fn open_create_with(&self, options: StoreOptions) -> anyhow::Result<RecoveryStore> {
+        let existed = self.exists();
+        let store = self.open(options)?;
+        if !existed && self.exists() {
+            eprintln!(
+                "recovery-store: created a new store at {}",
+                self.shown_path()
+            );
+        }
+        Ok(store)
+    }
+
+    /// True when something is at the store path (the open decides whether it is a store).
+    pub fn exists(&self) -> bool {
+        self.path.symlink_metadata().is_ok()
     }
 
     fn open(&self, options: StoreOptions) -> anyhow::Result<RecoveryStore> {
         RecoveryStore::open_with(&self.path, options).map_err(|err| match err {
-            StoreError::NotFound { .. } => anyhow::anyhow!(
-                "no recovery store at {}: check --db or RECOVERY_STORE_DB; \
-                 write commands (record-crash, run, import, policy set) create it",
-                self.shown_path()
-            ),
+            StoreError::NotFound { .. } => self.not_found(),
             other => anyhow::Error::new(other),
         })
     }
-}
 
-/// `--db`, else `$RECOVERY_STORE_DB` (both via clap), else the XDG state directory.
-fn store_path(db: Option<PathBuf>) -> anyhow::Result<PathBuf> {
-    if let Some(path) = db.filter(|p| !p.as_os_str().is_empty()) {
-        return Ok(path);
+    /// The error for a missing store: how the path was chosen, and what creates one.
+    pub fn not_found(&self) -> anyhow::Error {
+        anyhow::anyhow!(
+            "no recovery store at {} (from {}): check --db or RECOVERY_STORE_DB \
+             (`recovery-store path` shows the choice); only record-crash, run, import and \
+             policy set create a store",
+            self.shown_path(),
+            self.source.describe()
+        )
     }
-    let tail = Path::new("recovery-store").join("recovery.redb");
-    // The XDG spec says to ignore relative values.
-    if let Some(state) = std::env::var_os("XDG_STATE_HOME")
-        .map(PathBuf::from)
-        .filter(|p| p.is_absolute())
-    {
-        return Ok(state.join(tail));
-    }
-    let home = std::env::var_os("HOME")
-        .filter(|h| !h.is_empty())
-        .context("no store path (HOME is not set): pass --db PATH or set RECOVERY_STORE_DB")?;
-    Ok(PathBuf::from(home).join(".local/state").join(tail))
 }

@@ -3,58 +3,84 @@
 
 use std::io::{self, Write};
 
-use recovery_store::{BackendKey, BackendRecoveryPolicy, Timestamp};
+use recovery_store::{
+    BackendKey, BackendRecoveryDecision, BackendRecoveryPolicy, StoreError, Timestamp,
+};
 
+use super::lookup::Found;
+use super::sanitize::{sanitize, sanitize_lossy};
 use super::view::{EntryView, State, relative, rfc3339, span};
 
-/// Writes `rows` under `headers` in columns two spaces apart, without trailing blanks.
-pub fn table(out: &mut impl Write, headers: &[&str], rows: &[Vec<String>]) -> io::Result<()> {
-    let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
-    for row in rows {
-        for (w, cell) in widths.iter_mut().zip(row) {
-            *w = (*w).max(cell.chars().count());
-        }
-    }
-    let header: Vec<String> = headers.iter().map(|h| h.to_string()).collect();
-    for row in std::iter::once(&header).chain(rows) {
-        let mut line = String::new();
-        for (i, (cell, w)) in row.iter().zip(&widths).enumerate() {
-            if i + 1 == row.len() {
-                line.push_str(cell);
-            } else {
-                line.push_str(&format!("{cell:<w$}  "));
-            }
-        }
-        writeln!(out, "{}", line.trim_end())?;
-    }
-    Ok(())
+/// The `list` table's headers.
+pub const LIST_HEADERS: [&str; 5] = [
+    "KEY",
+    "STATE",
+    "CRASHES",
+    "LAST CRASH",
+    "RETRY AFTER / WINDOW ENDS",
+];
+
+/// The digits of an executable hash the table shows (`-o wide` shows them all).
+pub const SHORT_HASH: usize = 12;
+
+/// One `list` row's cells; the key's hash is shortened unless `wide`.
+pub fn list_row(v: &EntryView, now: &Timestamp, wide: bool) -> [String; 5] {
+    [
+        shown_key(&v.entry.key, wide),
+        v.state.name().to_owned(),
+        format!("{}/{}", v.crashes_in_window(), v.entry.total_crashes),
+        relative(&v.entry.last_crash, now),
+        next(v, now),
+    ]
 }
 
-/// The `list` table.
-pub fn list(out: &mut impl Write, views: &[EntryView], now: &Timestamp) -> io::Result<()> {
-    let rows: Vec<Vec<String>> = views
-        .iter()
-        .map(|v| {
-            vec![
-                v.entry.key.to_string(),
-                v.state.name().to_owned(),
-                format!("{}/{}", v.entry.crashes_in_window, v.entry.total_crashes),
-                relative(&v.entry.last_crash, now),
-                next(v, now),
-            ]
-        })
-        .collect();
-    table(
-        out,
-        &[
-            "KEY",
-            "STATE",
-            "CRASHES",
-            "LAST CRASH",
-            "RETRY AFTER / WINDOW ENDS",
-        ],
-        &rows,
-    )
+/// The key as the table shows it: a hash longer than [`SHORT_HASH`] digits is cut to that
+/// many and marked with `…`.
+pub fn shown_key(key: &BackendKey, wide: bool) -> String {
+    match key.exe_hash.get(..SHORT_HASH) {
+        Some(short) if !wide && key.exe_hash.len() > SHORT_HASH => format!(
+            "{}/{}@{}#{short}…",
+            key.instance, key.service_name, key.service_version
+        ),
+        _ => key.to_string(),
+    }
+}
+
+/// Column widths for rows of `cells`, headers included.
+pub fn widths<const N: usize>(headers: &[&str; N]) -> [usize; N] {
+    headers.map(|h| h.chars().count())
+}
+
+/// Widens `widths` to fit `row`.
+pub fn fit<const N: usize>(widths: &mut [usize; N], row: &[String; N]) {
+    for (w, cell) in widths.iter_mut().zip(row) {
+        *w = (*w).max(cell.chars().count());
+    }
+}
+
+/// Writes one row in columns two spaces apart, without trailing blanks; `color` wraps it in
+/// an ANSI colour (the caller decides whether the terminal gets colour).
+pub fn row<const N: usize>(
+    out: &mut impl Write,
+    widths: &[usize; N],
+    cells: &[String; N],
+    color: Option<&str>,
+) -> io::Result<()> {
+    let mut line = String::new();
+    for (i, (cell, w)) in cells.iter().zip(widths).enumerate() {
+        if i + 1 == N {
+            line.push_str(cell);
+        } else {
+            let pad = w.saturating_sub(cell.chars().count());
+            line.push_str(cell);
+            line.extend(std::iter::repeat_n(' ', pad + 2));
+        }
+    }
+    let line = line.trim_end();
+    match color {
+        Some(code) => writeln!(out, "\x1b[{code}m{line}\x1b[0m"),
+        None => writeln!(out, "{line}"),
+    }
 }
 
 /// What happens next: when a refused backend may retry, or when a window ends.
@@ -66,11 +92,40 @@ fn next(v: &EntryView, now: &Timestamp) -> String {
     }
 }
 
-/// Every field of one backend, with absolute and relative times.
+/// Every field of the backends a key names, with absolute and relative times: one block per
+/// matching entry, or one block saying it has no recorded state.
 pub fn show(
     out: &mut impl Write,
     key: &BackendKey,
+    found: &Found,
+    now: &Timestamp,
+    policy: &BackendRecoveryPolicy,
+) -> io::Result<()> {
+    if found.views.is_empty() {
+        return show_one(out, key, None, &found.similar, now, policy);
+    }
+    if found.widened(key) {
+        writeln!(
+            out,
+            "{key} has no executable hash: it matches {} under any hash",
+            entries(found.views.len())
+        )?;
+        writeln!(out)?;
+    }
+    for (i, v) in found.views.iter().enumerate() {
+        if i > 0 {
+            writeln!(out)?;
+        }
+        show_one(out, &v.entry.key, Some(v), &[], now, policy)?;
+    }
+    Ok(())
+}
+
+fn show_one(
+    out: &mut impl Write,
+    key: &BackendKey,
     view: Option<&EntryView>,
+    similar: &[String],
     now: &Timestamp,
     policy: &BackendRecoveryPolicy,
 ) -> io::Result<()> {
@@ -89,8 +144,11 @@ pub fn show(
     ];
     match view {
         None => {
-            fields.push(("state", "healthy (no recorded crashes)".into()));
+            fields.push(("state", "healthy (no recorded state for this key)".into()));
             fields.push(("may start", "yes".into()));
+            if !similar.is_empty() {
+                fields.push(("similar keys", similar.join(", ")));
+            }
         }
         Some(v) => {
             fields.push(("state", v.state.name().to_owned()));
@@ -101,7 +159,12 @@ pub fn show(
                     None => "yes".into(),
                 },
             ));
-            fields.push(("crashes in window", v.entry.crashes_in_window.to_string()));
+            let in_window = if v.state == State::Healthy {
+                "0 (the window has ended)".to_owned()
+            } else {
+                v.crashes_in_window().to_string()
+            };
+            fields.push(("crashes in window", in_window));
             fields.push(("total crashes", v.entry.total_crashes.to_string()));
             fields.push(("window started", when(&v.entry.window_started_at)));
             fields.push(("last crash", when(&v.entry.last_crash)));
@@ -121,21 +184,101 @@ pub fn show(
     Ok(())
 }
 
-/// The one-line `status` answer.
-pub fn status(out: &mut impl Write, key: &BackendKey, view: Option<&EntryView>) -> io::Result<()> {
-    match view.map(|v| (v.state, v)) {
-        None | Some((State::Healthy, _)) => writeln!(out, "{key}: healthy: may start now"),
-        Some((State::Recovering, v)) => writeln!(
+/// The one-line `status` answer for the entries a key names (the worst decides).
+pub fn status(out: &mut impl Write, key: &BackendKey, found: &Found) -> io::Result<()> {
+    let Some(worst) = found.worst() else {
+        let near = if found.similar.is_empty() {
+            String::new()
+        } else {
+            format!("; similar keys with state: {}", found.similar.join(", "))
+        };
+        return writeln!(
             out,
-            "{key}: recovering ({} in the window, which ends in {}): may start now",
-            crashes(v.entry.crashes_in_window),
-            span(v.remaining, true)
+            "{key}: healthy: may start now (no recorded state for this key{near})"
+        );
+    };
+    let answer = match worst.state {
+        State::Healthy => "healthy: may start now (its last window has ended)".to_owned(),
+        State::Recovering => format!(
+            "recovering ({} in the window, which ends in {}): may start now",
+            crashes(worst.crashes_in_window()),
+            span(worst.remaining, true)
         ),
-        Some((State::Refused, v)) => writeln!(
-            out,
-            "{key}: refused (backend unavailable): retry after {}",
-            span(v.remaining, true)
+        State::Refused => format!(
+            "refused (backend unavailable): retry after {}; {}",
+            span(worst.remaining, true),
+            way_out(&worst.entry.key)
         ),
+    };
+    let mut line = format!("{key}: {answer}");
+    if found.widened(key) {
+        let named: Vec<String> = found
+            .views
+            .iter()
+            .map(|v| format!("{} {}", v.entry.key, v.state.name()))
+            .collect();
+        line.push_str(&format!(
+            " [worst of {} under any executable hash: {}]",
+            entries(found.views.len()),
+            named.join(", ")
+        ));
+    }
+    writeln!(out, "{line}")
+}
+
+/// What an operator can do about a refused backend.
+pub fn way_out(key: &BackendKey) -> String {
+    format!(
+        "after a repair, `recovery-store reset {key}` lets it start now; \
+         `recovery-store run --wait` waits for the window instead"
+    )
+}
+
+/// `retry after 250ms (attempt 1)` or `refused (backend unavailable), retry after 29s`.
+pub fn decision_text(decision: &BackendRecoveryDecision) -> String {
+    match decision {
+        BackendRecoveryDecision::Retry {
+            retry_after,
+            attempt,
+        } => {
+            format!(
+                "retry after {} (attempt {attempt})",
+                span(*retry_after, true)
+            )
+        }
+        BackendRecoveryDecision::Refuse { retry_after, .. } => {
+            format!(
+                "refused (backend unavailable), retry after {}",
+                span(*retry_after, true)
+            )
+        }
+    }
+}
+
+/// A damaged entry's error, with the `reset --raw` command that clears it.
+pub fn damaged_text(err: &StoreError) -> String {
+    match err {
+        StoreError::CorruptEntry {
+            path, key, detail, ..
+        } => {
+            let shown = sanitize(key);
+            format!(
+                "entry {shown} in {} cannot be decoded ({detail}): clear it with \
+                 `recovery-store reset --raw '{}'`",
+                sanitize_lossy(path),
+                shown.replace('\'', r"'\''")
+            )
+        }
+        other => other.to_string(),
+    }
+}
+
+/// `1 entry`, `2 entries`.
+pub fn entries(n: usize) -> String {
+    if n == 1 {
+        "1 entry".into()
+    } else {
+        format!("{n} entries")
     }
 }
 
@@ -152,6 +295,36 @@ pub fn policy_text(p: &BackendRecoveryPolicy) -> String {
         "retry backoff {}, budget window {}",
         humantime::format_duration(p.retry_backoff),
         humantime::format_duration(p.budget_window)
+    )
+}
+
+/// `policy set`: each duration as old → new, and when the change applies.
+pub fn policy_change(
+    out: &mut impl Write,
+    old: &BackendRecoveryPolicy,
+    new: &BackendRecoveryPolicy,
+) -> io::Result<()> {
+    let change = |a, b| {
+        let (a, b) = (humantime::format_duration(a), humantime::format_duration(b));
+        if a.to_string() == b.to_string() {
+            format!("{b} (unchanged)")
+        } else {
+            format!("{a} → {b}")
+        }
+    };
+    writeln!(
+        out,
+        "retry backoff: {}",
+        change(old.retry_backoff, new.retry_backoff)
+    )?;
+    writeln!(
+        out,
+        "budget window: {}",
+        change(old.budget_window, new.budget_window)
+    )?;
+    writeln!(
+        out,
+        "windows already running are judged by the new policy from their next decision"
     )
 }
 
@@ -173,16 +346,44 @@ mod tests {
     use super::*;
 
     #[test]
-    fn table_aligns_and_trims() {
-        let mut out = Vec::new();
-        let rows = vec![
-            vec!["a".into(), "long value".into(), "x".into()],
-            vec!["longer".into(), "v".into(), "".into()],
+    fn rows_align_and_trim() {
+        let rows = [
+            ["a".to_owned(), "long value".into(), "x".into()],
+            ["longer".to_owned(), "v".into(), "".into()],
         ];
-        table(&mut out, &["K", "V", "LAST"], &rows).unwrap();
+        let mut widths = widths(&["K", "V", "LAST"]);
+        for r in &rows {
+            fit(&mut widths, r);
+        }
+        let mut out = Vec::new();
+        row(
+            &mut out,
+            &widths,
+            &["K", "V", "LAST"].map(str::to_owned),
+            None,
+        )
+        .unwrap();
+        for r in &rows {
+            row(&mut out, &widths, r, None).unwrap();
+        }
+        row(&mut out, &widths, &rows[0], Some("31")).unwrap();
         assert_eq!(
             String::from_utf8(out).unwrap(),
-            "K       V           LAST\na       long value  x\nlonger  v\n"
+            "K       V           LAST\na       long value  x\nlonger  v\n\x1b[31ma       long value  x\x1b[0m\n"
         );
+    }
+
+    #[test]
+    fn long_hashes_are_shortened_unless_wide() {
+        let key: BackendKey = format!("shared/zccache@1.11.20#{}", "98ea".repeat(16))
+            .parse()
+            .unwrap();
+        assert_eq!(
+            shown_key(&key, false),
+            "shared/zccache@1.11.20#98ea98ea98ea…"
+        );
+        assert_eq!(shown_key(&key, true), key.to_string());
+        let short: BackendKey = "shared/a@1.0.0#98ea98ea98ea".parse().unwrap();
+        assert_eq!(shown_key(&short, false), short.to_string());
     }
 }

@@ -175,24 +175,17 @@ impl Supervisor {
         let end = self.supervise_until_end()?;
         // Writes go through the store thread: see them into the store before exiting, within
         // the patience bound (a stop signal cuts this short).
-        let deadline = Instant::now() + STORE_PATIENCE;
-        loop {
-            let (health, _) = self.ledger.settle(None);
-            self.report(health);
-            if self.ledger.unsaved() == 0 || Instant::now() >= deadline {
-                break;
-            }
-            let arrived = self.wake.wait(Some(deadline))?;
-            if arrived.iter().any(|s| STOP_SIGNALS.contains(s)) {
-                break;
-            }
+        // After a stop, a store already known to be unavailable is not waited for.
+        let stopped = matches!(end, End::Stopped(_));
+        if self.ledger.unsaved() && !(stopped && self.ledger.degraded()) {
+            let flush = self.ledger.flush();
+            let _ = self.await_store(&flush)?;
         }
-        if self.ledger.unsaved() > 0 {
+        if self.ledger.unsaved() {
             self.say.line(format_args!(
-                "warning: exiting while the store at {} is unavailable: {} crash or success \
-                 records kept in memory are lost",
-                self.store,
-                self.ledger.unsaved()
+                "warning: exiting while the store at {} is unavailable: the crashes and \
+                 successes kept in memory are not in it",
+                self.store
             ));
         }
         Ok(end)

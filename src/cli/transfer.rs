@@ -1,5 +1,6 @@
 //! `export` and `import`: the whole store as one JSON document.
 
+use std::cell::{Cell, RefCell};
 use std::collections::BTreeSet;
 use std::io::{Read, Write};
 use std::path::Path;
@@ -7,10 +8,14 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
-use recovery_store::{BackendKey, BackendRecoveryPolicy, BootTime, RecoveryEntry, Timestamp};
+use recovery_store::{
+    BackendKey, BackendRecoveryPolicy, BootTime, RecoveryEntry, RecoveryStore, StoreError,
+    StoreOptions, Timestamp,
+};
 use serde::{Deserialize, Serialize};
 
-use super::commands::damaged_text;
+use super::args::ImportArgs;
+use super::render::damaged_text;
 use super::sanitize::{sanitize, sanitize_lossy};
 use super::view::{millis, rfc3339};
 use super::{Ctx, NEGATIVE, json, render};
@@ -54,60 +59,107 @@ struct ExportEntry {
     key: String,
     window_started_at: Stamp,
     crashes_in_window: u32,
+    /// Read as `last_crash_at` too, the name other documents use for it.
+    #[serde(alias = "last_crash_at")]
     last_crash: Stamp,
     total_crashes: u64,
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Document {
     format: String,
     version: u32,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     exported_at: Option<Stamp>,
     policy: ExportPolicy,
     entries: Vec<ExportEntry>,
 }
 
+/// What `export` writes: the same document as [`Document`], with its entries streamed.
+#[derive(Serialize)]
+struct ExportDoc<'a> {
+    format: &'static str,
+    version: u32,
+    exported_at: Stamp,
+    policy: ExportPolicy,
+    entries: json::Streamed<'a, ExportEntry>,
+}
+
 pub fn export(ctx: &Ctx, out: &mut impl Write) -> anyhow::Result<ExitCode> {
     let store = ctx.open_read()?;
-    let policy = store.policy()?;
-    let (good, bad) = store.scan_all()?;
-    let doc = Document {
-        format: FORMAT.into(),
-        version: EXPORT_VERSION,
-        exported_at: Some(stamp(&ctx.now())),
-        policy: ExportPolicy {
-            retry_backoff_ms: millis(policy.retry_backoff),
-            budget_window_ms: millis(policy.budget_window),
-        },
-        entries: good
-            .iter()
-            .map(|e| ExportEntry {
-                key: e.key.to_string(),
-                window_started_at: stamp(&e.window_started_at),
-                crashes_in_window: e.crashes_in_window,
-                last_crash: stamp(&e.last_crash),
-                total_crashes: e.total_crashes,
-            })
-            .collect(),
-    };
-    json::emit(out, &doc)?;
+    let left_out = write_export(&store, &ctx.now(), out)?.left_out;
     // Export what can be read; say what was left out, and exit 1 so scripts notice.
-    for e in &bad {
-        eprintln!(
-            "recovery-store: left out of the export: {}",
-            sanitize(&damaged_text(e))
-        );
-    }
-    Ok(if bad.is_empty() {
+    Ok(if left_out == 0 {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(NEGATIVE)
     })
 }
 
-pub fn import(ctx: &Ctx, file: &Path, out: &mut impl Write) -> anyhow::Result<ExitCode> {
+/// How many entries an export wrote and left out.
+pub struct Exported {
+    pub written: usize,
+    pub left_out: usize,
+}
+
+/// Writes an export document of every entry that decodes, streamed from one snapshot; each
+/// damaged entry is named on stderr.
+pub fn write_export(
+    store: &RecoveryStore,
+    now: &Timestamp,
+    out: &mut impl Write,
+) -> anyhow::Result<Exported> {
+    let policy = store.policy()?;
+    let failed = RefCell::new(None);
+    let left_out = Cell::new(0usize);
+    let written = Cell::new(0usize);
+    let doc = ExportDoc {
+        format: FORMAT,
+        version: EXPORT_VERSION,
+        exported_at: stamp(now),
+        policy: ExportPolicy {
+            retry_backoff_ms: millis(policy.retry_backoff),
+            budget_window_ms: millis(policy.budget_window),
+        },
+        entries: json::Streamed::new(&failed, |visit| {
+            store.for_each_entry("", |entry| match entry {
+                Ok(e) => {
+                    let item = ExportEntry {
+                        key: e.key.to_string(),
+                        window_started_at: stamp(&e.window_started_at),
+                        crashes_in_window: e.crashes_in_window,
+                        last_crash: stamp(&e.last_crash),
+                        total_crashes: e.total_crashes,
+                    };
+                    written.set(written.get() + 1);
+                    if visit(item) {
+                        Ok(())
+                    } else {
+                        Err(json::stop())
+                    }
+                }
+                Err(err @ StoreError::CorruptEntry { .. }) => {
+                    left_out.set(left_out.get() + 1);
+                    eprintln!(
+                        "recovery-store: left out of the export: {}",
+                        sanitize(&damaged_text(&err))
+                    );
+                    Ok(())
+                }
+                Err(other) => Err(other),
+            })
+        }),
+    };
+    json::emit_streamed(out, &doc, &failed)?;
+    Ok(Exported {
+        written: written.get(),
+        left_out: left_out.get(),
+    })
+}
+
+pub fn import(ctx: &Ctx, args: &ImportArgs, out: &mut impl Write) -> anyhow::Result<ExitCode> {
+    let file = &args.file;
     let shown = sanitize_lossy(file);
     let text = read_document(file).map_err(|e| {
         anyhow::anyhow!(
@@ -117,19 +169,71 @@ pub fn import(ctx: &Ctx, file: &Path, out: &mut impl Write) -> anyhow::Result<Ex
     let (policy, entries) = parse_document(&text).with_context(|| {
         format!("cannot import {shown}: fix the document and run the import again")
     })?;
+    policy.validate().with_context(|| {
+        format!("cannot import {shown}: fix the document and run the import again")
+    })?;
     // Validate everything before the store is opened, so a bad document changes nothing.
-    let store = ctx.open_write()?;
-    store
-        .replace_all(Some(policy), &entries)
-        .with_context(|| format!("cannot import {shown} into {}", ctx.shown_path()))?;
+    let existing = if ctx.exists() {
+        Some(ctx.open_existing()?)
+    } else {
+        None
+    };
+    let (store, applied, overwritten) = if args.merge {
+        let store = match existing {
+            Some(store) => store,
+            None => ctx.open_create_with(StoreOptions::default().policy(policy))?,
+        };
+        let overwritten = merge(&store, &entries, args.yes)
+            .with_context(|| format!("cannot import {shown} into {}", ctx.shown_path()))?;
+        let kept = store.policy()?;
+        (store, kept, overwritten)
+    } else {
+        if let Some(store) = &existing {
+            let held = store.len()?;
+            let old = store.policy()?;
+            if (held > 0 || old != policy) && !args.yes {
+                bail!(
+                    "{} holds state ({}, policy {}) that the import would replace: pass --yes to \
+                     replace it, or --merge to add the document's entries to it",
+                    ctx.shown_path(),
+                    render::entries(usize::try_from(held).unwrap_or(usize::MAX)),
+                    render::policy_text(&old)
+                );
+            }
+        }
+        let store = match existing {
+            Some(store) => store,
+            None => ctx.open_create()?,
+        };
+        store
+            .replace_all(Some(policy), &entries)
+            .with_context(|| format!("cannot import {shown} into {}", ctx.shown_path()))?;
+        (store, policy, Vec::new())
+    };
+    drop(store);
     if ctx.json {
         json::emit(
             out,
             &json::Import {
                 store: ctx.path.to_string_lossy().into_owned(),
                 imported: entries.len(),
-                policy: json::Policy::of(&policy),
+                policy: json::Policy::of(&applied),
+                merged: args.merge,
+                overwritten,
             },
+        )?;
+    } else if args.merge {
+        writeln!(
+            out,
+            "merged {} into {}, keeping its other entries and its policy ({}){}",
+            render::entries(entries.len()),
+            ctx.shown_path(),
+            render::policy_text(&applied),
+            if overwritten.is_empty() {
+                String::new()
+            } else {
+                format!("; overwrote {}", overwritten.join(", "))
+            }
         )?;
     } else {
         let noun = if entries.len() == 1 {
@@ -146,6 +250,33 @@ pub fn import(ctx: &Ctx, file: &Path, out: &mut impl Write) -> anyhow::Result<Ex
         )?;
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Adds `entries` to the store, keeping the others; a key in both is refused unless
+/// `overwrite`. Returns the keys overwritten. The library checks and writes in one
+/// transaction; the read here only makes the refusal name every key in both.
+fn merge(
+    store: &RecoveryStore,
+    entries: &[RecoveryEntry],
+    overwrite: bool,
+) -> anyhow::Result<Vec<String>> {
+    if !overwrite {
+        let mut both = Vec::new();
+        for entry in entries {
+            if store.get(&entry.key)?.is_some() {
+                both.push(entry.key.to_string());
+            }
+        }
+        if !both.is_empty() {
+            bail!(
+                "{} in both the store and the document ({}): pass --yes to let the document's win",
+                render::entries(both.len()),
+                both.join(", ")
+            );
+        }
+    }
+    let overwritten = store.merge_entries(entries, overwrite)?;
+    Ok(overwritten.iter().map(ToString::to_string).collect())
 }
 
 fn read_document(file: &Path) -> std::io::Result<String> {
@@ -168,6 +299,9 @@ fn parse_document(text: &str) -> anyhow::Result<(BackendRecoveryPolicy, Vec<Reco
             "`version` is {}; this build reads export version {EXPORT_VERSION}: use a matching recovery-store",
             doc.version
         );
+    }
+    if let Some(at) = &doc.exported_at {
+        timestamp(at).context("`exported_at`")?;
     }
     let duration = |name: &str, ms: u64| {
         if ms == 0 {

@@ -3,7 +3,9 @@
 
 use std::time::Duration;
 
-use recovery_store::{BackendRecoveryPolicy, BackendStatus, RecoveryEntry, Timestamp, status_of};
+use recovery_store::{
+    BackendRecoveryPolicy, BackendStatus, BrokerInstanceKey, RecoveryEntry, Timestamp, status_of,
+};
 
 /// The three states the CLI reports.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
@@ -33,6 +35,15 @@ impl State {
 
     pub fn may_start(self) -> bool {
         self != Self::Refused
+    }
+
+    /// How bad the state is: refused > recovering > healthy.
+    pub fn severity(self) -> u8 {
+        match self {
+            Self::Healthy => 0,
+            Self::Recovering => 1,
+            Self::Refused => 2,
+        }
     }
 }
 
@@ -76,6 +87,27 @@ impl EntryView {
     pub fn retry_after(&self) -> Option<Duration> {
         (self.state == State::Refused).then_some(self.remaining)
     }
+
+    /// Crashes in the live window: the ended-window rule, decided here once for every command.
+    /// Once the window has ended (the state is healthy), no crash is in a window, so this is 0;
+    /// `total_crashes` keeps the count until the state is cleared or pruned.
+    pub fn crashes_in_window(&self) -> u32 {
+        if self.state == State::Healthy {
+            0
+        } else {
+            self.entry.crashes_in_window
+        }
+    }
+
+    /// Orders views worst first: by state, then by the longer wait.
+    pub fn worse_than(&self, other: &EntryView) -> bool {
+        (self.state.severity(), self.remaining) > (other.state.severity(), other.remaining)
+    }
+}
+
+/// The key-text prefix of one broker instance's entries (`""` for every instance).
+pub fn instance_prefix(instance: Option<&BrokerInstanceKey>) -> String {
+    instance.map(|i| format!("{i}/")).unwrap_or_default()
 }
 
 /// Whole milliseconds, rounded up so that a wait is never understated.

@@ -128,10 +128,9 @@ fn the_store_path_falls_back_to_the_environment() {
 fn assert_refused_untouched(path: &Path, needle: &str) {
     let before = std::fs::read(path).unwrap();
     let key = "shared/a@1.0.0";
-    let all: [&[&str]; 5] = [
+    let all: [&[&str]; 4] = [
         &["list"],
         &["status", key],
-        &["check"],
         &["record-crash", key],
         &["reset", "--all", "--yes"],
     ];
@@ -144,6 +143,34 @@ fn assert_refused_untouched(path: &Path, needle: &str) {
             "{args:?} modified the file"
         );
     }
+    assert_check_diagnoses(path);
+    assert_eq!(
+        std::fs::read(path).unwrap(),
+        before,
+        "check modified the file"
+    );
+}
+
+/// `check` on a file it cannot open: exit 1, a diagnosis with a next step that is not `check`.
+fn assert_check_diagnoses(path: &Path) -> Diagnosis {
+    let out = command(path, &["check"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        text.contains("problem:") && text.contains("next:"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("recovery-store check`"),
+        "points back at itself: {text}"
+    );
+    let out = command(path, &["--json", "check"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
+    let doc: Check = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(!doc.ok && doc.integrity == "unreadable");
+    let diagnosis = doc.diagnosis.expect("a diagnosis");
+    assert!(!diagnosis.next_step.contains("recovery-store check`"));
+    diagnosis
 }
 
 #[test]

@@ -11,10 +11,24 @@ fn list_is_an_aligned_table_in_key_order() {
         table,
         "\
 KEY                         STATE       CRASHES  LAST CRASH  RETRY AFTER / WINDOW ENDS
-explicit:ci/old@1.0.0       healthy     1/1      1m05s ago   window ended 35s ago
-private:svc/svc@1.0.0#9f2c  recovering  1/1      3s ago      window ends in 27s
 shared/demo@1.0.0           refused     2/2      4s ago      retry in 25s
+private:svc/svc@1.0.0#9f2c  recovering  1/1      3s ago      window ends in 27s
+explicit:ci/old@1.0.0       healthy     0/1      1m05s ago   window ended 35s ago
 "
+    );
+    let by_key = cli.ok(&with_now(&now, &["list", "--sort", "key"]));
+    let keys: Vec<&str> = by_key
+        .lines()
+        .skip(1)
+        .map(|l| l.split_whitespace().next().unwrap())
+        .collect();
+    assert_eq!(
+        keys,
+        [
+            "explicit:ci/old@1.0.0",
+            "private:svc/svc@1.0.0#9f2c",
+            "shared/demo@1.0.0"
+        ]
     );
     let refused = cli.ok(&with_now(&now, &["list", "--refused"]));
     assert_eq!(refused.lines().count(), 2, "{refused}");
@@ -122,7 +136,7 @@ instance:        shared
 service:         never
 version:         2.0.0
 executable hash: -
-state:           healthy (no recorded crashes)
+state:           healthy (no recorded state for this key)
 may start:       yes
 policy:          retry backoff 250ms, budget window 30s
 "
@@ -156,7 +170,9 @@ fn status_answers_in_one_line_and_its_exit_code() {
     let run = |key: &str, code| cli.expect(code, &with_now(&now, &["status", key]));
     assert_eq!(
         run("shared/demo@1.0.0", 1),
-        "shared/demo@1.0.0: refused (backend unavailable): retry after 25s\n"
+        "shared/demo@1.0.0: refused (backend unavailable): retry after 25s; after a repair, \
+         `recovery-store reset shared/demo@1.0.0` lets it start now; `recovery-store run --wait` \
+         waits for the window instead\n"
     );
     assert_eq!(
         run("private:svc/svc@1.0.0#9f2c", 0),
@@ -164,11 +180,16 @@ fn status_answers_in_one_line_and_its_exit_code() {
     );
     assert_eq!(
         run("explicit:ci/old@1.0.0", 0),
-        "explicit:ci/old@1.0.0: healthy: may start now\n"
+        "explicit:ci/old@1.0.0: healthy: may start now (its last window has ended)\n"
     );
     assert_eq!(
         run("shared/never@1.0.0", 0),
-        "shared/never@1.0.0: healthy: may start now\n"
+        "shared/never@1.0.0: healthy: may start now (no recorded state for this key)\n"
+    );
+    assert_eq!(
+        run("shared/demo@1.0.1", 0),
+        "shared/demo@1.0.1: healthy: may start now (no recorded state for this key; similar \
+         keys with state: shared/demo@1.0.0)\n"
     );
     let doc: Status = cli.json(1, &with_now(&now, &["status", "shared/demo@1.0.0"]));
     assert_eq!(
@@ -189,5 +210,14 @@ fn status_answers_in_one_line_and_its_exit_code() {
         (doc.state.as_str(), doc.may_start, doc.crashes_in_window),
         ("healthy", true, 0)
     );
+    assert!(doc.recorded && doc.total_crashes == 1);
+    assert_eq!(
+        (doc.retry_after_ms, doc.window_remaining_ms),
+        (None, Some(0)),
+        "as `list` shows an ended window"
+    );
+    let doc: Status = cli.json(0, &with_now(&now, &["status", "shared/demo@1.0.1"]));
+    assert!(!doc.recorded && doc.matches.is_empty());
+    assert_eq!(doc.similar, ["shared/demo@1.0.0"]);
     assert_eq!((doc.retry_after_ms, doc.window_remaining_ms), (None, None));
 }

@@ -41,6 +41,7 @@ pub struct Entry {
     pub total_crashes: u64,
     pub window_started_at: Time,
     pub last_crash: Time,
+    pub last_crash_at: Time,
     pub window_ends_at: Time,
     pub window_remaining_ms: u64,
     #[serde(deserialize_with = "present")]
@@ -59,6 +60,7 @@ pub struct Damaged {
 pub struct List {
     pub store: String,
     pub now: Time,
+    pub evaluated_at: Time,
     pub entries: Vec<Entry>,
     pub damaged: Vec<Damaged>,
 }
@@ -68,10 +70,14 @@ pub struct List {
 pub struct Show {
     pub key: String,
     pub now: Time,
+    pub evaluated_at: Time,
     pub state: String,
+    pub recorded: bool,
     pub policy: Policy,
     #[serde(deserialize_with = "present")]
     pub entry: Option<Entry>,
+    pub matches: Vec<Entry>,
+    pub similar: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -79,19 +85,51 @@ pub struct Show {
 pub struct Status {
     pub key: String,
     pub now: Time,
+    pub evaluated_at: Time,
     pub state: String,
     pub may_start: bool,
+    pub recorded: bool,
     pub crashes_in_window: u32,
+    pub total_crashes: u64,
     #[serde(deserialize_with = "present")]
     pub window_remaining_ms: Option<u64>,
     #[serde(deserialize_with = "present")]
     pub retry_after_ms: Option<u64>,
+    pub matches: Vec<String>,
+    pub similar: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Reset {
     pub cleared: Vec<String>,
+    pub no_state: Vec<String>,
+}
+
+#[derive(Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct PolicySet {
+    pub retry_backoff_ms: u64,
+    pub budget_window_ms: u64,
+    pub previous: Policy,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StorePath {
+    pub store: String,
+    pub source: String,
+    pub exists: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Diagnosis {
+    pub problem: String,
+    pub detail: String,
+    #[serde(deserialize_with = "present")]
+    pub salvageable: Option<usize>,
+    pub next_step: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -99,6 +137,7 @@ pub struct Reset {
 pub struct RecordCrash {
     pub key: String,
     pub at: Time,
+    pub crashed_at: Time,
     pub decision: String,
     pub retry_after_ms: u64,
     #[serde(deserialize_with = "present")]
@@ -118,6 +157,7 @@ pub struct RecordSuccess {
 #[serde(deny_unknown_fields)]
 pub struct Prune {
     pub now: Time,
+    pub evaluated_at: Time,
     pub pruned: usize,
 }
 
@@ -133,6 +173,8 @@ pub struct Check {
     pub entries: usize,
     pub damaged: usize,
     pub problems: Vec<String>,
+    #[serde(deserialize_with = "present")]
+    pub diagnosis: Option<Diagnosis>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -141,6 +183,8 @@ pub struct Import {
     pub store: String,
     pub imported: usize,
     pub policy: Policy,
+    pub merged: bool,
+    pub overwritten: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]

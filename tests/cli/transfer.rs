@@ -129,7 +129,13 @@ fn export_then_import_restores_everything() {
     let file = other.tmp.dir.path().join("export.json");
     std::fs::write(&file, &text).unwrap();
     let file_arg = file.to_str().unwrap();
-    let done: Import = other.json(0, &["import", file_arg]);
+    let out = other.run(&["import", file_arg]);
+    assert_error(
+        &out,
+        "holds state (1 entry, policy retry backoff 250ms, budget window 30s)",
+    );
+    assert!(stderr(&out).contains("pass --yes"), "{}", stderr(&out));
+    let done: Import = other.json(0, &["import", file_arg, "--yes"]);
     assert_eq!(
         (done.imported, done.store.as_str()),
         (3, other.path().to_str().unwrap())
@@ -141,7 +147,7 @@ fn export_then_import_restores_everything() {
         "lossless, and the old state was replaced"
     );
     assert_eq!(
-        other.ok(&["import", file_arg]),
+        other.ok(&["import", file_arg, "--yes"]),
         format!(
             "imported 3 entries and the policy (retry backoff 100ms, budget window 30s) into {}, replacing its previous state\n",
             other.path().display()
@@ -196,6 +202,10 @@ fn bad_import_documents_change_nothing_and_say_what_is_wrong() {
         (
             edit(&|v| v["policy"]["budget_window_ms"] = 0.into()),
             "budget_window_ms",
+        ),
+        (
+            edit(&|v| v["policy"]["retry_backoff_ms"] = 30_000.into()),
+            "is not shorter than the budget window",
         ),
         (
             edit(&|v| {
@@ -270,7 +280,12 @@ fn a_closed_stdout_exits_quietly() {
     let file = cli.tmp.dir.path().join("many.json");
     std::fs::write(&file, doc.to_string()).unwrap();
     cli.ok(&["import", file.to_str().unwrap()]);
-    for args in [&["list"][..], &["export"]] {
+    for args in [
+        &["list"][..],
+        &["--json", "list"],
+        &["list", "-q"],
+        &["export"],
+    ] {
         let mut child = cli
             .cmd(args)
             .stdout(Stdio::piped())

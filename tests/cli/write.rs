@@ -17,10 +17,13 @@ fn record_crash_and_success_print_the_decision() {
     assert_eq!((doc.retry_after_ms, doc.attempt), (20_000, None));
     assert_eq!(doc.reason.as_deref(), Some("backend_unavailable"));
     assert_eq!(doc.at.rfc3339, "2026-01-01T00:00:10.000Z");
+    assert_eq!(doc.crashed_at, doc.at);
     let out = cli.expect(1, &with_now(&later, &["record-crash", key]));
     assert_eq!(
         out,
-        "shared/a@1.0.0: crash recorded: refused (backend unavailable), retry after 20s\n"
+        "shared/a@1.0.0: crash recorded: refused (backend unavailable), retry after 20s; after a \
+         repair, `recovery-store reset shared/a@1.0.0` lets it start now; `recovery-store run \
+         --wait` waits for the window instead\n"
     );
 
     let doc: RecordSuccess = cli.json(0, &["record-success", key]);
@@ -54,11 +57,11 @@ fn reset_forms_say_what_they_cleared() {
 
     assert_eq!(
         cli.ok(&["reset", "shared/demo@1.0.0", "shared/none@1.0.0"]),
-        "cleared shared/demo@1.0.0\n"
+        "cleared shared/demo@1.0.0\nno state for shared/none@1.0.0\n"
     );
     assert_eq!(
         cli.ok(&["reset", "shared/demo@1.0.0"]),
-        "nothing to reset: no state for shared/demo@1.0.0\n"
+        "no state for shared/demo@1.0.0\n"
     );
     assert_eq!(
         cli.ok(&["reset", "--service", "svc", "--instance", "shared"]),
@@ -96,6 +99,7 @@ fn prune_drops_ended_windows() {
     let doc: Prune = cli.json(0, &with_now(&now, &["prune"]));
     assert_eq!(doc.pruned, 0);
     assert_eq!(doc.now.unix_ms, 1_767_225_605_000);
+    assert_eq!(doc.evaluated_at, doc.now);
     let later = at("2026-01-01T00:01:00Z");
     let doc: Prune = cli.json(0, &with_now(&later, &["prune"]));
     assert_eq!(doc.pruned, 2);
@@ -115,18 +119,23 @@ fn policy_shows_and_sets() {
             "--budget-window",
             "5s"
         ]),
-        "retry backoff: 10ms\nbudget window: 5s\n"
+        "retry backoff: 250ms → 10ms\nbudget window: 30s → 5s\n\
+         windows already running are judged by the new policy from their next decision\n"
     );
     assert_eq!(
         cli.ok(&["policy"]),
         "retry backoff: 10ms\nbudget window: 5s\n"
     );
-    let doc: Policy = cli.json(0, &["policy", "set", "--budget-window", "1m"]);
+    let doc: PolicySet = cli.json(0, &["policy", "set", "--budget-window", "1m"]);
     assert_eq!(
         doc,
-        Policy {
+        PolicySet {
             retry_backoff_ms: 10,
-            budget_window_ms: 60_000
+            budget_window_ms: 60_000,
+            previous: Policy {
+                retry_backoff_ms: 10,
+                budget_window_ms: 5_000
+            }
         }
     );
     let doc: Policy = cli.json(0, &["policy"]);

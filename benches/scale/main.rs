@@ -1,0 +1,219 @@
+//! The store at scale, through the real CLI binary and real processes:
+//! `cargo bench -p recovery-store-benches --bench scale`.
+//!
+//! - `list`, `--json list` and `export` of the `recovery-store` binary: wall time and peak RSS
+//!   (`ru_maxrss` from `wait4` on the child).
+//! - The longest single `record_crash` wait in another process while the CLI's `prune` and
+//!   `reset --all --yes` run, against the same writer with no command running.
+//! - The first open after a writer was killed with SIGKILL: time and peak RSS, read-write and
+//!   read-only through the library, and `status` through the CLI, against a clean open.
+//! - The `fdatasync`s each CLI write command makes, counted with `strace -f` when it is there.
+//!
+//! Entries: 100,000 by default, `SCALE_FULL=1` for 1,000,000, `SCALE_ENTRIES=N` for any other
+//! count. `SCALE_DIR` picks the directory the files live in (default: a temporary directory
+//! under `$TMPDIR`). The binary measured is `RECOVERY_STORE_BIN`, else the workspace's
+//! `recovery-store`, built in release mode by this bench before it starts.
+//!
+//! `cargo test -p recovery-store-benches --benches` runs this binary without `--bench`; it then
+//! exits at once.
+
+#[allow(dead_code)]
+#[path = "../compare/common.rs"]
+mod common;
+mod crash_open;
+mod measure;
+mod stall;
+mod syncs;
+#[allow(dead_code)]
+#[path = "../compare/table.rs"]
+mod table;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use recovery_store::{DEFAULT_CACHE_SIZE, RecoveryStore};
+
+use crate::common::{BUILD_BATCH, populate_store};
+use crate::measure::{Measured, measure};
+use crate::table::{Table, cpu_model, fmt, fs_type};
+
+/// What every measurement needs: the binary, the directory and a clean store of `entries`.
+pub struct Setup {
+    /// The `recovery-store` binary.
+    pub cli: PathBuf,
+    pub dir: PathBuf,
+    pub entries: usize,
+    /// A cleanly closed store of `entries` entries, never written after it was built; copied
+    /// for every measurement that changes its file.
+    pub template: PathBuf,
+}
+
+impl Setup {
+    /// A fresh copy of the template at `dir/name`.
+    pub fn copy(&self, name: &str) -> PathBuf {
+        let path = self.dir.join(name);
+        std::fs::copy(&self.template, &path).expect("copy the template store");
+        path
+    }
+
+    /// `recovery-store --db PATH ARGS...`, stdout discarded.
+    pub fn cli(&self, db: &Path, args: &[&str]) -> Command {
+        let mut cmd = Command::new(&self.cli);
+        cmd.arg("--db").arg(db).args(args);
+        cmd
+    }
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("--child") {
+        child(&args[1..]);
+        return;
+    }
+    if !args.iter().any(|a| a == "--bench") {
+        // `cargo test --benches` runs bench binaries without `--bench`: do nothing there.
+        return;
+    }
+    let entries = match std::env::var("SCALE_ENTRIES") {
+        Ok(n) => n.parse().expect("SCALE_ENTRIES: a number of entries"),
+        Err(_) if std::env::var_os("SCALE_FULL").is_some() => 1_000_000,
+        Err(_) => 100_000,
+    };
+    let dir = match std::env::var_os("SCALE_DIR") {
+        Some(d) => tempfile::tempdir_in(d),
+        None => tempfile::tempdir(),
+    }
+    .expect("temporary directory");
+    let cli = measure::cli_binary();
+    let template = dir.path().join("template.redb");
+    eprintln!(
+        "scale: building {entries} entries in {} ...",
+        template.display()
+    );
+    let store = RecoveryStore::open(&template).expect("open template");
+    populate_store(&store, entries);
+    drop(store);
+    let setup = Setup {
+        cli,
+        dir: dir.path().to_owned(),
+        entries,
+        template,
+    };
+    run(&setup);
+}
+
+fn run(s: &Setup) {
+    let mut t = Table::default();
+    let limit = (DEFAULT_CACHE_SIZE as u64 >> 10) + (64 << 10);
+    let size = std::fs::metadata(&s.template).map_or(0, |m| m.len());
+
+    eprintln!("scale: list, --json list, export ...");
+    let small = s.dir.join("small.redb");
+    drop(RecoveryStore::open(&small).expect("open small store"));
+    let baseline = measure(s.cli(&small, &["list"]));
+    let db = &s.template;
+    let rows = [
+        ("list", measure(s.cli(db, &["list"]))),
+        ("--json list", measure(s.cli(db, &["--json", "list"]))),
+        ("export", measure(s.cli(db, &["export"]))),
+    ];
+    t.section(&format!(
+        "(a) CLI reads of {} entries ({:.1} MiB file): wall time and peak RSS (wait4 ru_maxrss)",
+        s.entries,
+        size as f64 / (1 << 20) as f64
+    ));
+    t.text(&rss_line(
+        "list of an empty store (baseline)",
+        &baseline,
+        None,
+    ));
+    for (what, m) in &rows {
+        t.text(&rss_line(what, m, Some(&baseline)));
+        t.target(
+            &format!("  target: peak <= cache + 64 MiB = {limit} KiB"),
+            m.ok() && m.maxrss_kib <= limit,
+        );
+    }
+
+    eprintln!("scale: record_crash waits behind prune and reset --all ...");
+    let stalls = stall::run(s);
+    t.section(&format!(
+        "(b) the longest single record_crash in another process while a CLI command runs on {} \
+         entries",
+        s.entries
+    ));
+    for line in stalls {
+        t.text(&line);
+    }
+
+    eprintln!("scale: first open after kill -9 ...");
+    let opens = crash_open::run(s);
+    t.section(&format!(
+        "(c) the first open after a writer was killed with SIGKILL, {} entries",
+        s.entries
+    ));
+    for (what, m, open) in &opens {
+        let mut line = rss_line(what, m, None);
+        if let Some(open) = open {
+            line += &format!("  (open itself {})", fmt(*open));
+        }
+        t.text(&line);
+        if what.contains("kill -9") {
+            t.target(
+                &format!("  target: peak <= cache + 64 MiB = {limit} KiB"),
+                m.ok() && m.maxrss_kib <= limit,
+            );
+        }
+    }
+
+    eprintln!("scale: fdatasyncs per CLI write command ...");
+    t.section("(d) fdatasync calls per CLI write command (strace -f), on a store of 1,000 entries");
+    for line in syncs::run(s) {
+        t.text(&line);
+    }
+
+    println!();
+    println!(
+        "recovery-store scale: {} entries (built in record_crashes batches of {BUILD_BATCH}); \
+         binary {}; files in {} ({})",
+        s.entries,
+        s.cli.display(),
+        s.dir.display(),
+        fs_type(&s.dir)
+    );
+    println!(
+        "machine: {} x {}",
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        cpu_model()
+    );
+    t.print();
+}
+
+/// `what`: time, peak RSS and, against `base`, their ratios; or how it failed.
+fn rss_line(what: &str, m: &Measured, base: Option<&Measured>) -> String {
+    let mut line = format!(
+        "{what:<46} {:>10}  {:>8} KiB peak RSS",
+        fmt(m.elapsed),
+        m.maxrss_kib
+    );
+    if let Some(base) = base {
+        line += &format!(
+            "  {:>7.1}x the baseline's RSS",
+            m.maxrss_kib as f64 / base.maxrss_kib as f64
+        );
+    }
+    if !m.ok() {
+        line += &format!("  FAILED ({}): {}", m.status, m.stderr_line());
+    }
+    line
+}
+
+/// The child side, `--child MODE ARGS...`: see `stall::writer` and `crash_open::child`.
+fn child(args: &[String]) {
+    match args.first().map(String::as_str) {
+        Some("writer") => stall::writer(Path::new(&args[1])),
+        Some("crash-writer") => crash_open::crash_writer(Path::new(&args[1])),
+        Some("open") => crash_open::child(Path::new(&args[1]), &args[2]),
+        other => panic!("unknown child mode {other:?}"),
+    }
+}

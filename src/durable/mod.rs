@@ -1,0 +1,437 @@
+//! [`DurableRecoveryState`]: the broker's in-memory API, kept on disk, that always answers.
+//!
+//! A broker written against [`BackendRecoveryState`](crate::BackendRecoveryState) switches to
+//! durable state by changing its constructor. Decisions come from the store; when the store
+//! fails (locked past its bound, disk full, damaged, unreadable) they come from the same policy
+//! held in memory, and the state reaches the file once the store is back.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime};
+
+use crate::error::StoreError;
+use crate::key::BackendKey;
+use crate::policy::{BackendRecoveryDecision, BackendRecoveryPolicy, BackendStatus};
+use crate::record::RecoveryEntry;
+use crate::store::{RecoveryStore, StoreOptions};
+use crate::time::Timestamp;
+use crate::window;
+
+mod anchor;
+use anchor::Anchor;
+
+/// First wait before a degraded handle tries its store again; it doubles up to
+/// [`MAX_RETRY_INTERVAL`] while the store keeps failing.
+pub const FIRST_RETRY_INTERVAL: Duration = Duration::from_secs(1);
+/// Longest wait between two attempts to reach a failing store.
+pub const MAX_RETRY_INTERVAL: Duration = Duration::from_secs(30);
+/// Most decisions held for write-through while degraded; beyond it the oldest are dropped (and
+/// counted in [`StoreHealth::Degraded::dropped`]).
+pub const MAX_PENDING: usize = 65_536;
+
+/// Whether the decisions of a [`DurableRecoveryState`] are reaching its file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum StoreHealth {
+    /// Every decision so far is in the file.
+    Durable,
+    /// The store failed; decisions come from the policy held in memory and wait to be written
+    /// through.
+    Degraded {
+        /// When the first failure of this episode happened.
+        since: SystemTime,
+        /// The latest failure, as the store reported it (it says what to do).
+        cause: String,
+        /// Decisions waiting to be written to the file.
+        pending: usize,
+        /// Decisions dropped because more than [`MAX_PENDING`] were waiting.
+        dropped: u64,
+    },
+}
+
+/// One decision taken in memory, waiting for the store.
+#[derive(Clone, Debug)]
+enum Pending {
+    Crash(BackendKey, Timestamp),
+    Success(BackendKey),
+}
+
+impl Pending {
+    fn key(&self) -> &BackendKey {
+        match self {
+            Self::Crash(key, _) | Self::Success(key) => key,
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Degraded {
+    since: SystemTime,
+    cause: String,
+    next_try: Instant,
+    interval: Duration,
+    dropped: u64,
+}
+
+/// Recovery state kept in a store file, with the reference module's API: `record_crash(key,
+/// Instant)` and `record_success(&key)` return plain values, never a `Result`.
+///
+/// Replacing `BackendRecoveryState::with_policy(p)` with
+/// `DurableRecoveryState::open_with_policy(path, p)?` is the whole migration for a broker.
+///
+/// - **Time.** An [`Instant`] is mapped to a [`Timestamp`] through one anchor per process
+///   (both clocks read together), so instants in the past or the future keep their distance
+///   from each other exactly, across handles and reopens. The anchor is taken again when the
+///   clocks drift apart by more than a second (a suspend, which [`Instant`] does not count).
+/// - **Degraded mode.** When a call on the store fails, the decision comes from the same
+///   policy applied to the state held in memory: the entry read from the file where reads still
+///   work, plus every decision taken since. The decision is queued and written through, in
+///   order, once the store answers again; [`health`](Self::health) says whether and why the
+///   handle is degraded. While degraded, the store is tried again after 1 s, then at doubling
+///   intervals up to 30 s, so a broker does not pay a failing store's bound on every call.
+/// - **Keys the store refuses** ([`BackendKey::validate`]) are decided in memory only, as the
+///   reference does, and never written; [`memory_only_keys`](Self::memory_only_keys) counts
+///   them.
+/// - **Drop** writes through what is pending, if the store answers.
+#[derive(Debug)]
+pub struct DurableRecoveryState {
+    path: PathBuf,
+    options: StoreOptions,
+    store: Option<RecoveryStore>,
+    policy: BackendRecoveryPolicy,
+    /// State decided in memory while degraded; `None` marks a key cleared in memory.
+    shadow: HashMap<BackendKey, Option<RecoveryEntry>>,
+    pending: Vec<Pending>,
+    degraded: Option<Degraded>,
+    memory_only: HashMap<BackendKey, RecoveryEntry>,
+}
+
+impl DurableRecoveryState {
+    /// Opens (creating if missing) the store at `path`, keeping the policy stored there (the
+    /// default policy for a new file).
+    ///
+    /// # Errors
+    ///
+    /// Whatever [`RecoveryStore::open`] returns: a foreign, damaged or newer file, a path that
+    /// cannot be created, a store held past its lock bound.
+    pub fn open(path: impl AsRef<Path>) -> Result<Self, StoreError> {
+        Self::open_with(path, StoreOptions::default())
+    }
+
+    /// Opens the store at `path` and stores `policy` in it, like
+    /// [`BackendRecoveryState::with_policy`](crate::BackendRecoveryState::with_policy).
+    ///
+    /// # Errors
+    ///
+    /// As [`open`](Self::open), and [`StoreError::InvalidPolicy`] for a backoff not shorter
+    /// than the budget window.
+    pub fn open_with_policy(
+        path: impl AsRef<Path>,
+        policy: BackendRecoveryPolicy,
+    ) -> Result<Self, StoreError> {
+        Self::open_with(path, StoreOptions::default().policy(policy))
+    }
+
+    /// Opens the store at `path` with `options`.
+    ///
+    /// # Errors
+    ///
+    /// As [`RecoveryStore::open_with`].
+    pub fn open_with(path: impl AsRef<Path>, options: StoreOptions) -> Result<Self, StoreError> {
+        let store = RecoveryStore::open_with(path.as_ref(), options.clone())?;
+        let policy = store.policy()?;
+        Ok(Self::build(
+            path.as_ref(),
+            options,
+            Some(store),
+            policy,
+            None,
+        ))
+    }
+
+    /// Opens the store at `path`, or, when that fails, starts degraded with `fallback` as the
+    /// policy (the one in `options` if given) and keeps trying to open the store.
+    ///
+    /// For supervisors that must keep a service running whatever state its store file is in.
+    /// A missing file is never an error here when `options` allow creating it.
+    pub fn open_or_degraded(
+        path: impl AsRef<Path>,
+        options: StoreOptions,
+        fallback: BackendRecoveryPolicy,
+    ) -> Self {
+        let path = path.as_ref();
+        match Self::open_with(path, options.clone()) {
+            Ok(state) => state,
+            Err(err) => {
+                let policy = options.requested_policy().unwrap_or(fallback);
+                Self::build(path, options, None, policy, Some(err))
+            }
+        }
+    }
+
+    fn build(
+        path: &Path,
+        options: StoreOptions,
+        store: Option<RecoveryStore>,
+        policy: BackendRecoveryPolicy,
+        failure: Option<StoreError>,
+    ) -> Self {
+        let mut state = Self {
+            path: path.to_owned(),
+            options,
+            store,
+            policy,
+            shadow: HashMap::new(),
+            pending: Vec::new(),
+            degraded: None,
+            memory_only: HashMap::new(),
+        };
+        if let Some(err) = failure {
+            state.degrade(&err);
+        }
+        state
+    }
+
+    /// Records one observed crash of `key` at `now` and returns the recovery decision, exactly
+    /// as the reference module does.
+    ///
+    /// The decision is durable before this returns unless the handle is degraded (see
+    /// [`health`](Self::health)); then it comes from memory and is written through later.
+    pub fn record_crash(&mut self, key: BackendKey, now: Instant) -> BackendRecoveryDecision {
+        let at = Anchor::stamp(now);
+        self.record_crash_at(&key, at)
+    }
+
+    /// Records one crash of `key` at the stored time `now`; see
+    /// [`record_crash`](Self::record_crash).
+    pub fn record_crash_at(&mut self, key: &BackendKey, now: Timestamp) -> BackendRecoveryDecision {
+        if key.validate().is_err() {
+            let previous = self.memory_only.get(key);
+            let (entry, decision) = window::crash(previous, key, now, &self.policy);
+            self.memory_only.insert(key.clone(), entry);
+            return decision;
+        }
+        if let Some(store) = self.reachable_store() {
+            match store.record_crash(key, now) {
+                Ok(decision) => return decision,
+                Err(err) => self.degrade(&err),
+            }
+        }
+        let previous = self.remembered(key);
+        let (entry, decision) = window::crash(previous.as_ref(), key, now, &self.policy);
+        self.shadow.insert(key.clone(), Some(entry));
+        self.queue(Pending::Crash(key.clone(), now));
+        decision
+    }
+
+    /// Clears `key`'s state after the backend is verified healthy again.
+    ///
+    /// A backend with no state costs a read, never a commit.
+    pub fn record_success(&mut self, key: &BackendKey) {
+        if key.validate().is_err() {
+            self.memory_only.remove(key);
+            return;
+        }
+        if let Some(store) = self.reachable_store() {
+            match store.record_success(key) {
+                Ok(_) => return,
+                Err(err) => self.degrade(&err),
+            }
+        }
+        self.shadow.insert(key.clone(), None);
+        self.queue(Pending::Success(key.clone()));
+    }
+
+    /// Where `key` stands at `now`, from the store, or from memory while degraded.
+    pub fn status(&mut self, key: &BackendKey, now: Timestamp) -> BackendStatus {
+        let entry = if key.validate().is_err() {
+            self.memory_only.get(key).cloned()
+        } else {
+            match self.reachable_store().map(|s| s.get(key)) {
+                Some(Ok(entry)) => entry,
+                Some(Err(err)) => {
+                    self.degrade(&err);
+                    self.remembered(key)
+                }
+                None => self.remembered(key),
+            }
+        };
+        entry.map_or(BackendStatus::Healthy, |e| {
+            window::status_of(&e, now, &self.policy)
+        })
+    }
+
+    /// Whether decisions are reaching the file, and if not, why and how many wait.
+    pub fn health(&self) -> StoreHealth {
+        match &self.degraded {
+            None => StoreHealth::Durable,
+            Some(d) => StoreHealth::Degraded {
+                since: d.since,
+                cause: d.cause.clone(),
+                pending: self.pending.len(),
+                dropped: d.dropped,
+            },
+        }
+    }
+
+    /// Tries the store now, whatever the retry schedule, and writes through every pending
+    /// decision.
+    ///
+    /// # Errors
+    ///
+    /// The store's error when it still fails; the handle stays degraded and keeps its queue.
+    pub fn flush(&mut self) -> Result<(), StoreError> {
+        if self.degraded.is_none() {
+            return Ok(());
+        }
+        self.write_through().inspect_err(|err| self.degrade(err))
+    }
+
+    /// Keys the store refuses ([`BackendKey::validate`]), decided in memory only.
+    pub fn memory_only_keys(&self) -> usize {
+        self.memory_only.len()
+    }
+
+    /// The policy decisions are taken with: the store's, as of the last time it answered.
+    pub fn policy(&self) -> BackendRecoveryPolicy {
+        self.policy
+    }
+
+    /// The store file's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The store handle, when the store is open and nothing waits to be written through.
+    pub fn store(&self) -> Option<&RecoveryStore> {
+        self.store.as_ref().filter(|_| self.degraded.is_none())
+    }
+
+    // The store, once it is open and every pending decision is in it; `None` while degraded
+    // and before the next retry is due.
+    fn reachable_store(&mut self) -> Option<&RecoveryStore> {
+        if let Some(d) = &self.degraded {
+            if Instant::now() < d.next_try {
+                return None;
+            }
+            if let Err(err) = self.write_through() {
+                self.degrade(&err);
+                return None;
+            }
+        }
+        self.store.as_ref()
+    }
+
+    // Replays the pending decisions in order; on success the handle is durable again. A
+    // handle that fails for any reason but a lock held elsewhere is replaced by a fresh open
+    // at once: an engine that latched an error may not recover in place.
+    fn write_through(&mut self) -> Result<(), StoreError> {
+        match self.replay() {
+            Err(err) if self.store.is_some() && !is_contention(&err) => {
+                self.store = None;
+                self.replay()
+            }
+            other => other,
+        }
+    }
+
+    fn replay(&mut self) -> Result<(), StoreError> {
+        let store = match &mut self.store {
+            Some(store) => store,
+            slot @ None => slot.insert(RecoveryStore::open_with(&self.path, self.options.clone())?),
+        };
+        let mut done = 0;
+        let result: Result<(), StoreError> = self.pending.iter().try_for_each(|op| {
+            match op {
+                Pending::Crash(key, at) => store.record_crash(key, *at).map(drop),
+                Pending::Success(key) => store.record_success(key).map(drop),
+            }?;
+            done += 1;
+            Ok(())
+        });
+        // What was committed is in the file: never replay it.
+        self.pending.drain(..done);
+        result?;
+        self.policy = store.policy()?;
+        self.shadow.clear();
+        self.degraded = None;
+        Ok(())
+    }
+
+    fn degrade(&mut self, err: &StoreError) {
+        let now = Instant::now();
+        match &mut self.degraded {
+            Some(d) => {
+                d.cause = err.to_string();
+                d.interval = (d.interval * 2).min(MAX_RETRY_INTERVAL);
+                d.next_try = now + d.interval;
+            }
+            None => {
+                self.degraded = Some(Degraded {
+                    since: SystemTime::now(),
+                    cause: err.to_string(),
+                    next_try: now + FIRST_RETRY_INTERVAL,
+                    interval: FIRST_RETRY_INTERVAL,
+                    dropped: 0,
+                });
+            }
+        }
+    }
+
+    // The state of `key` as this handle last knew it: decided in memory, else read from the
+    // store if it still answers reads.
+    fn remembered(&self, key: &BackendKey) -> Option<RecoveryEntry> {
+        if let Some(entry) = self.shadow.get(key) {
+            return entry.clone();
+        }
+        if let Some(Ok(entry)) = self.store.as_ref().map(|s| s.get(key)) {
+            return entry;
+        }
+        // Reads often still work where writes fail (a full disk, a read-only mount).
+        let read_only = self.options.clone().read_only(true);
+        RecoveryStore::open_with(&self.path, read_only)
+            .and_then(|s| s.get(key))
+            .ok()
+            .flatten()
+    }
+
+    fn queue(&mut self, op: Pending) {
+        if self.pending.len() >= MAX_PENDING {
+            // A success makes everything queued before it for the same key moot.
+            let mut cleared = std::collections::HashSet::new();
+            let mut kept: Vec<Pending> = Vec::with_capacity(self.pending.len());
+            for op in self.pending.drain(..).rev() {
+                if cleared.contains(op.key()) {
+                    continue;
+                }
+                if let Pending::Success(key) = &op {
+                    cleared.insert(key.clone());
+                }
+                kept.push(op);
+            }
+            kept.reverse();
+            self.pending = kept;
+        }
+        if self.pending.len() >= MAX_PENDING {
+            self.pending.remove(0);
+            if let Some(d) = &mut self.degraded {
+                d.dropped += 1;
+            }
+        }
+        self.pending.push(op);
+    }
+}
+
+impl Drop for DurableRecoveryState {
+    fn drop(&mut self) {
+        if !self.pending.is_empty() {
+            let _ = self.flush();
+        }
+    }
+}
+
+// A lock held by another process: the handle itself is sound, and opening another would
+// wait as long again.
+fn is_contention(err: &StoreError) -> bool {
+    matches!(err, StoreError::Locked { .. })
+}

@@ -1,0 +1,128 @@
+//! [`RecoveryStore::merge_entries`]: adding entries (an `import --merge`) to a live store in one
+//! write transaction, so that a crash another process records meanwhile is never lost.
+
+use std::collections::HashSet;
+
+use crate::error::StoreError;
+use crate::key::BackendKey;
+use crate::record::RecoveryEntry;
+use crate::store::RecoveryStore;
+
+impl RecoveryStore {
+    /// Adds `entries` to the store in one transaction, keeping every other entry and the
+    /// policy; returns the keys that were already in the store.
+    ///
+    /// A key already in the store is refused with [`StoreError::InvalidImport`], naming the
+    /// keys, and nothing changes, unless `overwrite` is true, when `entries` replace them. The
+    /// check and the write share the transaction, so a crash recorded by another process is
+    /// either seen by the check or committed before it, never overwritten unseen.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::InvalidKey`] for an invalid key; [`StoreError::InvalidImport`] for an entry
+    /// the store could not have written (a key given twice, no crash in its window, fewer
+    /// crashes in total than in its window) or a key in both without `overwrite`; storage
+    /// errors as for any write.
+    pub fn merge_entries(
+        &self,
+        entries: &[RecoveryEntry],
+        overwrite: bool,
+    ) -> Result<Vec<BackendKey>, StoreError> {
+        validate(entries)?;
+        self.storage().write(|w| {
+            let mut in_both = Vec::new();
+            for entry in entries {
+                if w.get(&entry.key)?.is_some() {
+                    in_both.push(entry.key.clone());
+                }
+            }
+            if !in_both.is_empty() && !overwrite {
+                let named: Vec<String> = in_both.iter().map(ToString::to_string).collect();
+                return Err(StoreError::InvalidImport {
+                    detail: format!(
+                        "{} already in the store ({}), and overwriting was not asked for",
+                        in_both.len(),
+                        named.join(", ")
+                    ),
+                });
+            }
+            for entry in entries {
+                w.put(entry)?;
+            }
+            Ok(in_both)
+        })
+    }
+}
+
+fn validate(entries: &[RecoveryEntry]) -> Result<(), StoreError> {
+    let mut seen = HashSet::new();
+    for entry in entries {
+        entry.key.validate()?;
+        let problem = if !seen.insert(&entry.key) {
+            "appears more than once"
+        } else if entry.crashes_in_window == 0 {
+            "has no crash in its window"
+        } else if entry.total_crashes < u64::from(entry.crashes_in_window) {
+            "has fewer crashes in total than in its window"
+        } else {
+            continue;
+        };
+        return Err(StoreError::InvalidImport {
+            detail: format!("entry {} {problem}", entry.key),
+        });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::time::Timestamp;
+
+    fn entry(key: &str, crashes: u32) -> RecoveryEntry {
+        let at = Timestamp::from_parts(1_000_000_000, None);
+        RecoveryEntry {
+            key: key.parse().unwrap(),
+            window_started_at: at,
+            crashes_in_window: crashes,
+            last_crash: at,
+            total_crashes: u64::from(crashes),
+        }
+    }
+
+    #[test]
+    fn merge_keeps_other_entries_and_refuses_keys_in_both_unless_asked() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = RecoveryStore::open(dir.path().join("s.redb")).unwrap();
+        store
+            .record_crash(&"shared/mine@1.0.0".parse().unwrap(), Timestamp::now())
+            .unwrap();
+        let added = [entry("shared/a@1.0.0", 1), entry("shared/b@1.0.0", 2)];
+        assert!(store.merge_entries(&added, false).unwrap().is_empty());
+        assert_eq!(store.len().unwrap(), 3);
+
+        let again = [entry("shared/a@1.0.0", 2), entry("shared/c@1.0.0", 1)];
+        let err = store.merge_entries(&again, false).unwrap_err();
+        assert!(
+            matches!(&err, StoreError::InvalidImport { detail } if detail.contains("shared/a@1.0.0")),
+            "{err}"
+        );
+        assert_eq!(store.len().unwrap(), 3, "a refused merge writes nothing");
+        let a: BackendKey = "shared/a@1.0.0".parse().unwrap();
+        assert_eq!(
+            store.merge_entries(&again, true).unwrap(),
+            std::slice::from_ref(&a)
+        );
+        assert_eq!(store.get(&a).unwrap().unwrap().crashes_in_window, 2);
+        assert_eq!(store.len().unwrap(), 4);
+
+        let twice = [entry("shared/d@1.0.0", 1), entry("shared/d@1.0.0", 1)];
+        assert!(store.merge_entries(&twice, true).is_err());
+        assert!(
+            store
+                .merge_entries(&[entry("shared/e@1.0.0", 0)], true)
+                .is_err()
+        );
+        assert_eq!(store.len().unwrap(), 4);
+    }
+}

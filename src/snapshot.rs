@@ -1,0 +1,82 @@
+//! [`Snapshot`]: several reads of a store that all see the same commit.
+
+use crate::error::StoreError;
+use crate::policy::BackendRecoveryPolicy;
+use crate::record::RecoveryEntry;
+use crate::storage::Reader;
+use crate::store::RecoveryStore;
+
+/// A read-only view of one commit of a store, for reports that walk the entries more than once
+/// and must agree with themselves (e.g. one Prometheus metric family per walk).
+///
+/// Built by [`RecoveryStore::snapshot`]. It holds one read transaction: it never blocks
+/// writers, and does not see what they commit while it lives.
+pub struct Snapshot<'r, 'a> {
+    reader: &'r Reader<'a>,
+}
+
+impl Snapshot<'_, '_> {
+    /// Streams the entries whose key text starts with `prefix` (`""` for all) in key order to
+    /// `visit`, in flat memory; as [`RecoveryStore::for_each_entry`].
+    ///
+    /// # Errors
+    ///
+    /// The first error `visit` returns, or a storage error.
+    pub fn for_each_entry(
+        &self,
+        prefix: &str,
+        mut visit: impl FnMut(Result<RecoveryEntry, StoreError>) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        self.reader.scan(prefix, |_, entry| visit(entry))
+    }
+
+    /// The number of entries.
+    ///
+    /// # Errors
+    ///
+    /// A storage error.
+    pub fn len(&self) -> Result<u64, StoreError> {
+        self.reader.len()
+    }
+
+    /// True when no backend has state.
+    ///
+    /// # Errors
+    ///
+    /// A storage error.
+    pub fn is_empty(&self) -> Result<bool, StoreError> {
+        Ok(self.len()? == 0)
+    }
+
+    /// The policy stored in this commit.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Corrupt`] when the stored policy cannot be decoded.
+    pub fn policy(&self) -> Result<BackendRecoveryPolicy, StoreError> {
+        self.reader.policy()
+    }
+
+    /// The schema version of the file.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Corrupt`] when the stored version cannot be decoded.
+    pub fn schema_version(&self) -> Result<u32, StoreError> {
+        self.reader.schema_version()
+    }
+}
+
+impl RecoveryStore {
+    /// Runs `f` over one consistent read-only view of the latest commit.
+    ///
+    /// # Errors
+    ///
+    /// Whatever `f` returns, or a storage error opening the read transaction.
+    pub fn snapshot<T>(
+        &self,
+        f: impl FnOnce(&Snapshot<'_, '_>) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        self.storage().read(|reader| f(&Snapshot { reader }))
+    }
+}
