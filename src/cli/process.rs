@@ -9,6 +9,7 @@
 use std::ffi::OsString;
 use std::fs::File;
 use std::io::{self, Read as _, Write as _};
+use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _};
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
@@ -233,11 +234,19 @@ pub enum Locked {
 /// (FNV-1a, stable across builds) of the store's file name and the key.
 pub fn lock_run(store: &Path, key: &str) -> io::Result<Locked> {
     let path = lock_path(store, key);
+    if let Some(dir) = path.parent() {
+        // The store's own directory, made as the store would make it: the lock comes first.
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)?;
+    }
     let mut file = File::options()
         .read(true)
         .write(true)
         .create(true)
         .truncate(false)
+        .mode(0o600)
         .open(&path)?;
     match flock(&file, FlockOperation::NonBlockingLockExclusive) {
         Ok(()) => {

@@ -62,6 +62,13 @@ fn a_second_run_of_a_live_key_refuses_at_once_naming_the_live_one() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    // A store whose directory does not exist yet gets the guard from the first run on.
+    let fresh = cli.tmp.dir.path().join("new/dir/recovery.redb");
+    let out = command(&fresh, &["run", key, "--", "true"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    assert!(!stderr(&out).contains("warning"), "{}", stderr(&out));
     // Once the first is gone the key is free.
     sigterm(&first);
     first.into_inner().wait().unwrap();
@@ -293,4 +300,45 @@ fn a_store_stalled_by_another_writer_keeps_the_command_supervised() {
         "{err:?}"
     );
     assert_eq!(has("is back: state written through"), 1, "{err:?}");
+}
+
+/// The live `run` is in another PID namespace (as in another container sharing the store's
+/// directory), where its PID means nothing here: the lock still tells.
+#[test]
+fn a_live_run_in_another_pid_namespace_holds_its_key() {
+    let probe = Command::new("unshare")
+        .args(["--pid", "--fork", "--kill-child", "--mount-proc", "true"])
+        .output();
+    if !probe.as_ref().is_ok_and(|o| o.status.success()) {
+        assert!(!env_flag("CI"), "unshare --pid is needed: {probe:?}");
+        eprintln!("skipped: cannot create a PID namespace: {probe:?}");
+        return;
+    }
+    let cli = Cli::new();
+    let key = "shared/ns@1.0.0";
+    let (script, starts) = counting(&cli, "exec sleep 60");
+    let inside = Reaped::new(
+        Command::new("unshare")
+            .args(["--pid", "--fork", "--kill-child", "--mount-proc"])
+            .arg(bin())
+            .arg("--db")
+            .arg(cli.path())
+            .args(["run", key, "--", "sh", "-c", &script])
+            .stdin(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_for(|| lines(&starts) == 1);
+    let out = cli.run(&["run", key, "--", "sh", "-c", &script]);
+    assert_eq!(out.status.code(), Some(75), "{}", describe(&out));
+    // PID 1 there: the first process of the new namespace.
+    assert!(
+        stderr(&out).contains("already supervised by another run (PID 1,"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(lines(&starts), 1);
+    drop(inside);
+    wait_for(|| cli.run(&["run", key, "--", "true"]).status.success());
 }
