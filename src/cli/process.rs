@@ -9,7 +9,7 @@
 use std::ffi::OsString;
 use std::fs::File;
 use std::io::{self, Read as _, Write as _};
-use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _};
+use std::os::unix::fs::{DirBuilderExt as _, MetadataExt as _, OpenOptionsExt as _};
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
@@ -216,8 +216,20 @@ impl Drop for Child {
 /// Held for as long as `run` supervises a key: an exclusive `flock` on a small file beside the
 /// store. The kernel drops it when `run` dies in any way, and it is seen from every PID
 /// namespace that sees the file, unlike a PID checked with `kill(pid, 0)`.
+///
+/// Dropping it removes the file while the lock is still held, so lock files do not pile up; a
+/// `run` that locked the file just before it was removed notices that the path no longer names
+/// its file and takes the lock again on a new one.
 pub struct RunLock {
+    /// Closed (and so unlocked) after `drop` has removed the path.
     _file: File,
+    path: PathBuf,
+}
+
+impl Drop for RunLock {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
 }
 
 /// The answer of [`lock_run`].
@@ -241,26 +253,37 @@ pub fn lock_run(store: &Path, key: &str) -> io::Result<Locked> {
             .mode(0o700)
             .create(dir)?;
     }
-    let mut file = File::options()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .mode(0o600)
-        .open(&path)?;
-    match flock(&file, FlockOperation::NonBlockingLockExclusive) {
-        Ok(()) => {
-            file.set_len(0)?;
-            writeln!(file, "{}\n{key}", std::process::id())?;
-            Ok(Locked::Held(RunLock { _file: file }))
+    loop {
+        let mut file = File::options()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(&path)?;
+        match flock(&file, FlockOperation::NonBlockingLockExclusive) {
+            Ok(()) => {
+                // Removed (by the `run` that held it) between our open and our lock: the lock
+                // is on a file nobody else will find. Take it again on the one at the path.
+                let here = file.metadata()?;
+                match std::fs::metadata(&path) {
+                    Ok(there) if (there.dev(), there.ino()) == (here.dev(), here.ino()) => {}
+                    Ok(_) => continue,
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                    Err(e) => return Err(e),
+                }
+                file.set_len(0)?;
+                writeln!(file, "{}\n{key}", std::process::id())?;
+                return Ok(Locked::Held(RunLock { _file: file, path }));
+            }
+            Err(rustix::io::Errno::WOULDBLOCK) => {
+                let mut text = String::new();
+                let _ = file.read_to_string(&mut text);
+                let pid = text.lines().next().and_then(|l| l.trim().parse().ok());
+                return Ok(Locked::Busy { pid, path });
+            }
+            Err(e) => return Err(e.into()),
         }
-        Err(rustix::io::Errno::WOULDBLOCK) => {
-            let mut text = String::new();
-            let _ = file.read_to_string(&mut text);
-            let pid = text.lines().next().and_then(|l| l.trim().parse().ok());
-            Ok(Locked::Busy { pid, path })
-        }
-        Err(e) => Err(e.into()),
     }
 }
 

@@ -342,3 +342,114 @@ fn a_live_run_in_another_pid_namespace_holds_its_key() {
     drop(inside);
     wait_for(|| cli.run(&["run", key, "--", "true"]).status.success());
 }
+
+/// Many `run`s of one key started at once, again and again: the command never runs twice at a
+/// time, and no lock file is left behind (each `run` removes its own while holding it).
+#[test]
+fn concurrent_runs_of_one_key_never_overlap() {
+    let cli = Cli::new();
+    cli.ok(&["policy", "set", "--retry-backoff", "10ms"]);
+    let log = cli.tmp.dir.path().join("log");
+    let script = format!(
+        "echo start >> '{0}'; sleep 0.2; echo end >> '{0}'",
+        log.display()
+    );
+    for _ in 0..3 {
+        let runs: Vec<Reaped> = (0..6)
+            .map(|_| {
+                Reaped::new(
+                    cli.cmd(&["run", "shared/race@1.0.0", "--", "sh", "-c", &script])
+                        .stderr(Stdio::null())
+                        .spawn()
+                        .unwrap(),
+                )
+            })
+            .collect();
+        for mut run in runs {
+            let code = run.wait().unwrap().code();
+            assert!(matches!(code, Some(0 | 75)), "{code:?}");
+        }
+    }
+    let text = std::fs::read_to_string(&log).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(!lines.is_empty());
+    for pair in lines.chunks(2) {
+        assert_eq!(pair, ["start", "end"], "overlapping runs:\n{text}");
+    }
+    let left: Vec<_> = std::fs::read_dir(cli.tmp.dir.path())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".lock"))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+}
+
+/// The race that removing lock files opens, made to happen: B opens the lock file of a live
+/// run A, and is held (strace) before its flock; A ends and removes the file; C takes a new
+/// one. B's flock then succeeds on the removed file, which must not let B run beside C.
+#[test]
+fn a_lock_taken_on_a_removed_file_is_taken_again() {
+    if Command::new("strace").arg("-V").output().is_err() {
+        assert!(
+            !env_flag("CI"),
+            "strace is needed to hold a run before its lock"
+        );
+        eprintln!("skipped: strace is not installed");
+        return;
+    }
+    let cli = Cli::new();
+    let key = "shared/relock@1.0.0";
+    let dir = cli.tmp.dir.path();
+    let (log, go, trace) = (dir.join("log"), dir.join("go"), dir.join("trace"));
+    let logged = || std::fs::read_to_string(&log).unwrap_or_default();
+    let body = |name: &str, rest: &str| {
+        format!(
+            "echo {name}-start >> '{0}'; {rest}; echo {name}-end >> '{0}'",
+            log.display()
+        )
+    };
+    let wait_go = format!("while [ ! -e '{}' ]; do sleep 0.02; done", go.display());
+    let a = Reaped::new(
+        cli.cmd(&["run", key, "--", "sh", "-c", &body("a", &wait_go)])
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_for(|| logged().contains("a-start"));
+    let mut b = Reaped::new(
+        Command::new("strace")
+            .arg("-o")
+            .arg(&trace)
+            .args([
+                "-e",
+                "trace=flock",
+                "-e",
+                "inject=flock:delay_enter=1500000",
+            ])
+            .arg(bin())
+            .arg("--db")
+            .arg(cli.path())
+            .args(["run", key, "--", "sh", "-c", &body("b", "true")])
+            .stdin(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_for(|| std::fs::read_to_string(&trace).is_ok_and(|t| t.contains("flock(")));
+    std::fs::write(&go, "").unwrap();
+    a.into_inner().wait().unwrap();
+    let c = Reaped::new(
+        cli.cmd(&["run", key, "--", "sh", "-c", &body("c", "sleep 3")])
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_for(|| logged().contains("c-start"));
+    assert_eq!(b.wait().unwrap().code(), Some(75), "{}", logged());
+    c.into_inner().wait().unwrap();
+    assert_eq!(
+        logged().lines().collect::<Vec<_>>(),
+        ["a-start", "a-end", "c-start", "c-end"]
+    );
+}
