@@ -52,6 +52,10 @@ enum End {
     Duplicate,
 }
 
+/// `recovery-store run`: supervises `args.command` as `args.key` until it exits 0, is refused,
+/// cannot be started, or is stopped on request; returns the exit status documented in
+/// `run --help` (0, 75, 126, 127, or the command's status / 128+N after a stop). Errors are only
+/// those of `run` itself (signal handlers, the store thread); a store that fails is not one.
 pub fn run(ctx: &Ctx, args: RunArgs, out: &mut impl Write) -> anyhow::Result<ExitCode> {
     // First of all, so that a stop is answered at every moment from here on.
     let wake = Wakeups::install().context("cannot install signal handlers")?;
