@@ -142,12 +142,10 @@ struct Say(String);
 impl Say {
     fn line(&self, message: std::fmt::Arguments<'_>) {
         let now = humantime::format_rfc3339_millis(SystemTime::now());
+        // One write per line, so the command's own stderr output cannot land inside it.
+        let line = format!("{now} recovery-store: run {}: {message}\n", self.0);
         // A closed stderr must not end supervision.
-        let _ = writeln!(
-            std::io::stderr(),
-            "{now} recovery-store: run {}: {message}",
-            self.0
-        );
+        let _ = std::io::stderr().write_all(line.as_bytes());
     }
 }
 
