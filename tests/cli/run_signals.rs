@@ -374,3 +374,50 @@ fn hup_usr1_usr2_and_winch_are_passed_on_and_leave_run_supervising() {
         assert!(!line.contains("crash recorded"), "{line}");
     }
 }
+
+#[test]
+fn what_the_command_leaves_in_its_process_group_ends_with_it() {
+    let cli = Cli::new();
+    let pids = cli.tmp.dir.path().join("pids");
+    // Exits at once, leaving a background `sleep` behind in its process group, first on a
+    // clean exit, then on a crash that is restarted (the leftover must not see the restart).
+    let script = format!("sleep 60 & echo $! >> '{}'; exit \"$1\"", pids.display());
+    let leftovers = || -> Vec<i32> {
+        std::fs::read_to_string(&pids)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| l.trim().parse().unwrap())
+            .collect()
+    };
+    cli.ok(&[
+        "run",
+        "shared/leaves@1.0.0",
+        "--",
+        "sh",
+        "-c",
+        &script,
+        "sh",
+        "0",
+    ]);
+    cli.ok(&["policy", "set", "--retry-backoff", "10ms"]);
+    let out = cli.run(&[
+        "run",
+        "shared/leaves2@1.0.0",
+        "--",
+        "sh",
+        "-c",
+        &script,
+        "sh",
+        "3",
+    ]);
+    assert_eq!(out.status.code(), Some(75), "{}", describe(&out));
+    let pids = leftovers();
+    let _guards: Vec<KillOnDrop> = pids.iter().map(|&p| KillOnDrop(p)).collect();
+    assert_eq!(pids.len(), 3);
+    // Killed before `run` went on; allow the kernel a moment to finish them.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !pids.iter().all(|&p| gone(p)) {
+        assert!(Instant::now() < deadline, "left running: {pids:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
