@@ -50,7 +50,8 @@ impl Supervisor {
                 return Ok(ran);
             }
             let now = Instant::now();
-            if !ran.healthy && now >= healthy_at {
+            // A command being stopped is not declared healthy on its way out.
+            if !ran.healthy && ran.stop.is_none() && now >= healthy_at {
                 ran.healthy = true;
                 self.ledger.record_success();
                 self.say.line(format_args!(
@@ -71,7 +72,7 @@ impl Supervisor {
             let (health, _) = self.ledger.settle(None);
             self.report(health);
             let deadline = [
-                (!ran.healthy).then_some(healthy_at),
+                (!ran.healthy && ran.stop.is_none()).then_some(healthy_at),
                 kill_at.filter(|_| !ran.killed),
             ]
             .into_iter()
