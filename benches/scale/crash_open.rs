@@ -9,9 +9,10 @@ use std::time::{Duration, Instant};
 
 use recovery_store::{RecoveryStore, StoreOptions, Timestamp};
 
-use crate::Setup;
-use crate::common::{at_secs, key};
+use crate::common::at_secs;
+use crate::hashed_key;
 use crate::measure::{Measured, measure, measure_output};
+use crate::{Setup, copy_synced};
 
 /// Rows: what, how the child went, and the open's own time where the child reports it.
 pub fn run(s: &Setup) -> Vec<(String, Measured, Option<Duration>)> {
@@ -32,11 +33,7 @@ pub fn run(s: &Setup) -> Vec<(String, Measured, Option<Duration>)> {
     writer.kill().expect("SIGKILL the writer");
     writer.wait().expect("reap the writer");
     // Every measurement gets its own copy of the crashed file: the first open may repair it.
-    let copy = |name: &str| {
-        let path = s.dir.join(name);
-        std::fs::copy(&crashed, &path).expect("copy the crashed store");
-        path
-    };
+    let copy = |name: &str| copy_synced(&crashed, &s.dir.join(name));
     let clean = s.copy("clean.redb");
     let open_child = |path: &Path, mode: &str| {
         let mut cmd = Command::new(&exe);
@@ -60,7 +57,7 @@ pub fn run(s: &Setup) -> Vec<(String, Measured, Option<Duration>)> {
         m,
         open,
     ));
-    let status_of_one = |path: &Path| measure(s.cli(path, &["status", &key(0).to_string()]));
+    let status_of_one = |path: &Path| measure(s.cli(path, &["status", &hashed_key(0).to_string()]));
     rows.push((
         "status, cleanly closed (CLI)".to_string(),
         status_of_one(&s.copy("clean-cli.redb")),
@@ -81,7 +78,12 @@ pub fn crash_writer(path: &Path) {
     let n = store.len().expect("len").max(1) as usize;
     for round in 0usize.. {
         let batch: Vec<_> = (0..1_000)
-            .map(|i| (key((round * 1_000 + i) * 7_919 % n), Timestamp::now()))
+            .map(|i| {
+                (
+                    hashed_key((round * 1_000 + i) * 7_919 % n),
+                    Timestamp::now(),
+                )
+            })
             .collect();
         store.record_crashes(&batch).expect("record_crashes");
         if round == 0 {
@@ -106,6 +108,6 @@ pub fn child(path: &Path, mode: &str) {
         }
     };
     let open = start.elapsed();
-    std::hint::black_box(store.status(&key(0), at_secs(0)).expect("status"));
+    std::hint::black_box(store.status(&hashed_key(0), at_secs(0)).expect("status"));
     println!("nanos={}", open.as_nanos());
 }

@@ -1,8 +1,8 @@
 //! The store at scale, through the real CLI binary and real processes:
 //! `cargo bench -p recovery-store-benches --bench scale`.
 //!
-//! - `list`, `--json list` and `export` of the `recovery-store` binary: wall time and peak RSS
-//!   (`ru_maxrss` from `wait4` on the child).
+//! - `list`, `list --refused`, `--json list`, `export` and `check` of the `recovery-store`
+//!   binary: wall time and peak RSS (`ru_maxrss` from `wait4` on the child).
 //! - The longest single `record_crash` wait in another process while the CLI's `prune` and
 //!   `reset --all --yes` run, against the same writer with no command running.
 //! - The first open after a writer was killed with SIGKILL: time and peak RSS, read-write and
@@ -31,9 +31,9 @@ mod table;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use recovery_store::{DEFAULT_CACHE_SIZE, RecoveryStore};
+use recovery_store::{BackendKey, DEFAULT_CACHE_SIZE, RecoveryStore};
 
-use crate::common::{BUILD_BATCH, populate_store};
+use crate::common::{BUILD_BATCH, at_secs};
 use crate::measure::{Measured, measure};
 use crate::table::{Table, cpu_model, fmt, fs_type};
 
@@ -51,9 +51,7 @@ pub struct Setup {
 impl Setup {
     /// A fresh copy of the template at `dir/name`.
     pub fn copy(&self, name: &str) -> PathBuf {
-        let path = self.dir.join(name);
-        std::fs::copy(&self.template, &path).expect("copy the template store");
-        path
+        copy_synced(&self.template, &self.dir.join(name))
     }
 
     /// `recovery-store --db PATH ARGS...`, stdout discarded.
@@ -90,9 +88,9 @@ fn main() {
         "scale: building {entries} entries in {} ...",
         template.display()
     );
-    let store = RecoveryStore::open(&template).expect("open template");
-    populate_store(&store, entries);
-    drop(store);
+    // Built in a child: a child's ru_maxrss starts from its parent's RSS at fork, so this
+    // process stays small and opens no big store itself.
+    build_in_child(&template, entries);
     let setup = Setup {
         cli,
         dir: dir.path().to_owned(),
@@ -102,25 +100,90 @@ fn main() {
     run(&setup);
 }
 
+/// The `i`th key of the big store, as brokers write them: with a 64-digit executable hash.
+pub fn hashed_key(i: usize) -> BackendKey {
+    let mut x = i as u64;
+    let hash: String = (0..4)
+        .map(|_| {
+            // splitmix64: distinct, evenly spread digits.
+            x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+            let mut z = x;
+            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            format!("{:016x}", z ^ (z >> 31))
+        })
+        .collect();
+    format!("shared/svc-{i:07}@1.0.0#{hash}")
+        .parse()
+        .expect("valid key")
+}
+
+/// A store at `path` of `n` entries (`hashed_key(0..n)`), one crash each at times spread over
+/// 1,000 s, cleanly closed.
+fn build(path: &Path, n: usize) {
+    let store = RecoveryStore::open(path).expect("open template");
+    let mut batch = Vec::with_capacity(BUILD_BATCH);
+    for i in 0..n {
+        batch.push((hashed_key(i), at_secs(i as i64 % 1_000)));
+        if batch.len() == BUILD_BATCH || i + 1 == n {
+            store.record_crashes(&batch).expect("record_crashes");
+            batch.clear();
+        }
+    }
+}
+
+/// Copies `from` to `to` and syncs the copy: a store that has been on disk a while has no
+/// dirty pages, and the first sync of a fresh copy would otherwise land on whatever measures it.
+pub fn copy_synced(from: &Path, to: &Path) -> PathBuf {
+    std::fs::copy(from, to).expect("copy a store");
+    std::fs::File::open(to)
+        .and_then(|f| f.sync_all())
+        .expect("sync the copy");
+    to.to_owned()
+}
+
+/// `build(path, n)` in a child process of this binary.
+fn build_in_child(path: &Path, n: usize) {
+    let exe = std::env::current_exe().expect("current exe");
+    let status = Command::new(exe)
+        .args(["--child", "build"])
+        .arg(path)
+        .arg(n.to_string())
+        .status()
+        .expect("run the build child");
+    assert!(status.success(), "building {} failed", path.display());
+}
+
 fn run(s: &Setup) {
     let mut t = Table::default();
     let limit = (DEFAULT_CACHE_SIZE as u64 >> 10) + (64 << 10);
     let size = std::fs::metadata(&s.template).map_or(0, |m| m.len());
 
-    eprintln!("scale: list, --json list, export ...");
+    eprintln!("scale: list, --json list, export, check ...");
     let small = s.dir.join("small.redb");
-    drop(RecoveryStore::open(&small).expect("open small store"));
+    build_in_child(&small, 0);
+    let floor = measure(Command::new("true"));
     let baseline = measure(s.cli(&small, &["list"]));
     let db = &s.template;
     let rows = [
         ("list", measure(s.cli(db, &["list"]))),
+        (
+            "list --refused (prints nothing)",
+            measure(s.cli(db, &["list", "--refused"])),
+        ),
         ("--json list", measure(s.cli(db, &["--json", "list"]))),
         ("export", measure(s.cli(db, &["export"]))),
+        ("check", measure(s.cli(db, &["check"]))),
     ];
     t.section(&format!(
         "(a) CLI reads of {} entries ({:.1} MiB file): wall time and peak RSS (wait4 ru_maxrss)",
         s.entries,
         size as f64 / (1 << 20) as f64
+    ));
+    t.text(&rss_line(
+        "true (the floor: RSS inherited at fork)",
+        &floor,
+        None,
     ));
     t.text(&rss_line(
         "list of an empty store (baseline)",
@@ -174,8 +237,8 @@ fn run(s: &Setup) {
 
     println!();
     println!(
-        "recovery-store scale: {} entries (built in record_crashes batches of {BUILD_BATCH}); \
-         binary {}; files in {} ({})",
+        "recovery-store scale: {} entries with hashed keys (built in record_crashes batches of \
+         {BUILD_BATCH}); binary {}; files in {} ({})",
         s.entries,
         s.cli.display(),
         s.dir.display(),
@@ -211,6 +274,7 @@ fn rss_line(what: &str, m: &Measured, base: Option<&Measured>) -> String {
 /// The child side, `--child MODE ARGS...`: see `stall::writer` and `crash_open::child`.
 fn child(args: &[String]) {
     match args.first().map(String::as_str) {
+        Some("build") => build(Path::new(&args[1]), args[2].parse().expect("count")),
         Some("writer") => stall::writer(Path::new(&args[1])),
         Some("crash-writer") => crash_open::crash_writer(Path::new(&args[1])),
         Some("open") => crash_open::child(Path::new(&args[1]), &args[2]),
