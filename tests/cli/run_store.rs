@@ -293,7 +293,7 @@ fn a_store_stalled_by_another_writer_keeps_the_command_supervised() {
     assert_eq!(status.code(), Some(143), "{}", logged());
     let err = progress(&logged());
     let has = |needle: &str| err.iter().filter(|l| l.contains(needle)).count();
-    assert_eq!(has("is unavailable (no answer within 5s)"), 1, "{err:?}");
+    assert_eq!(has("is unavailable ("), 1, "{err:?}");
     assert_eq!(
         has("crash kept in memory (store unavailable)"),
         2,
