@@ -103,11 +103,13 @@ impl Pending {
 }
 
 impl Ledger {
-    /// Starts the store thread for `key` on the store at `path` (created when missing). It
+    /// Starts the store thread for `key` on the store at `path`, opened with `options`
+    /// (created when missing). It
     /// opens the store itself, so even a hanging open never blocks the caller. `patience`
     /// bounds each wait for an answer; `waker` is woken on every answer.
     pub fn start(
         path: PathBuf,
+        options: StoreOptions,
         key: BackendKey,
         patience: Duration,
         waker: Waker,
@@ -117,7 +119,7 @@ impl Ledger {
         let thread_key = key.clone();
         std::thread::Builder::new()
             .name("store".into())
-            .spawn(move || serve(path, thread_key, job_rx, reply_tx, waker))?;
+            .spawn(move || serve(path, options, thread_key, job_rx, reply_tx, waker))?;
         Ok(Self {
             key,
             jobs,
@@ -300,16 +302,14 @@ pub enum Outcome {
 /// queued writes every [`RETRY`], and each answer carries the store's health.
 fn serve(
     path: PathBuf,
+    options: StoreOptions,
     key: BackendKey,
     jobs: Receiver<(u64, Job)>,
     replies: Sender<Reply>,
     waker: Waker,
 ) {
-    let mut state = DurableRecoveryState::open_or_degraded(
-        &path,
-        StoreOptions::default(),
-        BackendRecoveryPolicy::default(),
-    );
+    let mut state =
+        DurableRecoveryState::open_or_degraded(&path, options, BackendRecoveryPolicy::default());
     loop {
         let degraded = !matches!(state.health(), StoreHealth::Durable);
         let next = if degraded {

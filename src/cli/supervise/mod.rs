@@ -20,7 +20,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::Context as _;
-use recovery_store::BackendRecoveryDecision;
+use recovery_store::{BackendRecoveryDecision, StoreOptions};
 
 use super::args::RunArgs;
 use super::ledger::{Health, Ledger, Outcome, Pending, Standing};
@@ -84,6 +84,7 @@ pub fn run(ctx: &Ctx, args: RunArgs, out: &mut impl Write) -> anyhow::Result<Exi
     };
     let ledger = Ledger::start(
         ctx.path.clone(),
+        StoreOptions::default(),
         args.key.clone(),
         STORE_PATIENCE,
         wake.waker()?,
