@@ -67,6 +67,11 @@ impl StoreOptions {
         self
     }
 
+    /// True when opened with [`read_only`](Self::read_only).
+    pub(crate) fn is_read_only(&self) -> bool {
+        self.read_only
+    }
+
     /// The policy given with [`policy`](Self::policy), if any.
     pub(crate) fn requested_policy(&self) -> Option<BackendRecoveryPolicy> {
         self.policy

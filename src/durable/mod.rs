@@ -5,7 +5,7 @@
 //! fails (locked past its bound, disk full, damaged, unreadable) they come from the same policy
 //! held in memory, and the state reaches the file once the store is back.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -92,7 +92,12 @@ struct Degraded {
 /// - **Keys the store refuses** ([`BackendKey::validate`]) are decided in memory only, as the
 ///   reference does, and never written; [`memory_only_keys`](Self::memory_only_keys) counts
 ///   them.
-/// - **Drop** writes through what is pending, if the store answers.
+/// - **Drop** writes through what is pending, if the store answers; if it still fails, the
+///   pending decisions are lost with the handle, as the in-memory module's would be. Call
+///   [`flush`](Self::flush) first to find out.
+/// - **The policy** given to [`open_with_policy`](Self::open_with_policy) is stored in the
+///   file and shared by every process that opens it (the last one given wins); it must have a
+///   backoff shorter than its budget window (see [`BackendRecoveryPolicy::validate`]).
 #[derive(Debug)]
 pub struct DurableRecoveryState {
     path: PathBuf,
@@ -101,7 +106,10 @@ pub struct DurableRecoveryState {
     policy: BackendRecoveryPolicy,
     /// State decided in memory while degraded; `None` marks a key cleared in memory.
     shadow: HashMap<BackendKey, Option<RecoveryEntry>>,
-    pending: Vec<Pending>,
+    pending: VecDeque<Pending>,
+    /// What the store last committed for each key this handle decided, so that a file that
+    /// turns unreadable does not hand a crash-looping backend a fresh retry.
+    committed: HashMap<BackendKey, RecoveryEntry>,
     degraded: Option<Degraded>,
     memory_only: HashMap<BackendKey, RecoveryEntry>,
 }
@@ -136,8 +144,15 @@ impl DurableRecoveryState {
     ///
     /// # Errors
     ///
-    /// As [`RecoveryStore::open_with`].
+    /// As [`RecoveryStore::open_with`]; [`StoreError::ReadOnly`] for read-only options, with
+    /// which no decision could ever be kept.
     pub fn open_with(path: impl AsRef<Path>, options: StoreOptions) -> Result<Self, StoreError> {
+        if options.is_read_only() {
+            // Every decision would stay in memory: refuse rather than degrade forever.
+            return Err(StoreError::ReadOnly {
+                path: path.as_ref().to_owned(),
+            });
+        }
         let store = RecoveryStore::open_with(path.as_ref(), options.clone())?;
         let policy = store.policy()?;
         Ok(Self::build(
@@ -182,7 +197,8 @@ impl DurableRecoveryState {
             store,
             policy,
             shadow: HashMap::new(),
-            pending: Vec::new(),
+            pending: VecDeque::new(),
+            committed: HashMap::new(),
             degraded: None,
             memory_only: HashMap::new(),
         };
@@ -213,7 +229,12 @@ impl DurableRecoveryState {
         }
         if let Some(store) = self.reachable_store() {
             match store.record_crash(key, now) {
-                Ok(decision) => return decision,
+                Ok(decision) => {
+                    if let Ok(Some(entry)) = store.get(key) {
+                        self.committed.insert(key.clone(), entry);
+                    }
+                    return decision;
+                }
                 Err(err) => self.degrade(&err),
             }
         }
@@ -232,6 +253,7 @@ impl DurableRecoveryState {
             self.memory_only.remove(key);
             return;
         }
+        self.committed.remove(key);
         if let Some(store) = self.reachable_store() {
             match store.record_success(key) {
                 Ok(_) => return,
@@ -353,7 +375,13 @@ impl DurableRecoveryState {
         self.pending.drain(..done);
         result?;
         self.policy = store.policy()?;
-        self.shadow.clear();
+        // What was decided in memory is now what the file holds.
+        for (key, entry) in self.shadow.drain() {
+            match entry {
+                Some(entry) => self.committed.insert(key, entry),
+                None => self.committed.remove(&key),
+            };
+        }
         self.degraded = None;
         Ok(())
     }
@@ -379,46 +407,49 @@ impl DurableRecoveryState {
     }
 
     // The state of `key` as this handle last knew it: decided in memory, else read from the
-    // store if it still answers reads.
+    // store if it still answers reads, else as last committed through this handle. Never
+    // opens the file: a degraded decision must not wait.
     fn remembered(&self, key: &BackendKey) -> Option<RecoveryEntry> {
         if let Some(entry) = self.shadow.get(key) {
             return entry.clone();
         }
-        if let Some(Ok(entry)) = self.store.as_ref().map(|s| s.get(key)) {
-            return entry;
+        // Reads often still work where writes fail (a full disk, a stalled writer); a file
+        // that cannot be read leaves what this handle last saw committed.
+        match self.store.as_ref().map(|s| s.get(key)) {
+            Some(Ok(entry)) => entry,
+            _ => self.committed.get(key).cloned(),
         }
-        // Reads often still work where writes fail (a full disk, a read-only mount).
-        let read_only = self.options.clone().read_only(true);
-        RecoveryStore::open_with(&self.path, read_only)
-            .and_then(|s| s.get(key))
-            .ok()
-            .flatten()
     }
 
     fn queue(&mut self, op: Pending) {
         if self.pending.len() >= MAX_PENDING {
-            // A success makes everything queued before it for the same key moot.
-            let mut cleared = std::collections::HashSet::new();
-            let mut kept: Vec<Pending> = Vec::with_capacity(self.pending.len());
-            for op in self.pending.drain(..).rev() {
-                if cleared.contains(op.key()) {
-                    continue;
-                }
-                if let Pending::Success(key) = &op {
-                    cleared.insert(key.clone());
-                }
-                kept.push(op);
-            }
-            kept.reverse();
-            self.pending = kept;
+            self.compact();
         }
-        if self.pending.len() >= MAX_PENDING {
-            self.pending.remove(0);
+        // Compaction freed too little: drop the oldest, counted in `health`.
+        while self.pending.len() >= MAX_PENDING {
+            self.pending.pop_front();
             if let Some(d) = &mut self.degraded {
                 d.dropped += 1;
             }
         }
-        self.pending.push(op);
+        self.pending.push_back(op);
+    }
+
+    // A success makes everything queued before it for the same key moot. Runs only when the
+    // queue is full, and keeps the order of what it keeps.
+    fn compact(&mut self) {
+        let mut cleared = HashSet::new();
+        let mut kept = VecDeque::with_capacity(self.pending.len());
+        while let Some(op) = self.pending.pop_back() {
+            if cleared.contains(op.key()) {
+                continue;
+            }
+            if let Pending::Success(key) = &op {
+                cleared.insert(key.clone());
+            }
+            kept.push_front(op);
+        }
+        self.pending = kept;
     }
 }
 
@@ -434,4 +465,66 @@ impl Drop for DurableRecoveryState {
 // wait as long again.
 fn is_contention(err: &StoreError) -> bool {
     matches!(err, StoreError::Locked { .. })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(i: usize) -> BackendKey {
+        BackendKey::new(
+            crate::BrokerInstanceKey::Shared,
+            format!("s{i}"),
+            "1.0.0",
+            "",
+        )
+    }
+
+    // A store that cannot even be opened (its directory is a file): every decision is taken
+    // in memory and queued.
+    fn unreachable_state() -> (tempfile::TempDir, DurableRecoveryState) {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("file"), b"").unwrap();
+        let path = dir.path().join("file").join("recovery.redb");
+        let state = DurableRecoveryState::open_or_degraded(
+            path,
+            StoreOptions::default(),
+            BackendRecoveryPolicy::default(),
+        );
+        (dir, state)
+    }
+
+    #[test]
+    fn a_full_queue_compacts_successes_then_drops_the_oldest_and_counts_them() {
+        let (_dir, mut state) = unreachable_state();
+        let now = Instant::now();
+        // Crash and clear the same key over and over: compaction keeps only the last success.
+        for _ in 0..MAX_PENDING {
+            state.record_crash(key(0), now);
+            state.record_success(&key(0));
+        }
+        let StoreHealth::Degraded {
+            pending, dropped, ..
+        } = state.health()
+        else {
+            panic!("degraded expected");
+        };
+        assert!(pending < MAX_PENDING / 2, "compacted: {pending}");
+        assert_eq!(dropped, 0);
+        // Distinct keys cannot be compacted: beyond the bound the oldest go, and are counted.
+        for i in 1..=MAX_PENDING + 10 {
+            state.record_crash(key(i), now);
+        }
+        let StoreHealth::Degraded {
+            pending, dropped, ..
+        } = state.health()
+        else {
+            panic!("degraded expected");
+        };
+        assert_eq!(pending, MAX_PENDING);
+        assert!(dropped >= 10, "{dropped}");
+        assert!(
+            matches!(state.pending.back(), Some(Pending::Crash(k, _)) if *k == key(MAX_PENDING + 10))
+        );
+    }
 }

@@ -203,3 +203,26 @@ fn a_full_disk_degrades_and_the_same_handle_writes_through_after_space_is_freed(
         assert_eq!(entry.crashes_in_window, want, "{k}");
     }
 }
+
+// The file turns to garbage under a live handle: the handle must not forget the crash it has
+// just committed, or a crash-looping backend gets a fresh retry.
+#[test]
+fn a_file_that_turns_unreadable_keeps_the_last_committed_state() {
+    let t = TempStore::new();
+    let mut state = DurableRecoveryState::open(&t.path).unwrap();
+    let now = Instant::now();
+    assert!(matches!(
+        state.record_crash(zccache(), now),
+        BackendRecoveryDecision::Retry { .. }
+    ));
+    std::fs::write(&t.path, vec![0x5Au8; 8192]).unwrap();
+    let decision = state.record_crash(zccache(), now + SEC);
+    assert!(
+        matches!(
+            decision,
+            BackendRecoveryDecision::Refuse { retry_after, .. } if retry_after == 29 * SEC
+        ),
+        "a second crash in the window must refuse, not get a fresh retry: {decision:?}"
+    );
+    assert!(matches!(state.health(), StoreHealth::Degraded { .. }));
+}
