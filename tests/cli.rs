@@ -18,6 +18,7 @@ mod metrics;
 mod operator;
 mod resilience;
 mod run;
+mod run_lock;
 mod run_signals;
 mod run_store;
 mod schema;
