@@ -156,6 +156,47 @@ pub enum StoreError {
         detail: String,
     },
 
+    /// The store file or its directory belongs to someone the caller should not trust, can be
+    /// written by others, or the store path is a symbolic link (see the README's ownership
+    /// rules). Nothing was opened.
+    #[error(
+        "refusing {path} (owner uid {owner}, group gid {group}, mode {mode:04o}): {problem}: {remedy}"
+    )]
+    Untrusted {
+        /// The file or directory refused.
+        path: PathBuf,
+        /// Its owner's uid.
+        owner: u32,
+        /// Its group's gid.
+        group: u32,
+        /// Its permission bits (with setuid, setgid and sticky).
+        mode: u32,
+        /// What is wrong with it.
+        problem: String,
+        /// What to do about it.
+        remedy: String,
+    },
+
+    /// The store's last writer died mid-write, and its crash recovery needs a handle that can
+    /// write the file, which this process cannot have. Read-only opens never need it.
+    #[error(
+        "store at {path} was left by a writer that died and needs crash recovery, which this process cannot write ({source}): run `recovery-store check` as a user who can write {path}, on a writable mount"
+    )]
+    NeedsRecovery {
+        /// The store file.
+        path: PathBuf,
+        /// Why it cannot be written.
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// Options the store cannot be opened with, such as a file mode outside 0600..=0660.
+    #[error("invalid store options: {detail}")]
+    InvalidOptions {
+        /// What was wrong with them.
+        detail: String,
+    },
+
     /// An import document did not validate.
     #[error("cannot import: {detail}: fix the document and run the import again")]
     InvalidImport {

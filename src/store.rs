@@ -23,6 +23,8 @@ pub struct StoreOptions {
     cache_size: usize,
     create: bool,
     read_only: bool,
+    mode: u32,
+    trust_any_owner: bool,
 }
 
 impl Default for StoreOptions {
@@ -32,6 +34,8 @@ impl Default for StoreOptions {
             cache_size: DEFAULT_CACHE_SIZE,
             create: true,
             read_only: false,
+            mode: 0o600,
+            trust_any_owner: false,
         }
     }
 }
@@ -60,8 +64,10 @@ impl StoreOptions {
 
     /// Opens without ever writing to the file: inspection leaves a store byte-for-byte as it
     /// was. Implies `create_if_missing(false)`; a policy set with [`policy`](Self::policy) is
-    /// ignored, and writes return [`StoreError::ReadOnly`]. A store left by an unclean shutdown
-    /// still gets redb's crash recovery, which needs a writable handle.
+    /// ignored, and writes return [`StoreError::ReadOnly`]. Needs only read access: a store
+    /// whose last writer died is answered from a repaired in-memory view of the file (memory
+    /// bounded by what the repair writes, a few MiB per million entries), which does not see
+    /// later commits by other processes until it is reopened.
     pub fn read_only(mut self, read_only: bool) -> Self {
         self.read_only = read_only;
         self
@@ -70,6 +76,25 @@ impl StoreOptions {
     /// True when opened with [`read_only`](Self::read_only).
     pub(crate) fn is_read_only(&self) -> bool {
         self.read_only
+    }
+
+    /// Permission bits of a store this open creates (default `0o600`, in a `0o700`
+    /// directory). `0o660` makes a store that the brokers of one group share: a directory
+    /// created for it is setgid `0o2770`. Allowed: 0600, 0640, 0660, 0604, 0644; anything
+    /// else fails the open with [`StoreError::InvalidOptions`]. An existing empty file keeps
+    /// its own owner, group and mode when it is made a store.
+    pub fn mode(mut self, mode: u32) -> Self {
+        self.mode = mode;
+        self
+    }
+
+    /// Skips the ownership checks (default `false`): normally the store and its directory
+    /// must belong to the caller or root, others may not write them (group write only where
+    /// set up for a group), and a symlink at the store path is refused, each with
+    /// [`StoreError::Untrusted`]. With `true`, all of that is accepted and a symlink is followed.
+    pub fn trust_any_owner(mut self, trust: bool) -> Self {
+        self.trust_any_owner = trust;
+        self
     }
 
     /// The policy given with [`policy`](Self::policy), if any.
@@ -83,6 +108,8 @@ impl StoreOptions {
             create: self.create && !self.read_only,
             policy: self.policy.filter(|_| !self.read_only),
             read_only: self.read_only,
+            mode: self.mode,
+            trust_any_owner: self.trust_any_owner,
         }
     }
 }

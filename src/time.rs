@@ -4,6 +4,14 @@
 //! Within one boot, elapsed time comes from the boot clock (`CLOCK_BOOTTIME` on Linux), which
 //! NTP and manual wall-clock steps do not move. Across boots the boot clock restarts, so elapsed
 //! time falls back to the wall clock.
+//!
+//! A boot-clock reading is only ever compared with one taken in the same *clock view*. Processes
+//! in a Linux time namespace share the host's boot id but see `CLOCK_BOOTTIME` shifted by the
+//! namespace's offset (`unshare --time --boottime N`, a CRIU-restored container), so the view is
+//! the boot id plus the time namespace: outside the initial time namespace, the namespace's
+//! inode number is folded into the stored boot id. Readings from two views compare as readings
+//! from two boots do, on the wall clock. The initial namespace keeps the plain boot id, so
+//! timestamps stored before this rule keep their meaning.
 
 use std::ops::{Add, Sub};
 use std::sync::OnceLock;
@@ -12,7 +20,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 /// The boot a timestamp was taken in, and how long that boot had run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct BootTime {
-    /// The kernel's random boot id (Linux: `/proc/sys/kernel/random/boot_id`).
+    /// The clock view the reading was taken in: the kernel's random boot id (Linux:
+    /// `/proc/sys/kernel/random/boot_id`), with the time namespace folded in outside the
+    /// initial one (see the module docs). Equal ids mean readings that may be compared.
     pub boot_id: u128,
     /// Time since boot, suspend included (Linux: `CLOCK_BOOTTIME`).
     pub since_boot: Duration,
@@ -156,7 +166,41 @@ fn boot_now() -> Option<BootTime> {
 #[cfg(target_os = "linux")]
 fn read_boot_id() -> Option<u128> {
     let text = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").ok()?;
-    parse_boot_id(&text)
+    Some(clock_view(parse_boot_id(&text)?, time_namespace()?))
+}
+
+/// The inode of the initial time namespace (the kernel's `PROC_TIME_INIT_INO`).
+const INITIAL_TIME_NAMESPACE: u64 = 0xEFFF_FFFA;
+
+/// This process's time namespace: `Some(inode)`, with the initial namespace's inode on a kernel
+/// without time namespaces, or `None` when it cannot be told (then no boot-clock reading is
+/// used at all, and elapsed time comes from the wall clock).
+#[cfg(target_os = "linux")]
+fn time_namespace() -> Option<u64> {
+    use std::os::unix::fs::MetadataExt;
+    match std::fs::metadata("/proc/self/ns/time") {
+        Ok(meta) => Some(meta.ino()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Some(INITIAL_TIME_NAMESPACE),
+        Err(_) => None,
+    }
+}
+
+/// The id of a clock view: the boot id itself in the initial time namespace, otherwise the boot
+/// id mixed with the namespace's inode (SplitMix64 over both halves, so nearby inodes give
+/// unrelated ids).
+fn clock_view(boot_id: u128, namespace: u64) -> u128 {
+    if namespace == INITIAL_TIME_NAMESPACE {
+        return boot_id;
+    }
+    let mix = |mut z: u64| {
+        z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    };
+    let high = mix(namespace);
+    let low = mix(namespace ^ high);
+    boot_id ^ ((u128::from(high) << 64) | u128::from(low))
 }
 
 #[cfg(not(target_os = "linux"))]
@@ -269,6 +313,33 @@ mod tests {
         assert_eq!(ts.unix_nanos(), -1_500_000_000);
         assert_eq!(ts.unix_millis(), -1500);
         assert_eq!(ts.wall(), wall);
+    }
+
+    #[test]
+    fn clock_views_keep_the_host_boot_id_and_separate_namespaces() {
+        let boot = 0x0123abcd_0000_0000_0000_00000000000f;
+        assert_eq!(clock_view(boot, INITIAL_TIME_NAMESPACE), boot);
+        let a = clock_view(boot, 4_026_532_000);
+        let b = clock_view(boot, 4_026_532_001);
+        assert!(a != boot && b != boot && a != b);
+        // Readings from two views are compared on the wall clock, like two boots.
+        let wall = UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let host = Timestamp::with_boot(
+            wall,
+            BootTime {
+                boot_id: boot,
+                since_boot: 100 * SEC,
+            },
+        );
+        let shifted = Timestamp::with_boot(
+            wall + 5 * SEC,
+            BootTime {
+                boot_id: a,
+                since_boot: 3_705 * SEC,
+            },
+        );
+        assert_eq!(shifted.duration_since(&host), Some(5 * SEC));
+        assert_eq!(host.duration_since(&shifted), None);
     }
 
     #[test]

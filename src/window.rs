@@ -13,9 +13,9 @@ use crate::time::Timestamp;
 /// Where an entry stands at `now` under `policy`.
 ///
 /// A window whose start cannot be placed before `now` (the wall clock was stepped back since
-/// it began, in another boot or without a boot-clock reading) is reported as healthy: nothing
-/// says how much of it is left, and holding the backend until the wall clock catches up could
-/// trap it for as long as the step. Its crash count is kept, so the next crash re-anchors the
+/// it began, in another boot or clock view, or without a boot-clock reading) is reported as
+/// healthy: nothing says how much of it is left, and holding the backend until the wall clock
+/// catches up could trap it for as long as the step. Its crash count is kept, so the next crash re-anchors the
 /// window at that moment and refuses for one window.
 pub fn status_of(
     entry: &RecoveryEntry,
@@ -67,9 +67,9 @@ pub(crate) fn ended(entry: &RecoveryEntry, now: Timestamp, policy: &BackendRecov
 
 /// How long a window that began at `start` has run at `now`.
 ///
-/// On one boot's clock, a `now` a little before `start` (less than one window) is a caller
-/// that raced another to the store, not a clock step: as in the reference, that counts as no
-/// time at all. Otherwise a `start` after `now` means the wall clock went back, and the
+/// In one clock view (one boot, one time namespace: see `time.rs`), a `now` a little before
+/// `start` (less than one window) is a caller that raced another to the store, not a clock
+/// step: as in the reference, that counts as no time at all. Otherwise a `start` after `now` means the wall clock went back, and the
 /// answer is `None`: the window cannot be placed.
 pub(crate) fn window_elapsed(
     start: &Timestamp,
@@ -79,9 +79,9 @@ pub(crate) fn window_elapsed(
     if let Some(elapsed) = now.duration_since(start) {
         return Some(elapsed);
     }
-    let same_boot =
+    let same_view =
         matches!((start.boot(), now.boot()), (Some(a), Some(b)) if a.boot_id == b.boot_id);
-    let late_caller = same_boot
+    let late_caller = same_view
         && start
             .duration_since(&now)
             .is_some_and(|ahead| ahead < policy.budget_window);

@@ -254,8 +254,12 @@ fn special_files_are_refused_without_blocking() {
 #[test]
 fn plainly_foreign_files_are_named_for_what_they_are() {
     let t = TempStore::new();
+    std::fs::write(&t.path, b"").unwrap();
+    let read_only = recovery_store::StoreOptions::default().read_only(true);
+    let err = RecoveryStore::open_with(&t.path, read_only).unwrap_err();
+    assert!(matches!(err, StoreError::NotAStore { .. }), "{err}");
+    assert!(err.to_string().contains("(the file is empty;"), "{err}");
     for (bytes, detail) in [
-        (&b""[..], "(the file is empty)"),
         (&b"SQLite format 3\0"[..], "(it is not a redb database)"),
         (
             &b"redb"[..],

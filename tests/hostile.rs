@@ -240,11 +240,21 @@ fn refused(case: &str, bytes: &[u8], allowed: &[&str]) -> StoreError {
     err
 }
 
-// Guards an empty file at the store path: refused as not a store, untouched.
+// Guards an empty file at the store path met by a reader: refused as not a store, untouched.
+// (A writable open makes it a store in place: see `ownership::an_empty_file_becomes_a_store_*`.)
 #[test]
-fn empty_file_is_refused_untouched() {
-    let err = refused("empty file", b"", &["NotAStore"]);
+fn empty_file_is_refused_untouched_by_a_reader() {
+    let tmp = TempStore::new();
+    std::fs::write(&tmp.path, b"").expect("write empty file");
+    let err = RecoveryStore::open_with(
+        &tmp.path,
+        recovery_store::StoreOptions::default().read_only(true),
+    )
+    .expect_err("an empty file is no store to read");
+    assert_eq!(variant(&err), "NotAStore", "{err}");
     assert!(err.to_string().contains("empty"), "{err}");
+    assert!(err.to_string().contains("makes it a new store"), "{err}");
+    assert_eq!(std::fs::read(&tmp.path).expect("read"), b"");
 }
 
 // Guards random bytes at the store path.

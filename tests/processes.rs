@@ -207,14 +207,15 @@ fn files_left_by_dead_writers_are_still_refused_untouched() {
     }
 }
 
-// Guards read-only opens of a store whose writer died: redb's repair runs, but the handle stays
-// read-only and the data is there.
+// Guards read-only opens of a store whose writer died: they answer from a repaired in-memory
+// view, the handle stays read-only, the data is there, and the file is left as it was.
 #[test]
 fn read_only_open_of_a_store_left_by_a_dead_writer_repairs_but_never_writes_after() {
     let t = TempStore::new();
     let k = key("shared/alpha@1.0.0");
     t.open().record_crash(&k, Timestamp::now()).expect("record");
     leave_dirty(&t.path);
+    let before = std::fs::read(&t.path).expect("read");
     let store = RecoveryStore::open_with(&t.path, StoreOptions::default().read_only(true))
         .expect("read-only open");
     assert_eq!(store.get(&k).expect("get").expect("entry").total_crashes, 1);
@@ -222,6 +223,11 @@ fn read_only_open_of_a_store_left_by_a_dead_writer_repairs_but_never_writes_afte
         store.record_crash(&k, Timestamp::now()),
         Err(StoreError::ReadOnly { .. })
     ));
+    drop(store);
+    assert!(
+        std::fs::read(&t.path).expect("read") == before,
+        "a reader wrote the file"
+    );
 }
 
 // Runs the fixed script, printing `ack I` once step I is acknowledged, until killed (or, as a

@@ -592,28 +592,47 @@ fn store_handle_is_send_and_sync() {
     assert_send_sync::<recovery_store::StoreError>();
 }
 
+// Guards the sweep of creators' temporary files: liveness is the creator's lock on its file,
+// never its PID (which means nothing across PID namespaces).
 #[test]
 fn creation_sweeps_away_leftovers_of_dead_creators_only() {
+    use std::os::fd::AsRawFd;
     let t = TempStore::new();
-    let mut child = std::process::Command::new("true").spawn().unwrap();
-    let dead = child.id();
-    child.wait().unwrap();
-    let abandoned = t
-        .dir
-        .path()
-        .join(format!(".recovery.redb.creating.{dead}.1"));
-    let live = t
-        .dir
-        .path()
-        .join(format!(".recovery.redb.creating.{}.1", std::process::id()));
+    let leftover = |pid: u32| {
+        t.dir
+            .path()
+            .join(format!(".recovery.redb.creating.{pid}.1"))
+    };
+    // Unlocked, though named for this live process: abandoned.
+    let abandoned = leftover(std::process::id());
+    // Locked, though named for a PID that does not exist here: a creator elsewhere, alive.
+    let live = leftover(u32::MAX);
     let unrelated = t.dir.path().join(".other.redb.creating.1.1");
-    for leftover in [&abandoned, &live, &unrelated] {
-        std::fs::write(leftover, b"half-made").unwrap();
+    for file in [&abandoned, &live, &unrelated] {
+        std::fs::write(file, b"half-made").unwrap();
     }
+    // A creator holds an open-file-description write lock on byte 0 of its file.
+    let held = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&live)
+        .unwrap();
+    // SAFETY: an all-zero flock is valid; fcntl on a descriptor this test owns.
+    let mut lock: libc::flock = unsafe { std::mem::zeroed() };
+    lock.l_type = libc::F_WRLCK as libc::c_short;
+    lock.l_len = 1;
+    assert_eq!(
+        unsafe { libc::fcntl(held.as_raw_fd(), libc::F_OFD_SETLK, &mut lock) },
+        0
+    );
     t.open();
-    assert!(!abandoned.exists(), "a dead creator's file is removed");
-    assert!(live.exists(), "a live creator's file is left alone");
+    assert!(!abandoned.exists(), "an unlocked temporary file is removed");
+    assert!(
+        live.exists(),
+        "a locked (live) creator's file is left alone"
+    );
     assert!(unrelated.exists(), "another store's files are left alone");
+    drop(held);
 }
 
 #[test]

@@ -4,10 +4,14 @@ mod util;
 
 mod broker;
 mod cli;
+mod clockview;
 mod crash;
+mod creators;
 mod format;
 mod group;
 mod hostile;
 mod model;
+mod ownership;
 mod processes;
+mod recovery;
 mod store;

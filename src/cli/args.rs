@@ -73,6 +73,16 @@ pub struct Cli {
     #[arg(long, global = true, hide = true, value_name = "RFC3339", value_parser = parse_time)]
     pub now: Option<SystemTime>,
 
+    /// Use the store even if it, or its directory, belongs to another user, can be written by
+    /// others, or is reached through a symlink (normally refused).
+    #[arg(long, global = true)]
+    pub trust_owner: bool,
+
+    /// Permission bits for a store this command creates, in octal: 0600 (the default) or 0660
+    /// for a store that the brokers of one group share.
+    #[arg(long, global = true, value_name = "OCTAL", value_parser = parse_mode)]
+    pub mode: Option<u32>,
+
     #[command(subcommand)]
     pub command: Command,
 }
@@ -357,6 +367,17 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
     Ok(d)
 }
 
+fn parse_mode(text: &str) -> Result<u32, String> {
+    let mode = u32::from_str_radix(text, 8)
+        .map_err(|_| format!("{text:?} is not an octal mode: expected e.g. 0600 or 0660"))?;
+    if !matches!(mode, 0o600 | 0o640 | 0o660 | 0o604 | 0o644) {
+        return Err(format!(
+            "{mode:04o} cannot be a store's mode: use 0600 (private) or 0660 (a group's store)"
+        ));
+    }
+    Ok(mode)
+}
+
 fn parse_time(text: &str) -> Result<SystemTime, String> {
     humantime::parse_rfc3339_weak(text)
         .map_err(|e| format!("{e}: expected RFC 3339, e.g. 2026-01-01T00:00:00Z"))
@@ -481,6 +502,24 @@ mod tests {
         assert_eq!(run.command, ["sh", "-c", "exit 3"]);
         assert!(parse(&["run", "shared/a@1.0.0"]).is_err());
         assert!(parse(&["run", "shared/a@1.0.0", "sh"]).is_err());
+    }
+
+    #[test]
+    fn store_mode_and_trust_are_global_flags() {
+        let cli = parse(&[
+            "record-crash",
+            "shared/a@1.0.0",
+            "--mode",
+            "0660",
+            "--trust-owner",
+        ])
+        .unwrap();
+        assert_eq!(cli.mode, Some(0o660));
+        assert!(cli.trust_owner);
+        assert!(parse(&["list", "--mode", "0666"]).is_err());
+        assert!(parse(&["list", "--mode", "rw"]).is_err());
+        let cli = parse(&["list"]).unwrap();
+        assert_eq!((cli.mode, cli.trust_owner), (None, false));
     }
 
     #[test]

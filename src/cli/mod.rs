@@ -51,6 +51,8 @@ pub fn run() -> anyhow::Result<ExitCode> {
         source,
         json: cli.json,
         now: cli.now,
+        trust_owner: cli.trust_owner,
+        mode: cli.mode,
     };
     let mut out = io::stdout().lock();
     let code = commands::dispatch(&ctx, cli.command, &mut out)?;
@@ -65,6 +67,8 @@ pub struct Ctx {
     pub source: locate::Source,
     pub json: bool,
     now: Option<SystemTime>,
+    trust_owner: bool,
+    mode: Option<u32>,
 }
 
 impl Ctx {
@@ -82,7 +86,7 @@ impl Ctx {
     }
 
     /// Opens the store for a read command: a missing file is an error and is not created, and
-    /// the file is never written (unless redb must first recover it from an unclean shutdown).
+    /// the file is never written, even after an unclean shutdown.
     pub fn open_read(&self) -> anyhow::Result<RecoveryStore> {
         self.open(StoreOptions::default().read_only(true))
     }
@@ -119,6 +123,11 @@ impl Ctx {
     }
 
     fn open(&self, options: StoreOptions) -> anyhow::Result<RecoveryStore> {
+        let options = options.trust_any_owner(self.trust_owner);
+        let options = match self.mode {
+            Some(mode) => options.mode(mode),
+            None => options,
+        };
         RecoveryStore::open_with(&self.path, options).map_err(|err| match err {
             StoreError::NotFound { .. } => self.not_found(),
             other => anyhow::Error::new(other),

@@ -4,13 +4,14 @@
 //! [`BackendRecoveryPolicy`]. Every redb call runs under [`guarded`], so a damaged file that
 //! trips an assertion inside the engine becomes [`StoreError::Corrupt`] instead of a panic.
 
+mod creation;
 mod files;
 mod guard;
 mod opening;
+mod overlay;
 mod tables;
+mod trust;
 
-use std::fs;
-use std::io::ErrorKind;
 use std::mem::ManuallyDrop;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
@@ -24,11 +25,11 @@ use crate::error::StoreError;
 use crate::migrations::{self, CURRENT_VERSION, current as schema};
 use crate::policy::BackendRecoveryPolicy;
 
-use files::{backup_path, copy_durably, io_err};
+use files::{backup_path, copy_durably};
 use guard::{engine_err, guarded};
 use opening::{
-    Preflight, check_magic, check_version, create_atomically, discard_unfinished_creation,
-    open_writable, preflight, validate_copy,
+    Preflight, check_magic, check_version, discard_unfinished_creation, open_writable, preflight,
+    prepare, repaired_view, validate_copy,
 };
 pub(crate) use tables::{Reader, Writer};
 
@@ -49,9 +50,13 @@ pub(crate) struct OpenConfig {
     pub create: bool,
     /// Policy to persist, if the caller asked for one.
     pub policy: Option<BackendRecoveryPolicy>,
-    /// Open without ever writing to the file (a store that needs crash recovery is still
-    /// repaired, which takes a writable handle).
+    /// Open without ever writing to the file (a store that needs crash recovery is read
+    /// through a repaired in-memory view).
     pub read_only: bool,
+    /// Permission bits of a new store (0600 by default, 0660 for a group).
+    pub mode: u32,
+    /// Skip the ownership checks, and follow a symlink at the store path.
+    pub trust_any_owner: bool,
 }
 
 /// An open store file.
@@ -93,50 +98,21 @@ impl std::fmt::Debug for Storage {
 impl Storage {
     /// Opens the store at `path`, creating it (atomically) when allowed and missing.
     pub fn open_path(path: &Path, config: &OpenConfig) -> Result<Self, StoreError> {
-        match fs::metadata(path) {
-            Ok(meta) if meta.is_dir() => {
-                return Err(StoreError::NotAStore {
-                    path: path.to_owned(),
-                    detail: "it is a directory".into(),
-                });
-            }
-            // A FIFO or device would block or misbehave on open; only plain files are stores.
-            Ok(meta) if !meta.is_file() => {
-                return Err(StoreError::NotAStore {
-                    path: path.to_owned(),
-                    detail: "it is not a regular file".into(),
-                });
-            }
-            Ok(_) => {}
-            Err(e) if e.kind() == ErrorKind::NotFound => {
-                if !config.create {
-                    return Err(StoreError::NotFound {
-                        path: path.to_owned(),
-                    });
-                }
-                create_atomically(path, config)?;
-            }
-            Err(source) => return Err(io_err("cannot read", path, source)),
-        }
+        prepare(path, config)?;
         check_magic(path)?;
         match preflight(path, config.cache_size)? {
             Preflight::Ready(db) if config.read_only => return Ok(Self::read_only(db, path)),
             Preflight::Ready(_) => {}
-            Preflight::NeedsRepair => {
-                // The file's last writer died mid-write. Prove it is one of ours, of a schema we
-                // read, on a private copy before redb's repair writes to the real file.
-                validate_copy(path)?;
-                if config.read_only {
-                    drop(open_writable(path, config.cache_size)?);
-                    return match preflight(path, config.cache_size)? {
-                        Preflight::Ready(db) => Ok(Self::read_only(db, path)),
-                        _ => Err(StoreError::Corrupt {
-                            path: path.to_owned(),
-                            detail: "still needs recovery after redb's repair".into(),
-                        }),
-                    };
-                }
+            // The file's last writer died mid-write. A reader answers from a repaired view that
+            // never writes the file; a writer first proves, on such a view, that it is one of
+            // ours, of a schema we read, before redb's repair writes to the real file.
+            Preflight::NeedsRepair if config.read_only => {
+                return Ok(Self::read_only(
+                    repaired_view(path, config.cache_size)?,
+                    path,
+                ));
             }
+            Preflight::NeedsRepair => validate_copy(path)?,
             Preflight::NeedsMigration(found) if config.read_only => {
                 return Err(StoreError::NeedsMigration {
                     path: path.to_owned(),

@@ -1,20 +1,23 @@
-//! Getting a file open: refusing what is not ours untouched, and creating stores atomically.
+//! Getting a file open: refusing what is not ours untouched, before and after redb's crash
+//! recovery, and deciding when a store must be made (see `creation.rs`).
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{ErrorKind, Read};
-use std::mem::ManuallyDrop;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::Path;
 
 use redb::{
     Builder, ConcurrencyMode, Database, ReadOnlyDatabase, ReadableDatabase, StorageBackend,
 };
 
-use super::files::{
-    creation_prefix, io_err, parent_dir, remove_abandoned_creations, sync_dir, unique_suffix,
+use super::creation::{
+    MAX_CREATION_IMAGE, check_mode, create_atomically, initialize_in_place, unfinished,
+    wait_for_initializer,
 };
+use super::files::{io_err, parent_dir};
 use super::guard::{engine_err, guarded};
-use super::{Handle, OpenConfig, REDB_MAGIC, Reader, Storage};
+use super::overlay::Overlay;
+use super::trust;
+use super::{OpenConfig, REDB_MAGIC, Reader};
 use crate::error::StoreError;
 use crate::migrations::{CURRENT_VERSION, OLDEST_VERSION};
 
@@ -42,9 +45,6 @@ pub(super) fn discard_unfinished_creation(
     label: &Path,
 ) -> Result<(), StoreError> {
     let len = backend.len().map_err(|e| io_err("cannot read", label, e))?;
-    // Creation writes well under this; a bigger image with a zeroed header is a damaged store,
-    // which is reported, never wiped.
-    const MAX_CREATION_IMAGE: u64 = 1 << 20;
     if len == 0 || len > MAX_CREATION_IMAGE {
         return Ok(());
     }
@@ -76,7 +76,7 @@ pub(super) fn check_magic(path: &Path) -> Result<(), StoreError> {
         }
     }
     let detail = if filled == 0 {
-        "the file is empty"
+        "the file is empty; a write command (e.g. `recovery-store prune`) makes it a new store"
     } else if head[..filled] != REDB_MAGIC[..filled] {
         "it is not a redb database"
     } else if filled < head.len() {
@@ -129,24 +129,79 @@ pub(super) fn preflight(path: &Path, cache_size: usize) -> Result<Preflight, Sto
     })
 }
 
-// Checks format and schema on a repaired in-memory copy of a file that needs crash recovery,
-// leaving the file itself untouched. Costs a read of the whole file, only after an unclean stop.
-pub(super) fn validate_copy(path: &Path) -> Result<(), StoreError> {
-    let bytes = fs::read(path).map_err(|e| io_err("cannot read", path, e))?;
-    let copy = redb::backends::InMemoryBackend::new();
-    copy.set_len(bytes.len() as u64)
-        .and_then(|()| copy.write(0, &bytes))
-        .map_err(|e| io_err("cannot copy", path, e))?;
-    drop(bytes);
-    let version = guarded(path, "checking a copy of", || {
+// Opens a repaired view of a file whose last writer died: redb's crash recovery runs on a
+// copy-on-write overlay (`Overlay`) of the file opened read-only, so the file is never written
+// and memory holds only the pages the repair writes. Checks format and schema on the view, so a
+// foreign or newer file is refused untouched. A later commit by a writer at the path is not
+// seen through the view: reopen to see it.
+pub(super) fn repaired_view(
+    path: &Path,
+    cache_size: usize,
+) -> Result<ReadOnlyDatabase, StoreError> {
+    match view_of(path, cache_size) {
+        Ok(db) => Ok(db),
+        Err(
+            e @ (StoreError::NotAStore { .. }
+            | StoreError::NewerSchema { .. }
+            | StoreError::NeedsMigration { .. }),
+        ) => Err(e),
+        // A writer may have recovered the file under the view, tearing what it read: then the
+        // file itself is ready to read.
+        Err(e) => match preflight(path, cache_size) {
+            Ok(Preflight::Ready(db)) => Ok(db),
+            _ => Err(e),
+        },
+    }
+}
+
+fn view_of(path: &Path, cache_size: usize) -> Result<ReadOnlyDatabase, StoreError> {
+    let file = File::open(path).map_err(|e| io_err("cannot open", path, e))?;
+    let view = Overlay::new(file).map_err(|e| io_err("cannot read", path, e))?;
+    guarded(path, "checking a repaired view of", || {
         let db = Builder::new()
-            .set_cache_size(1 << 20)
-            .create_with_backend(copy)
+            .set_cache_size(cache_size)
+            .create_with_backend(view.clone())
             .map_err(|e| engine_err(path, e))?;
-        let txn = db.begin_read().map_err(|e| engine_err(path, e))?;
-        Reader::open(&txn, path)?.schema_version()
-    })?;
-    check_version(path, version)
+        let version = {
+            let txn = db.begin_read().map_err(|e| engine_err(path, e))?;
+            Reader::open(&txn, path)?.schema_version()?
+        };
+        check_version(path, version)?;
+        if version < CURRENT_VERSION {
+            return Err(StoreError::NeedsMigration {
+                path: path.to_owned(),
+                found: version,
+                current: CURRENT_VERSION,
+            });
+        }
+        drop(db);
+        Builder::new()
+            .set_cache_size(cache_size)
+            .open_read_only_with_backend(view)
+            .map_err(|e| engine_err(path, e))
+    })
+}
+
+// Before a writable open runs redb's crash recovery on the file itself: checks format and
+// schema on a repaired view (in bounded memory, the file untouched), and that this process can
+// write the file at all, so a reader-only user or a read-only mount gets `NeedsRecovery`.
+pub(super) fn validate_copy(path: &Path) -> Result<(), StoreError> {
+    if let Err(source) = OpenOptions::new().write(true).open(path) {
+        let cannot_write = source.kind() == ErrorKind::PermissionDenied
+            || source.raw_os_error() == Some(libc::EROFS);
+        return Err(if cannot_write {
+            StoreError::NeedsRecovery {
+                path: path.to_owned(),
+                source,
+            }
+        } else {
+            io_err("cannot open", path, source)
+        });
+    }
+    match repaired_view(path, 1 << 20) {
+        Ok(_) | Err(StoreError::NeedsMigration { .. }) => Ok(()),
+        Err(e) => Err(e),
+    }
 }
 
 pub(super) fn open_writable(path: &Path, cache_size: usize) -> Result<Database, StoreError> {
@@ -159,55 +214,74 @@ pub(super) fn open_writable(path: &Path, cache_size: usize) -> Result<Database, 
     })
 }
 
-// Builds the store under a temporary name beside `path`, then links it into place, so `path`
-// never names a half-initialized file. Linking (unlike renaming) fails if another process
-// created `path` first, and then that process's store is used.
-pub(super) fn create_atomically(path: &Path, config: &OpenConfig) -> Result<(), StoreError> {
-    let dir = parent_dir(path);
-    if !dir.exists() {
-        fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(&dir)
-            .map_err(|e| io_err("cannot create directory", &dir, e))?;
-    }
-    remove_abandoned_creations(path);
-    let tmp = dir.join(format!(
-        "{}{}.{}",
-        creation_prefix(path),
-        std::process::id(),
-        unique_suffix()
-    ));
-    let result = (|| {
-        OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&tmp)
-            .map_err(|e| io_err("cannot create a store in the directory of", path, e))?;
-        let db = guarded(&tmp, "creating", || {
-            Builder::new()
-                .set_cache_size(1 << 20)
-                .create(&tmp)
-                .map_err(|e| engine_err(&tmp, e))
-        })?;
-        let storage = Storage {
-            db: ManuallyDrop::new(Handle::Writable(db)),
-            path: tmp.clone(),
-        };
-        storage.write(|w| w.initialize(config.policy.unwrap_or_default()))?;
-        drop(storage);
-        File::open(&tmp)
-            .and_then(|f| f.sync_all())
-            .map_err(|e| io_err("cannot sync", &tmp, e))?;
-        match fs::hard_link(&tmp, path) {
-            Ok(()) => {}
-            Err(e) if e.kind() == ErrorKind::AlreadyExists => {}
-            Err(e) => return Err(io_err("cannot create", path, e)),
+// Everything before redb sees the path: ownership, file type, creating a missing store and
+// initializing an existing empty file. Never follows a symlink at `path` unless the caller
+// trusts any owner.
+pub(super) fn prepare(path: &Path, config: &OpenConfig) -> Result<(), StoreError> {
+    check_mode(config.mode)?;
+    let trusting = config.trust_any_owner;
+    let link = match fs::symlink_metadata(path) {
+        Ok(meta) => Some(meta),
+        Err(e) if e.kind() == ErrorKind::NotFound => None,
+        Err(source) => return Err(io_err("cannot read", path, source)),
+    };
+    match &link {
+        Some(meta) => not_a_plain_file(path, meta)?,
+        // Nothing to trust or refuse: nothing will be opened or created.
+        None if !config.create => {
+            return Err(StoreError::NotFound {
+                path: path.to_owned(),
+            });
         }
-        sync_dir(&dir)
-    })();
-    let _ = fs::remove_file(&tmp);
-    result
+        None => {}
+    }
+    if !trusting {
+        let dir = parent_dir(path);
+        match fs::metadata(&dir) {
+            Ok(meta) if meta.is_dir() => trust::check_dir(&dir, &meta)?,
+            Ok(_) => {}
+            Err(e) if e.kind() == ErrorKind::NotFound => {}
+            Err(source) => return Err(io_err("cannot read", &dir, source)),
+        }
+        if let Some(meta) = link.as_ref().filter(|m| !m.is_dir()) {
+            trust::check_file(path, meta)?;
+        }
+    }
+    match fs::metadata(path) {
+        Ok(meta) => {
+            not_a_plain_file(path, &meta)?;
+            if config.create && !config.read_only && unfinished(path, meta.len()) {
+                initialize_in_place(path, config)?;
+            } else if meta.len() <= MAX_CREATION_IMAGE {
+                wait_for_initializer(path);
+            }
+            Ok(())
+        }
+        Err(e) if e.kind() == ErrorKind::NotFound => {
+            if !config.create {
+                return Err(StoreError::NotFound {
+                    path: path.to_owned(),
+                });
+            }
+            create_atomically(path, config)
+        }
+        Err(source) => Err(io_err("cannot read", path, source)),
+    }
+}
+
+// Refuses a directory, FIFO or device (a symlink passes: it is judged by where it leads). A
+// FIFO or device would block or misbehave on open; only plain files are stores.
+fn not_a_plain_file(path: &Path, meta: &fs::Metadata) -> Result<(), StoreError> {
+    let kind = meta.file_type();
+    let detail = if kind.is_dir() {
+        "it is a directory"
+    } else if !kind.is_file() && !kind.is_symlink() {
+        "it is not a regular file"
+    } else {
+        return Ok(());
+    };
+    Err(StoreError::NotAStore {
+        path: path.to_owned(),
+        detail: detail.into(),
+    })
 }

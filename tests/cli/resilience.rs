@@ -308,7 +308,13 @@ fn a_store_in_a_read_only_directory_gets_a_clean_error() {
             .output()
             .unwrap()
     };
-    if root && run(&base.path().join("probe.redb")).status.code() != Some(0) {
+    // The probe's directory belongs to `nobody`: a world-writable one would be refused.
+    let probe = base.path().join("probe");
+    std::fs::create_dir(&probe).unwrap();
+    if root {
+        std::os::unix::fs::chown(&probe, Some(65534), Some(65534)).unwrap();
+    }
+    if root && run(&probe.join("probe.redb")).status.code() != Some(0) {
         skip("an unprivileged user cannot run the binary from /tmp");
         return;
     }
