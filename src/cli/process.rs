@@ -260,7 +260,18 @@ pub fn lock_run(store: &Path, key: &str) -> io::Result<Locked> {
             .create(true)
             .truncate(false)
             .mode(0o600)
+            // Never through a symbolic link, nor on anything but a plain file of its own: the
+            // lock is truncated and written, perhaps by root in a directory others can write.
+            .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
             .open(&path)?;
+        let meta = file.metadata()?;
+        // (No links at all is a file just removed by the `run` that held it: see below.)
+        if !meta.is_file() || meta.nlink() > 1 {
+            return Err(io::Error::other(format!(
+                "{} is not a plain file with one link: remove it",
+                path.display()
+            )));
+        }
         match flock(&file, FlockOperation::NonBlockingLockExclusive) {
             Ok(()) => {
                 // Removed (by the `run` that held it) between our open and our lock: the lock

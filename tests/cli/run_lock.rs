@@ -205,3 +205,41 @@ fn a_lock_taken_on_a_removed_file_is_taken_again() {
         ["a-start", "a-end", "c-start", "c-end"]
     );
 }
+
+/// A symbolic or hard link planted at the lock's path (the directory may be writable by
+/// others) is never followed or written: `run` warns, and supervises without the guard.
+#[test]
+fn a_planted_link_at_the_lock_path_is_not_written() {
+    let cli = Cli::new();
+    let key = "shared/planted@1.0.0";
+    // Learn the lock's name from a live run.
+    let (script, starts) = counting(&cli, "exec sleep 60");
+    let first = spawn_run(&cli, &["run", key, "--", "sh", "-c", &script]);
+    wait_for(|| lines(&starts) == 1);
+    let lock = std::fs::read_dir(cli.tmp.dir.path())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .find(|p| p.to_string_lossy().ends_with(".lock"))
+        .expect("a lock file beside the store");
+    sigterm(&first);
+    first.into_inner().wait().unwrap();
+    let victim = cli.tmp.dir.path().join("victim");
+    for hard in [false, true] {
+        std::fs::write(&victim, "precious\n").unwrap();
+        let _ = std::fs::remove_file(&lock);
+        if hard {
+            std::fs::hard_link(&victim, &lock).unwrap();
+        } else {
+            std::os::unix::fs::symlink(&victim, &lock).unwrap();
+        }
+        let out = cli.run(&["run", key, "--", "true"]);
+        assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+        let err = progress(&stderr(&out));
+        assert!(
+            err[0].contains("warning: cannot take the run lock"),
+            "{err:?}"
+        );
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious\n");
+    }
+}
