@@ -244,7 +244,9 @@ pub enum Locked {
 /// Takes the run lock of `key` for the store at `store`, without waiting: the file
 /// `.<store file name>.run.<16 hex digits>.lock` in the store's directory, the digits a hash
 /// (FNV-1a, stable across builds) of the store's file name and the key.
-pub fn lock_run(store: &Path, key: &str) -> io::Result<Locked> {
+///
+/// A lock file this creates gets `mode` (0600, or 0660 beside a group's store), less the umask.
+pub fn lock_run(store: &Path, key: &str, mode: u32) -> io::Result<Locked> {
     let path = lock_path(store, key);
     if let Some(dir) = path.parent() {
         // The store's own directory, made as the store would make it: the lock comes first.
@@ -259,7 +261,7 @@ pub fn lock_run(store: &Path, key: &str) -> io::Result<Locked> {
             .write(true)
             .create(true)
             .truncate(false)
-            .mode(0o600)
+            .mode(mode)
             // Never through a symbolic link, nor on anything but a plain file of its own: the
             // lock is truncated and written, perhaps by root in a directory others can write.
             .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)

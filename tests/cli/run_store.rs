@@ -254,3 +254,44 @@ fn a_store_stalled_by_another_writer_keeps_the_command_supervised() {
     );
     assert_eq!(has("is back: state written through"), 1, "{err:?}");
 }
+
+/// `run` opens the store as every command does: an untrusted place degrades it (with the
+/// store's own reason), and `--trust-owner` is honoured.
+#[test]
+fn run_opens_the_store_with_the_global_options() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let cli = Cli::new();
+    // Reachable by others (a 0700 parent would make the open directory below harmless).
+    std::fs::set_permissions(cli.tmp.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let open_dir = cli.tmp.dir.path().join("open");
+    std::fs::create_dir(&open_dir).unwrap();
+    std::fs::set_permissions(&open_dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let store = open_dir.join("recovery.redb");
+    let key = "shared/opts@1.0.0";
+    let out = command(&store, &["run", key, "--", "sh", "-c", "exit 3"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(75), "{}", describe(&out));
+    assert!(
+        stderr(&out).contains("is unavailable (refusing"),
+        "{}",
+        stderr(&out)
+    );
+    let out = command(
+        &store,
+        &["--trust-owner", "run", key, "--", "sh", "-c", "exit 3"],
+    )
+    .output()
+    .unwrap();
+    assert_eq!(out.status.code(), Some(75), "{}", describe(&out));
+    assert!(
+        !stderr(&out).contains("is unavailable ("),
+        "{}",
+        stderr(&out)
+    );
+    let out = command(&store, &["--trust-owner", "--json", "show", key])
+        .output()
+        .unwrap();
+    let show: Show = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(show.entry.unwrap().crashes_in_window, 2);
+}

@@ -62,7 +62,18 @@ pub fn run(ctx: &Ctx, args: RunArgs, out: &mut impl Write) -> anyhow::Result<Exi
     let name = sanitize_lossy(&args.command[0]);
     let say = Say(args.key.to_string());
     let key = args.key.to_string();
-    let _lock = match process::lock_run(&ctx.path, &key) {
+    // The store's own options (--trust-owner, --mode), as every other command opens it with.
+    let mut options = StoreOptions::default().trust_any_owner(ctx.trust_owner);
+    if let Some(mode) = ctx.mode {
+        options = options.mode(mode);
+    }
+    // The lock is as shared as the store: a group's store gets a lock its group can take.
+    let lock_mode = std::fs::metadata(&ctx.path)
+        .map(|m| std::os::unix::fs::PermissionsExt::mode(&m.permissions()))
+        .ok()
+        .or(ctx.mode)
+        .map_or(0o600, |m| 0o600 | (m & 0o060));
+    let _lock = match process::lock_run(&ctx.path, &key, lock_mode) {
         Ok(Locked::Held(lock)) => Some(lock),
         Ok(Locked::Busy { pid, path }) => {
             let pid = pid.map_or("PID not yet written".into(), |p| format!("PID {p}"));
@@ -84,7 +95,7 @@ pub fn run(ctx: &Ctx, args: RunArgs, out: &mut impl Write) -> anyhow::Result<Exi
     };
     let ledger = Ledger::start(
         ctx.path.clone(),
-        StoreOptions::default(),
+        options,
         args.key.clone(),
         STORE_PATIENCE,
         wake.waker()?,
