@@ -94,8 +94,11 @@ pub enum StoreError {
         detail: String,
     },
 
-    /// An I/O error on the store file or its directory.
-    #[error("{action} {path}: {source}: check the path and its permissions")]
+    /// An I/O error on the store file or its directory. The call that met it changed nothing;
+    /// the handle stays usable and works again once the condition clears. The message names the
+    /// cause: a full filesystem (`ENOSPC`, `EDQUOT`), a read-only one (`EROFS`), a failing device
+    /// (`EIO`), or anything else.
+    #[error("{}", io_message(action, path, source))]
     Io {
         /// What was being done.
         action: &'static str,
@@ -115,6 +118,22 @@ pub enum StoreError {
         path: PathBuf,
         /// What redb reported.
         detail: String,
+    },
+
+    /// Another process held the store's lock for longer than the lock timeout (see
+    /// [`StoreOptions::lock_timeout`](crate::StoreOptions::lock_timeout)): one stopped or stalled
+    /// inside a transaction, say. Nothing was decided or changed; the call may be retried.
+    #[error(
+        "store at {path} is busy: gave up after {} waiting for {waited_for}; nothing was changed: retry, find the process that holds it (a stopped or stalled one, e.g. with `fuser -v {}`), or raise the lock timeout (--lock-timeout)",
+        humantime::format_duration(std::time::Duration::from_millis(waited.as_millis() as u64)), path.display()
+    )]
+    Busy {
+        /// The store file.
+        path: PathBuf,
+        /// Which lock was waited for.
+        waited_for: &'static str,
+        /// How long the call waited before giving up.
+        waited: std::time::Duration,
     },
 
     /// An error from the storage engine.
@@ -218,4 +237,33 @@ impl StoreError {
                 | Self::CorruptEntry { .. }
         )
     }
+}
+
+// The advice depends on the cause: a full disk wants space, not a permissions check.
+fn io_message(action: &str, path: &std::path::Path, source: &std::io::Error) -> String {
+    let path = path.display();
+    let advice = match source.raw_os_error() {
+        Some(libc::ENOSPC) => {
+            return format!(
+                "{action} {path}: no space left on the filesystem holding {path}: free space and retry"
+            );
+        }
+        Some(libc::EDQUOT) => {
+            return format!(
+                "{action} {path}: disk quota exceeded on the filesystem holding {path}: free space or raise the quota, and retry"
+            );
+        }
+        Some(libc::EROFS) => {
+            return format!(
+                "{action} {path}: the filesystem holding {path} is read-only: remount it read-write (or point --db at a writable one) and retry"
+            );
+        }
+        Some(libc::EIO) => {
+            return format!(
+                "{action} {path}: the device holding {path} reported an I/O error: check the disk and the kernel log, then run `recovery-store check`"
+            );
+        }
+        _ => "check the path and its permissions",
+    };
+    format!("{action} {path}: {source}: {advice}")
 }

@@ -23,8 +23,8 @@ use crate::policy::BackendRecoveryDecision;
 use crate::storage::Storage;
 use crate::time::Timestamp;
 
-/// One queued crash.
-pub(crate) type Crash = (BackendKey, Timestamp);
+/// One queued crash, with its time; `None` stamps it once the transaction holds the write lock.
+pub(crate) type Crash = (BackendKey, Option<Timestamp>);
 /// What its caller gets back.
 pub(crate) type Outcome = Result<BackendRecoveryDecision, StoreError>;
 
@@ -175,20 +175,22 @@ impl GroupCommit {
 pub(crate) fn commit_crashes(
     storage: &Storage,
     batch: &[Crash],
-    apply: impl Fn(&mut crate::storage::Writer<'_>, &BackendKey, Timestamp) -> Outcome,
+    apply: impl Fn(&mut crate::storage::Writer<'_>, &BackendKey, Option<Timestamp>) -> Outcome,
 ) -> Vec<Outcome> {
-    let mut decided = false;
+    let mut undecided = false;
     let result = storage.write(|w| {
         let decisions = batch
             .iter()
             .map(|(key, now)| apply(w, key, *now))
-            .collect::<Result<Vec<_>, _>>()?;
-        decided = true;
-        Ok(decisions)
+            .collect::<Result<Vec<_>, _>>();
+        undecided = decisions.is_err();
+        decisions
     });
     match result {
         Ok(decisions) => decisions.into_iter().map(Ok).collect(),
-        Err(_) if !decided && batch.len() > 1 => batch
+        // Only a crash that could not be decided is worth running alone; a busy store or a
+        // failed commit would fail each of them again, one bound at a time.
+        Err(_) if undecided && batch.len() > 1 => batch
             .iter()
             .map(|(key, now)| storage.write(|w| apply(w, key, *now)))
             .collect(),
@@ -239,6 +241,15 @@ fn replicate(err: &StoreError, path: &Path) -> StoreError {
                 None => std::io::Error::new(source.kind(), source.to_string()),
             },
         },
+        E::Busy {
+            path,
+            waited_for,
+            waited,
+        } => E::Busy {
+            path: path.clone(),
+            waited_for,
+            waited: *waited,
+        },
         E::Storage { path, source } => E::Storage {
             path: path.clone(),
             source: source.to_string().into(),
@@ -270,7 +281,7 @@ mod tests {
     fn crash(i: usize) -> Crash {
         (
             format!("shared/svc-{i}@1.0.0").parse().unwrap(),
-            Timestamp::from_parts(i as i64, None),
+            Some(Timestamp::from_parts(i as i64, None)),
         )
     }
 

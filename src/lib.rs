@@ -80,7 +80,7 @@ pub use policy::{
 pub use record::{MAX_POLICY_DURATION, RecoveryEntry};
 pub use snapshot::Snapshot;
 pub use storage::StorageBackend;
-pub use store::{DEFAULT_CACHE_SIZE, RecoveryStore, StoreOptions, status_of};
+pub use store::{DEFAULT_CACHE_SIZE, DEFAULT_LOCK_TIMEOUT, RecoveryStore, StoreOptions, status_of};
 pub use time::{BootTime, Timestamp};
 
 /// The schema version this build writes; older files are migrated, newer ones refused.

@@ -2,6 +2,7 @@
 
 use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use crate::error::StoreError;
 use crate::group::{self, GroupCommit};
@@ -25,7 +26,11 @@ pub struct StoreOptions {
     read_only: bool,
     mode: u32,
     trust_any_owner: bool,
+    lock_timeout: Duration,
 }
+
+/// Default bound on every wait for another process's lock: 5 s.
+pub const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_secs(5);
 
 impl Default for StoreOptions {
     fn default() -> Self {
@@ -36,6 +41,7 @@ impl Default for StoreOptions {
             read_only: false,
             mode: 0o600,
             trust_any_owner: false,
+            lock_timeout: DEFAULT_LOCK_TIMEOUT,
         }
     }
 }
@@ -97,6 +103,17 @@ impl StoreOptions {
         self
     }
 
+    /// Bounds every wait for a lock another process holds (default [`DEFAULT_LOCK_TIMEOUT`],
+    /// 5 s): the write lock a write transaction or a writable open takes, the file header lock
+    /// that opens, reads, commits and closes take briefly. A call whose wait runs out fails with
+    /// [`StoreError::Busy`] and changes nothing; one that already holds the write lock gets a
+    /// fresh bound for its commit. Waits on other threads of this process are not counted here,
+    /// but each of those is bounded the same way.
+    pub fn lock_timeout(mut self, timeout: Duration) -> Self {
+        self.lock_timeout = timeout;
+        self
+    }
+
     /// The policy given with [`policy`](Self::policy), if any.
     pub(crate) fn requested_policy(&self) -> Option<BackendRecoveryPolicy> {
         self.policy
@@ -104,6 +121,7 @@ impl StoreOptions {
 
     fn config(&self) -> OpenConfig {
         OpenConfig {
+            lock_timeout: self.lock_timeout,
             cache_size: self.cache_size,
             create: self.create && !self.read_only,
             policy: self.policy.filter(|_| !self.read_only),
@@ -172,8 +190,18 @@ impl RecoveryStore {
 
     /// Persists a new policy for every process sharing the store. Windows already open are
     /// judged by the new policy from the next decision on.
+    ///
+    /// Storing the policy already stored writes nothing.
     pub fn set_policy(&self, policy: BackendRecoveryPolicy) -> Result<(), StoreError> {
-        self.storage.write(|w| w.set_policy(&policy))
+        if self.storage.read(|r| r.policy()).ok() == Some(policy) {
+            return Ok(());
+        }
+        self.storage.write(|w| {
+            if w.policy().ok() != Some(policy) {
+                w.set_policy(&policy)?;
+            }
+            Ok(())
+        })
     }
 
     /// Records one observed crash of `key` at `now` and returns the recovery decision.
@@ -192,9 +220,32 @@ impl RecoveryStore {
     ) -> Result<BackendRecoveryDecision, StoreError> {
         key.validate()?;
         self.group
-            .submit((key.clone(), now), self.storage.path(), |batch| {
+            .submit((key.clone(), Some(now)), self.storage.path(), |batch| {
                 group::commit_crashes(&self.storage, batch, apply_crash)
             })
+    }
+
+    /// Records one observed crash of `key`, stamped with [`Timestamp::now`] once the write
+    /// transaction holds the store's write lock, and returns the recovery decision.
+    ///
+    /// Prefer this to [`record_crash`](Self::record_crash) with a `now` taken before the call:
+    /// a call that waited for another process's lock would otherwise be judged at a stale time.
+    /// Otherwise it behaves as `record_crash`, group commit included.
+    pub fn record_crash_now(
+        &self,
+        key: &BackendKey,
+    ) -> Result<BackendRecoveryDecision, StoreError> {
+        key.validate()?;
+        self.group
+            .submit((key.clone(), None), self.storage.path(), |batch| {
+                group::commit_crashes(&self.storage, batch, apply_crash)
+            })
+    }
+
+    /// Syncs this handle has asked of its file so far, for tests and benchmarks.
+    #[doc(hidden)]
+    pub fn sync_count(&self) -> u64 {
+        self.storage.syncs()
     }
 
     /// Group-commit counters: (batches committed, crashes waiting for the next batch).
@@ -215,14 +266,19 @@ impl RecoveryStore {
         self.storage.write(|w| {
             crashes
                 .iter()
-                .map(|(key, now)| apply_crash(w, key, *now))
+                .map(|(key, now)| apply_crash(w, key, Some(*now)))
                 .collect()
         })
     }
 
     /// Clears `key`'s state after the backend is verified healthy; true if there was any.
+    ///
+    /// A key with no state costs one read transaction: no write transaction, no sync.
     pub fn record_success(&self, key: &BackendKey) -> Result<bool, StoreError> {
         key.validate()?;
+        if !self.storage.read(|r| r.contains(key))? {
+            return Ok(false);
+        }
         self.storage.write(|w| w.remove(key))
     }
 
@@ -239,6 +295,10 @@ impl RecoveryStore {
 
     /// Clears the entries under `prefix` whose key satisfies `matches`, in one transaction.
     /// Damaged entries are offered with the stored key text. Returns the keys removed.
+    ///
+    /// The keys are first matched in a read transaction; when none matches, nothing is written.
+    /// Otherwise they are matched again inside the write transaction, so `matches` may see a
+    /// key twice.
     pub fn reset_where(
         &self,
         prefix: &str,
@@ -247,6 +307,26 @@ impl RecoveryStore {
         // A panic in `matches` is the caller's, not the file's: it aborts the transaction and
         // resumes outside the storage layer's guard instead of being reported as damage.
         let mut caller_panic = None;
+        let any = self.storage.read(|r| {
+            for raw in r.keys(prefix)? {
+                let text = String::from_utf8_lossy(&raw).into_owned();
+                match catch_unwind(AssertUnwindSafe(|| matches(&text))) {
+                    Ok(true) => return Ok(true),
+                    Ok(false) => {}
+                    Err(panic) => {
+                        caller_panic = Some(panic);
+                        return Ok(false);
+                    }
+                }
+            }
+            Ok(false)
+        });
+        if let Some(panic) = caller_panic {
+            resume_unwind(panic);
+        }
+        if !any? {
+            return Ok(Vec::new());
+        }
         let removed = self.storage.write(|w| {
             let mut doomed = Vec::new();
             for raw in w.keys(prefix)? {
@@ -351,7 +431,21 @@ impl RecoveryStore {
     }
 
     /// Drops every entry whose window has ended at `now`; returns how many.
+    ///
+    /// Looks first in a read transaction: with nothing to drop, nothing is written.
     pub fn prune(&self, now: Timestamp) -> Result<usize, StoreError> {
+        let any = self.storage.read(|r| {
+            let policy = r.policy()?;
+            let mut any = false;
+            r.scan("", |_, entry| {
+                any |= window::ended(&entry?, now, &policy);
+                Ok(())
+            })?;
+            Ok(any)
+        })?;
+        if !any {
+            return Ok(0);
+        }
         self.storage.write(|w| {
             let policy = w.policy()?;
             let mut ended = Vec::new();
@@ -421,11 +515,13 @@ fn validate_entries(entries: &[RecoveryEntry]) -> Result<(), StoreError> {
     Ok(())
 }
 
+// `now` is `None` for a crash stamped inside the transaction (`record_crash_now`).
 fn apply_crash(
     w: &mut Writer<'_>,
     key: &BackendKey,
-    now: Timestamp,
+    now: Option<Timestamp>,
 ) -> Result<BackendRecoveryDecision, StoreError> {
+    let now = now.unwrap_or_else(Timestamp::now);
     let policy = w.policy()?;
     let previous = w.get(key)?;
     let (entry, decision) = window::crash(previous.as_ref(), key, now, &policy);

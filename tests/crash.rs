@@ -5,7 +5,7 @@
 //! `RECOVERY_STORE_FULL_SWEEP=1` runs many more torn images per crash point.
 
 #[path = "fault_backend.rs"]
-mod fault_backend;
+pub(crate) mod fault_backend;
 
 use std::collections::hash_map::DefaultHasher;
 use std::collections::{BTreeMap, HashMap};

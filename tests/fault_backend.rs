@@ -40,6 +40,9 @@ struct Disk {
     crashed: bool,
     /// Negative control: `sync_data` reports success without persisting anything.
     lying_sync: bool,
+    /// A transient fault: operations of this kind ("write" covers `write` and `set_len`,
+    /// "sync" covers `sync_data`) fail with this errno, changing nothing, until healed.
+    transient: Option<(&'static str, i32)>,
 }
 
 /// A shared handle on one simulated disk; clones see the same disk.
@@ -75,6 +78,24 @@ impl FaultBackend {
     pub fn lying_sync(self) -> Self {
         self.lock().lying_sync = true;
         self
+    }
+
+    /// Fails every later operation of kind `op` ("write" or "sync") with `errno`, changing
+    /// nothing, as a full disk or a failing device would, until [`heal`](Self::heal).
+    pub fn fail_transiently(&self, op: &'static str, errno: i32) {
+        self.lock().transient = Some((op, errno));
+    }
+
+    /// Clears a transient fault.
+    pub fn heal(&self) {
+        self.lock().transient = None;
+    }
+
+    fn transient(disk: &Disk, op: &str) -> io::Result<()> {
+        match disk.transient {
+            Some((kind, errno)) if kind == op => Err(io::Error::from_raw_os_error(errno)),
+            _ => Ok(()),
+        }
     }
 
     /// Mutating operations attempted so far.
@@ -173,6 +194,7 @@ impl StorageBackend for FaultBackend {
 
     fn set_len(&self, len: u64) -> Result<(), io::Error> {
         let mut disk = self.lock();
+        Self::transient(&disk, "write")?;
         Self::begin_mutation(&mut disk)?;
         let len = usize_of(len)?;
         disk.live.resize(len, 0);
@@ -182,6 +204,7 @@ impl StorageBackend for FaultBackend {
 
     fn sync_data(&self) -> Result<(), io::Error> {
         let mut disk = self.lock();
+        Self::transient(&disk, "sync")?;
         Self::begin_mutation(&mut disk)?;
         if !disk.lying_sync {
             // Replaying the pending operations is much cheaper than copying the whole file.
@@ -198,6 +221,7 @@ impl StorageBackend for FaultBackend {
 
     fn write(&self, offset: u64, data: &[u8]) -> Result<(), io::Error> {
         let mut disk = self.lock();
+        Self::transient(&disk, "write")?;
         Self::begin_mutation(&mut disk)?;
         let offset = usize_of(offset)?;
         overlay(&mut disk.live, offset, data);

@@ -9,6 +9,7 @@ mod crash;
 mod creators;
 mod format;
 mod group;
+mod handle;
 mod hostile;
 mod model;
 mod ownership;

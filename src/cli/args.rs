@@ -83,6 +83,11 @@ pub struct Cli {
     #[arg(long, global = true, value_name = "OCTAL", value_parser = parse_mode)]
     pub mode: Option<u32>,
 
+    /// Longest wait for another process's lock on the store, e.g. `5s`, `500ms`; past it the
+    /// command fails with exit 2 ("busy") and changes nothing.
+    #[arg(long, global = true, value_name = "DURATION", default_value = "5s", value_parser = parse_lock_timeout)]
+    pub lock_timeout: std::time::Duration,
+
     #[command(subcommand)]
     pub command: Command,
 }
@@ -376,6 +381,10 @@ fn parse_mode(text: &str) -> Result<u32, String> {
         ));
     }
     Ok(mode)
+}
+
+fn parse_lock_timeout(text: &str) -> Result<std::time::Duration, String> {
+    humantime::parse_duration(text).map_err(|e| format!("{e} (e.g. 5s, 500ms)"))
 }
 
 fn parse_time(text: &str) -> Result<SystemTime, String> {

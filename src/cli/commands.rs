@@ -140,10 +140,13 @@ fn status(ctx: &Ctx, key: &BackendKey, out: &mut impl Write) -> anyhow::Result<E
 
 fn record_crash(ctx: &Ctx, key: &BackendKey, out: &mut impl Write) -> anyhow::Result<ExitCode> {
     let store = ctx.open_create()?;
+    // Stamped once the store's write lock is held, unless the hidden --now fixes the time.
+    let decision = match ctx.now {
+        Some(_) => store.record_crash(key, ctx.now()),
+        None => store.record_crash_now(key),
+    }
+    .with_context(|| format!("cannot record a crash of {key}"))?;
     let now = ctx.now();
-    let decision = store
-        .record_crash(key, now)
-        .with_context(|| format!("cannot record a crash of {key}"))?;
     let refused = matches!(decision, BackendRecoveryDecision::Refuse { .. });
     if ctx.json {
         let (kind, retry_after, attempt, reason) = match decision {

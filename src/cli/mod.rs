@@ -53,6 +53,7 @@ pub fn run() -> anyhow::Result<ExitCode> {
         now: cli.now,
         trust_owner: cli.trust_owner,
         mode: cli.mode,
+        lock_timeout: cli.lock_timeout,
     };
     let mut out = io::stdout().lock();
     let code = commands::dispatch(&ctx, cli.command, &mut out)?;
@@ -69,6 +70,7 @@ pub struct Ctx {
     now: Option<SystemTime>,
     trust_owner: bool,
     mode: Option<u32>,
+    lock_timeout: std::time::Duration,
 }
 
 impl Ctx {
@@ -128,6 +130,7 @@ impl Ctx {
             Some(mode) => options.mode(mode),
             None => options,
         };
+        let options = options.lock_timeout(self.lock_timeout);
         RecoveryStore::open_with(&self.path, options).map_err(|err| match err {
             StoreError::NotFound { .. } => self.not_found(),
             other => anyhow::Error::new(other),

@@ -464,7 +464,7 @@ impl Drop for DurableRecoveryState {
 // A lock held by another process: the handle itself is sound, and opening another would
 // wait as long again.
 fn is_contention(err: &StoreError) -> bool {
-    matches!(err, StoreError::Locked { .. })
+    matches!(err, StoreError::Locked { .. } | StoreError::Busy { .. })
 }
 
 #[cfg(test)]

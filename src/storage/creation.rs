@@ -2,7 +2,6 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::ErrorKind;
-use std::mem::ManuallyDrop;
 use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 
@@ -14,7 +13,7 @@ use super::files::{
 };
 use super::guard::{engine_err, guarded};
 use super::overlay::{Overlay, PrivateFile};
-use super::{Handle, OpenConfig, Storage};
+use super::{OpenConfig, Storage};
 use crate::error::StoreError;
 
 /// Modes a store may be created with: owner read-write, group read or read-write, others at
@@ -140,10 +139,7 @@ fn build_image(path: &Path, config: &OpenConfig) -> Result<Vec<u8>, StoreError> 
             .create_with_backend(image.clone())
             .map_err(|e| engine_err(path, e))
     })?;
-    let storage = Storage {
-        db: ManuallyDrop::new(Handle::Writable(db)),
-        path: path.to_owned(),
-    };
+    let storage = Storage::fixed(db, path, config);
     storage.write(|w| w.initialize(config.policy.unwrap_or_default()))?;
     drop(storage);
     image
@@ -165,10 +161,7 @@ fn build_store(path: &Path, config: &OpenConfig) -> Result<Creation, StoreError>
                 .create_with_backend(PrivateFile(backend))
                 .map_err(|e| engine_err(&creation.path, e))
         })?;
-        let storage = Storage {
-            db: ManuallyDrop::new(Handle::Writable(db)),
-            path: creation.path.clone(),
-        };
+        let storage = Storage::fixed(db, &creation.path, config);
         storage.write(|w| w.initialize(config.policy.unwrap_or_default()))?;
         drop(storage);
         creation

@@ -9,6 +9,7 @@ use redb::{
     Builder, ConcurrencyMode, Database, ReadOnlyDatabase, ReadableDatabase, StorageBackend,
 };
 
+use super::backend::Opener;
 use super::creation::{
     MAX_CREATION_IMAGE, check_mode, create_atomically, initialize_in_place, unfinished,
     wait_for_initializer,
@@ -102,12 +103,19 @@ pub(super) enum Preflight {
 
 // Validates format and schema through a read-only handle, which never writes to the file, so a
 // foreign or newer file is refused untouched.
-pub(super) fn preflight(path: &Path, cache_size: usize) -> Result<Preflight, StoreError> {
+pub(super) fn preflight(
+    path: &Path,
+    cache_size: usize,
+    opener: &Opener,
+) -> Result<Preflight, StoreError> {
+    let backend = opener
+        .file(path, true)
+        .map_err(|e| io_err("cannot open", path, e))?;
     let opened = guarded(path, "opening", || {
         match Builder::new()
             .set_concurrency_mode(ConcurrencyMode::MultiWriter)
             .set_cache_size(cache_size)
-            .open_read_only(path)
+            .open_read_only_with_backend(backend)
         {
             Ok(db) => Ok(Some(db)),
             Err(redb::DatabaseError::RepairAborted) => Ok(None),
@@ -137,6 +145,7 @@ pub(super) fn preflight(path: &Path, cache_size: usize) -> Result<Preflight, Sto
 pub(super) fn repaired_view(
     path: &Path,
     cache_size: usize,
+    opener: &Opener,
 ) -> Result<ReadOnlyDatabase, StoreError> {
     match view_of(path, cache_size) {
         Ok(db) => Ok(db),
@@ -147,7 +156,7 @@ pub(super) fn repaired_view(
         ) => Err(e),
         // A writer may have recovered the file under the view, tearing what it read: then the
         // file itself is ready to read.
-        Err(e) => match preflight(path, cache_size) {
+        Err(e) => match preflight(path, cache_size, opener) {
             Ok(Preflight::Ready(db)) => Ok(db),
             _ => Err(e),
         },
@@ -185,7 +194,7 @@ fn view_of(path: &Path, cache_size: usize) -> Result<ReadOnlyDatabase, StoreErro
 // Before a writable open runs redb's crash recovery on the file itself: checks format and
 // schema on a repaired view (in bounded memory, the file untouched), and that this process can
 // write the file at all, so a reader-only user or a read-only mount gets `NeedsRecovery`.
-pub(super) fn validate_copy(path: &Path) -> Result<(), StoreError> {
+pub(super) fn validate_copy(path: &Path, opener: &Opener) -> Result<(), StoreError> {
     if let Err(source) = OpenOptions::new().write(true).open(path) {
         let cannot_write = source.kind() == ErrorKind::PermissionDenied
             || source.raw_os_error() == Some(libc::EROFS);
@@ -198,18 +207,25 @@ pub(super) fn validate_copy(path: &Path) -> Result<(), StoreError> {
             io_err("cannot open", path, source)
         });
     }
-    match repaired_view(path, 1 << 20) {
+    match repaired_view(path, 1 << 20, opener) {
         Ok(_) | Err(StoreError::NeedsMigration { .. }) => Ok(()),
         Err(e) => Err(e),
     }
 }
 
-pub(super) fn open_writable(path: &Path, cache_size: usize) -> Result<Database, StoreError> {
+pub(super) fn open_writable(
+    path: &Path,
+    cache_size: usize,
+    opener: &Opener,
+) -> Result<Database, StoreError> {
+    let backend = opener
+        .file(path, false)
+        .map_err(|e| io_err("cannot open", path, e))?;
     guarded(path, "opening", || {
         Builder::new()
             .set_concurrency_mode(ConcurrencyMode::MultiWriter)
             .set_cache_size(cache_size)
-            .open(path)
+            .create_with_backend(backend)
             .map_err(|e| engine_err(path, e))
     })
 }

@@ -72,6 +72,29 @@ impl<'a> Reader<'a> {
         }
     }
 
+    /// Whether `key` has a stored entry, decodable or not.
+    pub fn contains(&self, key: &BackendKey) -> Result<bool, StoreError> {
+        match &self.entries {
+            Some(table) => Ok(table
+                .get(key.to_string().as_bytes())
+                .map_err(|e| engine_err(self.path, e))?
+                .is_some()),
+            None => Ok(false),
+        }
+    }
+
+    /// The stored key bytes under `prefix`, in order, without decoding any value.
+    pub fn keys(&self, prefix: &str) -> Result<Vec<Vec<u8>>, StoreError> {
+        let mut keys = Vec::new();
+        if let Some(table) = &self.entries {
+            for_each_under(table, prefix, self.path, |key, _| {
+                keys.push(key.to_vec());
+                Ok(())
+            })?;
+        }
+        Ok(keys)
+    }
+
     /// The number of entries.
     pub fn len(&self) -> Result<u64, StoreError> {
         match &self.entries {

@@ -232,3 +232,21 @@ fn a_file_that_turns_unreadable_keeps_the_last_committed_state() {
     );
     assert!(matches!(state.health(), StoreHealth::Degraded { .. }));
 }
+
+// A broker that never crashes pays nothing on its healthy path: clearing a backend with no
+// state commits nothing and syncs nothing.
+#[test]
+fn the_healthy_path_costs_no_commit() {
+    let t = TempStore::new();
+    let mut state = DurableRecoveryState::open(&t.path).unwrap();
+    let syncs = state.store().unwrap().sync_count();
+    for _ in 0..100 {
+        state.record_success(&zccache());
+    }
+    assert_eq!(state.store().unwrap().sync_count(), syncs);
+    state.record_crash(zccache(), Instant::now());
+    assert!(
+        state.store().unwrap().sync_count() > syncs,
+        "a crash does commit"
+    );
+}
