@@ -217,16 +217,26 @@ fn a_store_stalled_by_another_writer_keeps_the_command_supervised() {
     );
     assert_eq!(out.status.code(), Some(143), "{}", describe(&out));
 
-    // Past its bound `run` supervises from memory: the default policy (it could not read the
-    // store's), one retry, then `--wait` through the refusal.
+    // Past the lock bound `run` supervises from memory: the default policy (it could not read
+    // the store's), one retry, then `--wait` through the refusal.
     let key = "shared/b@1.0.0";
     let (script, starts) = counting(&cli, "exit 3");
     let log = cli.tmp.dir.path().join("run.log");
     let run = Reaped::new(
-        cli.cmd(&["run", key, "--wait", "--", "sh", "-c", &script])
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap(),
+        cli.cmd(&[
+            "--lock-timeout",
+            "1s",
+            "run",
+            key,
+            "--wait",
+            "--",
+            "sh",
+            "-c",
+            &script,
+        ])
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap(),
     );
     let logged = || std::fs::read_to_string(&log).unwrap();
     wait_for(|| logged().contains("refused (backend unavailable)"));
@@ -247,6 +257,8 @@ fn a_store_stalled_by_another_writer_keeps_the_command_supervised() {
     let err = progress(&logged());
     let has = |needle: &str| err.iter().filter(|l| l.contains(needle)).count();
     assert_eq!(has("is unavailable ("), 1, "{err:?}");
+    // The store's own bound spoke, with --lock-timeout passed through to it.
+    assert_eq!(has("is busy: gave up after 1s"), 1, "{err:?}");
     assert_eq!(
         has("crash kept in memory (store unavailable)"),
         2,

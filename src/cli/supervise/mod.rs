@@ -35,8 +35,10 @@ use watch::{Run, describe, exit_code, signal_name};
 /// How often `run --wait` rechecks a refusal in the store, so an operator's `reset` starts the
 /// command at once. The store sends no notice of changes, so this one wait is a recheck.
 const RECHECK: Duration = Duration::from_millis(250);
-/// How long `run` waits for the store before deciding from memory.
-const STORE_PATIENCE: Duration = Duration::from_secs(5);
+/// How much longer than `--lock-timeout` `run` waits for the store before deciding from memory
+/// itself: the store's own bound (`Busy`) normally answers first; this is the backstop for a
+/// wait the lock bound does not cover (an open or a read stuck in the kernel).
+const STORE_GRACE: Duration = Duration::from_secs(1);
 
 /// How `run` ends.
 enum End {
@@ -63,7 +65,9 @@ pub fn run(ctx: &Ctx, args: RunArgs, out: &mut impl Write) -> anyhow::Result<Exi
     let say = Say(args.key.to_string());
     let key = args.key.to_string();
     // The store's own options (--trust-owner, --mode), as every other command opens it with.
-    let mut options = StoreOptions::default().trust_any_owner(ctx.trust_owner);
+    let mut options = StoreOptions::default()
+        .trust_any_owner(ctx.trust_owner)
+        .lock_timeout(ctx.lock_timeout);
     if let Some(mode) = ctx.mode {
         options = options.mode(mode);
     }
@@ -97,7 +101,7 @@ pub fn run(ctx: &Ctx, args: RunArgs, out: &mut impl Write) -> anyhow::Result<Exi
         ctx.path.clone(),
         options,
         args.key.clone(),
-        STORE_PATIENCE,
+        ctx.lock_timeout + STORE_GRACE,
         wake.waker()?,
     )
     .context("cannot start the store thread")?;
