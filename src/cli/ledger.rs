@@ -39,11 +39,11 @@ enum Job {
 }
 
 /// The store thread's answer to job `id` (`None` after a retry nobody asked for), and the
-/// store's health after it: `Err(cause)` while decisions come from memory.
+/// store's health after it: `Err((cause, writes waiting))` while decisions come from memory.
 pub struct Reply {
     id: u64,
     answer: Option<Answer>,
-    health: Result<(), String>,
+    health: Result<(), (String, usize)>,
 }
 
 /// The store's answer to one job.
@@ -78,7 +78,7 @@ pub struct Ledger {
     memory: BackendRecoveryState,
     /// Crashes applied to `memory` since its last success.
     memory_crashes: u32,
-    /// The store thread's last answer said the store was degraded.
+    /// The store thread's last answer said that writes wait for a degraded store.
     unsaved: bool,
     /// The highest job id the store thread has answered.
     answered: u64,
@@ -215,8 +215,8 @@ impl Ledger {
                         health = Health::Back;
                     }
                 }
-                Err(cause) => {
-                    self.unsaved = true;
+                Err((cause, waiting_writes)) => {
+                    self.unsaved = waiting_writes > 0;
                     if !self.degraded {
                         self.degraded = true;
                         health = Health::Lost(cause);
@@ -329,8 +329,8 @@ fn serve(
         };
         let health = match state.health() {
             StoreHealth::Durable => Ok(()),
-            StoreHealth::Degraded { cause, .. } => Err(cause),
-            _ => Err("store unavailable".into()),
+            StoreHealth::Degraded { cause, pending, .. } => Err((cause, pending)),
+            _ => Err(("store unavailable".into(), 0)),
         };
         let _ = replies.send(Reply { id, answer, health });
         waker.wake();
