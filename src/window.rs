@@ -67,23 +67,20 @@ pub(crate) fn ended(entry: &RecoveryEntry, now: Timestamp, policy: &BackendRecov
 
 /// How long a window that began at `start` has run at `now`.
 ///
-/// In one clock view (one boot, one time namespace: see `time.rs`), a `now` a little before
-/// `start` (less than one window) is a caller that raced another to the store, not a clock
-/// step: as in the reference, that counts as no time at all. Otherwise a `start` after `now` means the wall clock went back, and the
-/// answer is `None`: the window cannot be placed.
+/// In one clock view (one boot, one time namespace) the boot clock never steps, so a `now`
+/// before `start` is a caller that reached the store late, by however much: as in the
+/// reference, that counts as no time at all. Across views the comparison is on the wall clock,
+/// where a `start` after `now` means the clock went back, and the answer is `None`: the window
+/// cannot be placed.
 pub(crate) fn window_elapsed(
     start: &Timestamp,
     now: Timestamp,
-    policy: &BackendRecoveryPolicy,
+    _policy: &BackendRecoveryPolicy,
 ) -> Option<Duration> {
     if let Some(elapsed) = now.duration_since(start) {
         return Some(elapsed);
     }
     let same_view =
         matches!((start.boot(), now.boot()), (Some(a), Some(b)) if a.boot_id == b.boot_id);
-    let late_caller = same_view
-        && start
-            .duration_since(&now)
-            .is_some_and(|ahead| ahead < policy.budget_window);
-    late_caller.then_some(Duration::ZERO)
+    same_view.then_some(Duration::ZERO)
 }

@@ -684,7 +684,7 @@ fn a_panicking_reset_predicate_is_the_callers_panic_and_changes_nothing() {
 }
 
 #[test]
-fn late_caller_rule_stays_within_one_boot_and_one_window() {
+fn late_caller_rule_stays_within_one_boot_and_spans_any_lateness_on_it() {
     let t = TempStore::new();
     let k = zccache();
     let store = t.open();
@@ -702,33 +702,25 @@ fn late_caller_rule_stays_within_one_boot_and_one_window() {
         BackendStatus::Healthy
     );
 
-    // On one boot, a stamp exactly one window before the start is no late caller either.
-    let t = TempStore::new();
-    let store = t.open();
-    let on_boot = |secs: u32| Timestamp::with_boot(base() + secs * SEC, boot(7, secs * SEC));
-    store.record_crash(&k, on_boot(100)).unwrap();
-    assert_eq!(
-        store.status(&k, on_boot(70)).unwrap(),
-        BackendStatus::Healthy
-    );
-    assert_eq!(
-        store.record_crash(&k, on_boot(70)).unwrap(),
-        refuse(30 * SEC)
-    );
-    assert_eq!(
-        store.get(&k).unwrap().unwrap().window_started_at,
-        on_boot(70)
-    );
-    // One millisecond less, and it is a late caller: the window still starts at 100 s.
-    let t = TempStore::new();
-    let store = t.open();
-    let late = Timestamp::with_boot(base() + 70 * SEC + MS, boot(7, 70 * SEC + MS));
-    store.record_crash(&k, on_boot(100)).unwrap();
-    assert_eq!(store.record_crash(&k, late).unwrap(), refuse(30 * SEC));
-    assert_eq!(
-        store.get(&k).unwrap().unwrap().window_started_at,
-        on_boot(100)
-    );
+    // On one boot the boot clock never steps: a stamp a window or more before the start is a
+    // late caller like any other, and counts as no time, as in the reference.
+    for (lateness, ms) in [(SEC, 0), (30 * SEC, 0), (30 * SEC, 1), (3600 * SEC, 0)] {
+        let t = TempStore::new();
+        let store = t.open();
+        let on_boot = |d: Duration| Timestamp::with_boot(base() + d, boot(7, d));
+        let start = on_boot(4000 * SEC);
+        store.record_crash(&k, start).unwrap();
+        let late = on_boot(4000 * SEC - lateness - ms * MS);
+        assert_eq!(
+            store.status(&k, late).unwrap(),
+            BackendStatus::Recovering {
+                crashes_in_window: 1,
+                window_remaining: 30 * SEC
+            }
+        );
+        assert_eq!(store.record_crash(&k, late).unwrap(), refuse(30 * SEC));
+        assert_eq!(store.get(&k).unwrap().unwrap().window_started_at, start);
+    }
 }
 
 #[test]

@@ -76,7 +76,6 @@ proptest! {
                 Op::Crash(k) | Op::LateCrash(k, _) => {
                     let late = match *op {
                         Op::LateCrash(_, ms) => Duration::from_millis(ms)
-                            .min(policy.budget_window - Duration::from_millis(1))
                             .min(elapsed),
                         _ => Duration::ZERO,
                     };
