@@ -309,14 +309,34 @@ pub struct ImportArgs {
     pub yes: bool,
 }
 
+const RUN_EXIT_CODES: &str = "\
+Exit codes of run:
+  0      the command exited 0
+  75     refused (EX_TEMPFAIL), or another run supervises KEY
+  126    the command is not executable
+  127    no such command
+  128+N  stopped by signal N (130 SIGINT, 143 SIGTERM); after a stop, the command's own
+         status when it exited by itself
+
+A stop (SIGINT, SIGTERM) is passed to the command's process group once and is never recorded
+as a crash. SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2 and SIGWINCH are passed on. When the store is
+damaged, unreadable or stalled, run supervises under the same policy in memory and writes its
+state through once the store is back.";
+
 #[derive(Debug, Args)]
+#[command(after_help = RUN_EXIT_CODES)]
 pub struct RunArgs {
     /// The backend key the command runs as.
     #[arg(value_parser = parse_key)]
     pub key: BackendKey,
-    /// Record a success once the command has run this long.
-    #[arg(long, default_value = "10s", value_parser = parse_duration)]
-    pub healthy_after: Duration,
+    /// Record a success once the command has run this long [default: the store's budget
+    /// window]. A shorter value warns: crash loops slower than it are never refused.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub healthy_after: Option<Duration>,
+    /// After passing a stop (SIGINT, SIGTERM) to the command, wait this long for it to end,
+    /// then kill its process group with SIGKILL.
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
+    pub stop_timeout: Duration,
     /// When refused, sleep until the retry-after and try again instead of exiting 75.
     #[arg(long)]
     pub wait: bool,
@@ -486,7 +506,8 @@ mod tests {
             panic!("not run")
         };
         assert!(run.wait);
-        assert_eq!(run.healthy_after, Duration::from_secs(10));
+        assert_eq!(run.healthy_after, None);
+        assert_eq!(run.stop_timeout, Duration::from_secs(10));
         assert_eq!(run.command, ["sh", "-c", "exit 3"]);
         assert!(parse(&["run", "shared/a@1.0.0"]).is_err());
         assert!(parse(&["run", "shared/a@1.0.0", "sh"]).is_err());

@@ -245,6 +245,11 @@ pub enum Outcome {
     Exited,
     Refused,
     Interrupted,
+    /// The command could not be started (exit 126 or 127).
+    #[serde(rename = "exec_failed")]
+    ExecFailed,
+    /// Another live `run` supervises the key (exit 75).
+    Duplicate,
 }
 
 #[derive(Debug, Serialize)]

@@ -7,10 +7,12 @@ mod commands;
 mod exposition;
 mod fail;
 mod json;
+mod ledger;
 mod list;
 mod locate;
 mod lookup;
 mod metrics;
+mod process;
 mod render;
 mod reset;
 mod salvage;
@@ -96,12 +98,6 @@ impl Ctx {
     /// `record-success`, which have nothing to do on a store that does not exist.
     pub fn open_existing(&self) -> anyhow::Result<RecoveryStore> {
         self.open(StoreOptions::default().create_if_missing(false))
-    }
-
-    /// Opens the store for writing, creating it when missing, silently: `run` reports its own
-    /// progress. Other commands use [`open_create`](Self::open_create).
-    pub fn open_write(&self) -> anyhow::Result<RecoveryStore> {
-        self.open(StoreOptions::default())
     }
 
     /// Opens the store for a command that records something, creating it when missing and

@@ -2,6 +2,21 @@
 
 use super::*;
 
+/// The progress lines of `run`'s stderr without their timestamps, after checking that each
+/// starts with an RFC 3339 time.
+pub(super) fn progress(err: &str) -> Vec<String> {
+    err.lines()
+        .map(|line| {
+            let (stamp, rest) = line.split_once(' ').unwrap_or_else(|| panic!("{line}"));
+            assert!(
+                humantime::parse_rfc3339(stamp).is_ok(),
+                "no RFC 3339 time first: {line}"
+            );
+            rest.to_owned()
+        })
+        .collect()
+}
+
 #[test]
 fn run_catches_a_crash_loop() {
     let cli = Cli::new();
@@ -11,12 +26,12 @@ fn run_catches_a_crash_loop() {
     let took = started.elapsed();
     assert_eq!(out.status.code(), Some(75), "{}", describe(&out));
     let err = stderr(&out);
-    let lines: Vec<&str> = err.lines().collect();
     assert_eq!(
-        lines,
+        progress(&err),
         [
             "recovery-store: run shared/demo@1.0.0: sh exited with code 3: crash recorded: retry after 250ms (attempt 1)",
-            "recovery-store: run shared/demo@1.0.0: sh exited with code 3: crash recorded: refused (backend unavailable), retry after 30s",
+            "recovery-store: run shared/demo@1.0.0: sh exited with code 3: crash recorded: refused (backend unavailable), retry after 30s: \
+             sh not restarted; after a repair clear it with `recovery-store reset shared/demo@1.0.0`, or pass --wait to start it when the window ends",
         ]
     );
     assert!(
@@ -30,8 +45,23 @@ fn run_catches_a_crash_loop() {
     );
     // A refused key is not started again.
     let marker = cli.tmp.dir.path().join("started");
-    let doc: Run = cli.json(75, &["run", key, "--", "touch", marker.to_str().unwrap()]);
+    let out = cli.run(&[
+        "--json",
+        "run",
+        key,
+        "--",
+        "touch",
+        marker.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(75), "{}", describe(&out));
     assert!(!marker.exists());
+    let line = &progress(&stderr(&out))[0];
+    assert!(
+        line.contains(": refused (backend unavailable), retry after ")
+            && line.ends_with(": touch not started; after a repair clear it with `recovery-store reset shared/demo@1.0.0`, or pass --wait to start it when the window ends"),
+        "{line}"
+    );
+    let doc: Run = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(
         (doc.key.as_str(), doc.outcome.as_str(), doc.exit_code),
         (key, "refused", 75)
@@ -132,7 +162,7 @@ fn run_forwards_sigint_and_sigterm_and_exits_with_the_childs_status() {
         let out = child.into_inner().wait_with_output().unwrap();
         assert_eq!(out.status.code(), Some(code), "{}", describe(&out));
         assert!(
-            stderr(&out).contains("after an interrupt: stopping"),
+            stderr(&out).contains("stopped on request, not recorded as a crash"),
             "{}",
             stderr(&out)
         );
