@@ -223,11 +223,9 @@ fn cli_busy(path: &Path, args: &[&str], longest: &mut Duration) {
     });
     let stderr = String::from_utf8_lossy(&out.stderr);
     let stdout = String::from_utf8_lossy(&out.stdout);
-    // `check` reports what it could not check among its problems (exit 1); the others fail.
-    let (code, text) = match args.first() {
-        Some(&"check") => (1, stdout),
-        _ => (2, stderr),
-    };
+    // A busy store is an error for every command, `check` included: never a damaged file.
+    let (code, text) = (2, stderr);
+    assert!(stdout.is_empty(), "{what}: {stdout}");
     assert_eq!(out.status.code(), Some(code), "{what}: {text}");
     assert!(
         text.contains("is busy") && text.contains("--lock-timeout"),

@@ -34,7 +34,7 @@ pub fn check(ctx: &Ctx, args: &CheckArgs, out: &mut impl Write) -> anyhow::Resul
             return unopenable(ctx, args, &diagnosis, out);
         }
     };
-    let (doc, policy) = examine(ctx, &mut store);
+    let (doc, policy) = examine(ctx, &mut store)?;
     let saved = match &args.salvage {
         Some(target) => Some(salvage::write(ctx, &store, target)?),
         None => None,
@@ -153,9 +153,16 @@ fn unopenable(
 
 /// Runs every check, collecting each problem instead of stopping at the first; also returns
 /// the policy, when it could be read.
-fn examine(ctx: &Ctx, store: &mut RecoveryStore) -> (json::Check, Option<BackendRecoveryPolicy>) {
+///
+/// A store held by another process past the lock timeout is not a problem with the file: that
+/// is an error (exit 2), so a busy store never reads as a damaged one.
+fn examine(
+    ctx: &Ctx,
+    store: &mut RecoveryStore,
+) -> anyhow::Result<(json::Check, Option<BackendRecoveryPolicy>)> {
     let mut problems = Vec::new();
     let integrity = match store.check_integrity() {
+        Err(busy @ StoreError::Busy { .. }) => return Err(busy.into()),
         Ok(true) => "ok",
         Ok(false) => {
             problems
@@ -222,5 +229,5 @@ fn examine(ctx: &Ctx, store: &mut RecoveryStore) -> (json::Check, Option<Backend
         problems,
         diagnosis: None,
     };
-    (doc, policy)
+    Ok((doc, policy))
 }
