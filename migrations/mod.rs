@@ -9,18 +9,19 @@
 //! frozen type. Change the schema by adding a version.
 
 pub(crate) mod v1;
+pub(crate) mod v2;
 
 /// What the `meta` table's `format` key holds in every recovery store.
 pub(crate) const FORMAT_NAME: &[u8] = b"recovery-store";
 
 /// The schema this build writes.
-pub(crate) const CURRENT_VERSION: u32 = 1;
+pub(crate) const CURRENT_VERSION: u32 = 2;
 
 /// The oldest schema this build can open (directly or by migrating).
 pub(crate) const OLDEST_VERSION: u32 = 1;
 
 /// The records this build reads and writes.
-pub(crate) use v1 as current;
+pub(crate) use v2 as current;
 
 /// Converts one stored record of schema `from` into schema `from + 1`.
 pub(crate) type Convert = fn(&[u8]) -> Result<Vec<u8>, postcard::Error>;
@@ -36,8 +37,25 @@ pub(crate) struct Step {
 }
 
 /// Every step, in order. `STEPS[i].from == OLDEST_VERSION + i`, and the last step ends at
-/// [`CURRENT_VERSION`]. Schema 1 is the first, so there is nothing to migrate yet.
-pub(crate) const STEPS: &[Step] = &[];
+/// [`CURRENT_VERSION`].
+pub(crate) const STEPS: &[Step] = &[Step {
+    from: 1,
+    entry: convert::<v1::Entry, v2::Entry>,
+    policy: convert::<v1::Policy, v2::Policy>,
+}];
+
+/// Decodes a whole `Old` record (trailing bytes are an error) and re-encodes it as `New`.
+fn convert<Old, New>(bytes: &[u8]) -> Result<Vec<u8>, postcard::Error>
+where
+    Old: serde::de::DeserializeOwned,
+    New: From<Old> + serde::Serialize,
+{
+    let (old, rest): (Old, _) = postcard::take_from_bytes(bytes)?;
+    if !rest.is_empty() {
+        return Err(postcard::Error::DeserializeBadEncoding);
+    }
+    postcard::to_allocvec(&New::from(old))
+}
 
 /// The steps that bring a file at `version` up to [`CURRENT_VERSION`].
 pub(crate) fn steps_from(version: u32) -> &'static [Step] {

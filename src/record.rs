@@ -5,6 +5,7 @@ use std::time::Duration;
 use crate::error::StoreError;
 use crate::key::BackendKey;
 use crate::migrations::current as stored;
+use crate::migrations::v1;
 use crate::policy::BackendRecoveryPolicy;
 use crate::time::{BootTime, Timestamp};
 
@@ -26,27 +27,91 @@ pub struct RecoveryEntry {
 /// The longest policy duration the file format holds (`u64::MAX` nanoseconds, about 584 years).
 pub const MAX_POLICY_DURATION: Duration = Duration::from_nanos(u64::MAX);
 
-pub(crate) fn encode_entry(entry: &RecoveryEntry) -> Result<Vec<u8>, postcard::Error> {
+/// One crash in an entry's history: when, how the process ended (when known) and who recorded
+/// it. Crashes recorded before schema 2 carry no detail.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub(crate) struct CrashRecord {
+    /// When the crash was recorded.
+    pub at: Timestamp,
+    /// The exit status, when the process exited.
+    pub exit_code: Option<i32>,
+    /// The signal that ended the process, when one did.
+    pub signal: Option<i32>,
+    /// The recording process.
+    pub pid: Option<u32>,
+    /// The recording process's real uid.
+    pub uid: Option<u32>,
+}
+
+/// The most crashes an entry's history keeps.
+pub(crate) const HISTORY_LIMIT: usize = stored::HISTORY_LIMIT;
+
+/// Encodes an entry and its history (the last [`HISTORY_LIMIT`] crashes of it are kept).
+pub(crate) fn encode_entry(
+    entry: &RecoveryEntry,
+    history: &[CrashRecord],
+) -> Result<Vec<u8>, postcard::Error> {
+    let kept = &history[history.len().saturating_sub(HISTORY_LIMIT)..];
     let record = stored::Entry {
         window_started_at: stamp(&entry.window_started_at),
         crashes_in_window: entry.crashes_in_window,
         last_crash: stamp(&entry.last_crash),
         total_crashes: entry.total_crashes,
+        history: kept
+            .iter()
+            .map(|c| stored::Crash {
+                at: stamp(&c.at),
+                exit_code: c.exit_code,
+                signal: c.signal,
+                pid: c.pid,
+                uid: c.uid,
+            })
+            .collect(),
     };
     encode(&record)
+}
+
+/// The history stored in an entry's value, written by schema `schema`.
+pub(crate) fn decode_history(
+    value: &[u8],
+    schema: u32,
+) -> Result<Vec<CrashRecord>, postcard::Error> {
+    Ok(decode_stored_entry(value, schema)?
+        .history
+        .iter()
+        .map(|c| CrashRecord {
+            at: timestamp(&c.at),
+            exit_code: c.exit_code,
+            signal: c.signal,
+            pid: c.pid,
+            uid: c.uid,
+        })
+        .collect())
+}
+
+// A reader of a store not yet migrated reads schema 1 values, as the migration would convert
+// them. Each value is decoded strictly by its file's schema: a schema 2 value cut short can look
+// like a whole schema 1 one.
+fn decode_stored_entry(value: &[u8], schema: u32) -> Result<stored::Entry, postcard::Error> {
+    if schema == 1 {
+        decode::<v1::Entry>(value).map(Into::into)
+    } else {
+        decode(value)
+    }
 }
 
 /// Decodes a stored entry; `raw_key` and `value` come straight from the file.
 pub(crate) fn decode_entry(
     raw_key: &[u8],
     value: &[u8],
+    schema: u32,
     path: &std::path::Path,
 ) -> Result<RecoveryEntry, StoreError> {
     let key = std::str::from_utf8(raw_key)
         .map_err(|_| "key is not UTF-8".to_owned())
         .and_then(|text| text.parse::<BackendKey>().map_err(|e| e.to_string()))
         .map_err(|detail| corrupt_entry(raw_key, path, detail))?;
-    decode_entry_of(key, value, path)
+    decode_entry_of(key, value, schema, path)
 }
 
 /// Decodes the value stored under `key`, which the caller already holds, so the stored key
@@ -54,10 +119,11 @@ pub(crate) fn decode_entry(
 pub(crate) fn decode_entry_of(
     key: BackendKey,
     value: &[u8],
+    schema: u32,
     path: &std::path::Path,
 ) -> Result<RecoveryEntry, StoreError> {
     let corrupt = |detail: String| corrupt_entry(key.to_string().as_bytes(), path, detail);
-    let record: stored::Entry = decode(value).map_err(|e| corrupt(format!("value: {e}")))?;
+    let record = decode_stored_entry(value, schema).map_err(|e| corrupt(format!("value: {e}")))?;
     if record.crashes_in_window == 0 {
         return Err(corrupt(
             "value: an entry with no crash in its window".into(),
@@ -80,8 +146,11 @@ fn corrupt_entry(raw_key: &[u8], path: &std::path::Path, detail: String) -> Stor
     }
 }
 
+/// Encodes a policy; `retries_per_window` is kept from the policy it replaces (1 when new),
+/// since this build decides with one retry per window.
 pub(crate) fn encode_policy(
     policy: &BackendRecoveryPolicy,
+    retries_per_window: u32,
     path: &std::path::Path,
 ) -> Result<Vec<u8>, StoreError> {
     let nanos = |what: &str, d: Duration| {
@@ -95,6 +164,7 @@ pub(crate) fn encode_policy(
     encode(&stored::Policy {
         retry_backoff_nanos: nanos("retry backoff", policy.retry_backoff)?,
         budget_window_nanos: nanos("budget window", policy.budget_window)?,
+        retries_per_window,
     })
     .map_err(|e| StoreError::Storage {
         path: path.to_owned(),
@@ -102,11 +172,22 @@ pub(crate) fn encode_policy(
     })
 }
 
-pub(crate) fn decode_policy(value: &[u8]) -> Result<BackendRecoveryPolicy, postcard::Error> {
-    let record: stored::Policy = decode(value)?;
-    Ok(BackendRecoveryPolicy::new(
-        Duration::from_nanos(record.retry_backoff_nanos),
-        Duration::from_nanos(record.budget_window_nanos),
+/// Decodes a policy stored by schema `schema`, and its `retries_per_window`.
+pub(crate) fn decode_policy(
+    value: &[u8],
+    schema: u32,
+) -> Result<(BackendRecoveryPolicy, u32), postcard::Error> {
+    let record: stored::Policy = if schema == 1 {
+        decode::<v1::Policy>(value)?.into()
+    } else {
+        decode(value)?
+    };
+    Ok((
+        BackendRecoveryPolicy::new(
+            Duration::from_nanos(record.retry_backoff_nanos),
+            Duration::from_nanos(record.budget_window_nanos),
+        ),
+        record.retries_per_window,
     ))
 }
 
@@ -173,10 +254,10 @@ mod tests {
             last_crash: at + Duration::from_secs(1),
             total_crashes: 7,
         };
-        let bytes = encode_entry(&entry).unwrap();
+        let bytes = encode_entry(&entry, &[]).unwrap();
         let key = entry.key.to_string();
         assert_eq!(
-            decode_entry(key.as_bytes(), &bytes, Path::new("x")).unwrap(),
+            decode_entry(key.as_bytes(), &bytes, 2, Path::new("x")).unwrap(),
             entry
         );
     }
@@ -190,19 +271,19 @@ mod tests {
             last_crash: Timestamp::from_parts(1, None),
             total_crashes: 1,
         };
-        let good = encode_entry(&entry).unwrap();
+        let good = encode_entry(&entry, &[]).unwrap();
         for bad in [
             &good[..good.len() - 1],
             &[good.as_slice(), &[0]].concat(),
             &[],
         ] {
-            let err = decode_entry(b"shared/svc@1.0.0", bad, Path::new("x")).unwrap_err();
+            let err = decode_entry(b"shared/svc@1.0.0", bad, 2, Path::new("x")).unwrap_err();
             assert!(
                 matches!(&err, StoreError::CorruptEntry { key, .. } if key == "shared/svc@1.0.0"),
                 "{err}"
             );
         }
-        let err = decode_entry(b"\xff", &good, Path::new("x")).unwrap_err();
+        let err = decode_entry(b"\xff", &good, 2, Path::new("x")).unwrap_err();
         assert!(matches!(err, StoreError::CorruptEntry { .. }));
     }
 
@@ -210,11 +291,78 @@ mod tests {
     fn policies_round_trip_and_refuse_what_the_format_cannot_hold() {
         let p = BackendRecoveryPolicy::new(Duration::from_millis(3), Duration::from_secs(4));
         let path = Path::new("x");
-        assert_eq!(decode_policy(&encode_policy(&p, path).unwrap()).unwrap(), p);
+        assert_eq!(
+            decode_policy(&encode_policy(&p, 3, path).unwrap(), 2).unwrap(),
+            (p, 3)
+        );
         let huge = BackendRecoveryPolicy::new(Duration::from_secs(1), Duration::MAX);
         assert!(matches!(
-            encode_policy(&huge, path),
+            encode_policy(&huge, 1, path),
             Err(StoreError::InvalidPolicy { .. })
         ));
+    }
+
+    #[test]
+    fn histories_round_trip_and_keep_only_the_newest() {
+        let entry = RecoveryEntry {
+            key: "shared/svc@1.0.0".parse().unwrap(),
+            window_started_at: Timestamp::from_parts(1, None),
+            crashes_in_window: 1,
+            last_crash: Timestamp::from_parts(40, None),
+            total_crashes: 40,
+        };
+        let history: Vec<CrashRecord> = (0..40)
+            .map(|i| CrashRecord {
+                at: Timestamp::from_parts(i, None),
+                exit_code: (i % 2 == 0).then_some(i as i32),
+                signal: (i % 2 == 1).then_some(9),
+                pid: Some(i as u32),
+                uid: (i > 3).then_some(0),
+            })
+            .collect();
+        let bytes = encode_entry(&entry, &history).unwrap();
+        assert_eq!(decode_history(&bytes, 2).unwrap(), history[24..]);
+        let path = Path::new("x");
+        assert_eq!(
+            decode_entry(b"shared/svc@1.0.0", &bytes, 2, path).unwrap(),
+            entry
+        );
+    }
+
+    #[test]
+    fn schema_1_values_read_as_schema_2_with_a_detail_free_history() {
+        let old = v1::Entry {
+            window_started_at: v1::Stamp {
+                unix_nanos: 5,
+                boot: None,
+            },
+            crashes_in_window: 2,
+            last_crash: v1::Stamp {
+                unix_nanos: 7,
+                boot: Some(v1::Boot {
+                    boot_id: 3,
+                    since_boot_nanos: 9,
+                }),
+            },
+            total_crashes: 4,
+        };
+        let bytes = postcard::to_allocvec(&old).unwrap();
+        let entry = decode_entry(b"shared/svc@1.0.0", &bytes, 1, Path::new("x")).unwrap();
+        assert!(decode_entry(b"shared/svc@1.0.0", &bytes, 2, Path::new("x")).is_err());
+        assert_eq!(entry.total_crashes, 4);
+        assert_eq!(entry.last_crash.unix_nanos(), 7);
+        let history = decode_history(&bytes, 1).unwrap();
+        assert_eq!(history.len(), 1);
+        assert_eq!(history[0].at, entry.last_crash);
+        assert_eq!((history[0].exit_code, history[0].pid), (None, None));
+        let policy = postcard::to_allocvec(&v1::Policy {
+            retry_backoff_nanos: 250_000_000,
+            budget_window_nanos: 30_000_000_000,
+        })
+        .unwrap();
+        assert_eq!(
+            decode_policy(&policy, 1).unwrap(),
+            (BackendRecoveryPolicy::default(), 1)
+        );
     }
 }

@@ -1,4 +1,4 @@
-//! The file format: the committed v1 fixture still opens with the same contents, the `meta`
+//! The file format: the committed v1 and v2 fixtures still open with the same contents, the `meta`
 //! table says what the file is, and files this build must not touch are refused untouched.
 
 use std::path::{Path, PathBuf};
@@ -15,16 +15,21 @@ use crate::util::{TempStore, key, rewrite_meta};
 const ENTRIES: redb::TableDefinition<&[u8], &[u8]> = redb::TableDefinition::new("entries");
 const META: redb::TableDefinition<&[u8], &[u8]> = redb::TableDefinition::new("meta");
 
-fn fixture_path() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations/fixtures/v1.redb")
+pub(crate) fn fixture_path() -> PathBuf {
+    fixture_of(1)
 }
 
-fn fixture_policy() -> BackendRecoveryPolicy {
+/// The committed fixture written by schema `version`.
+pub(crate) fn fixture_of(version: u32) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("migrations/fixtures/v{version}.redb"))
+}
+
+pub(crate) fn fixture_policy() -> BackendRecoveryPolicy {
     BackendRecoveryPolicy::new(Duration::from_millis(400), Duration::from_secs(45))
 }
 
 /// The entries written into the v1 fixture, covering every field shape the schema holds.
-fn fixture_entries() -> Vec<RecoveryEntry> {
+pub(crate) fn fixture_entries() -> Vec<RecoveryEntry> {
     let boot = |id, secs| BootTime {
         boot_id: id,
         since_boot: Duration::from_secs(secs),
@@ -60,17 +65,10 @@ fn fixture_entries() -> Vec<RecoveryEntry> {
     ]
 }
 
-/// Writes `migrations/fixtures/v1.redb`. Run once per schema version, by hand:
-/// `cargo test --test tests format::write_v1_fixture -- --ignored`.
-#[test]
-#[ignore = "writes the committed fixture; run by hand when creating a schema version"]
-fn write_v1_fixture() {
-    let path = fixture_path();
-    let _ = std::fs::remove_file(&path);
-    let store =
-        RecoveryStore::open_with(&path, StoreOptions::default().policy(fixture_policy())).unwrap();
-    store.replace_all(None, &fixture_entries()).unwrap();
-}
+// `migrations/fixtures/v1.redb` was written by a schema 1 build with `fixture_policy()` and
+// `replace_all(None, &fixture_entries())`. The schema 2 fixture (same entries and policy, plus
+// crash histories, overrides and audit events) is written by the ignored
+// `storage::fixture::write_v2_fixture` unit test, which also checks every table of it.
 
 fn sha256(path: &Path) -> Vec<u8> {
     Sha256::digest(std::fs::read(path).unwrap()).to_vec()
@@ -84,7 +82,7 @@ fn copy_fixture() -> TempStore {
 
 #[test]
 fn v1_fixture_opens_with_its_contents() {
-    assert_eq!(SCHEMA_VERSION, 1);
+    assert_eq!(SCHEMA_VERSION, 2);
     let t = copy_fixture();
     let store = t.open();
     assert_eq!(store.policy().unwrap(), fixture_policy());
@@ -92,6 +90,24 @@ fn v1_fixture_opens_with_its_contents() {
     let (good, bad) = store.scan_all().unwrap();
     assert_eq!(good.len(), 3);
     assert!(bad.is_empty());
+}
+
+#[test]
+fn v2_fixture_opens_with_its_contents() {
+    for read_only in [true, false] {
+        let t = TempStore::new();
+        std::fs::copy(fixture_of(2), &t.path).unwrap();
+        let before = sha256(&t.path);
+        let store = RecoveryStore::open_with(&t.path, StoreOptions::default().read_only(read_only))
+            .unwrap();
+        assert_eq!(store.policy().unwrap(), fixture_policy());
+        assert_eq!(store.list().unwrap(), fixture_entries());
+        drop(store);
+        if read_only {
+            assert_eq!(sha256(&t.path), before);
+        }
+        assert!(!crate::migration::backup_of(&t.path, 2).exists());
+    }
 }
 
 #[test]
@@ -138,7 +154,7 @@ fn meta_table_records_format_and_schema() {
             .value(),
     )
     .unwrap();
-    assert_eq!(version, 1);
+    assert_eq!(version, 2);
 }
 
 #[test]
@@ -150,7 +166,7 @@ fn newer_schema_is_refused_untouched() {
     rewrite_meta(
         &t.path,
         b"schema_version",
-        &postcard::to_allocvec(&2u32).unwrap(),
+        &postcard::to_allocvec(&3u32).unwrap(),
     );
     let before = sha256(&t.path);
     let err = RecoveryStore::open(&t.path).unwrap_err();
@@ -158,15 +174,15 @@ fn newer_schema_is_refused_untouched() {
         matches!(
             err,
             StoreError::NewerSchema {
-                found: 2,
-                supported: 1,
+                found: 3,
+                supported: 2,
                 ..
             }
         ),
         "{err}"
     );
     let message = err.to_string();
-    assert!(message.contains("schema 2") && message.contains("upgrade recovery-store"));
+    assert!(message.contains("schema 3") && message.contains("upgrade recovery-store"));
     assert_eq!(sha256(&t.path), before);
 }
 

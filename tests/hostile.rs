@@ -333,14 +333,14 @@ fn foreign_redb_database_is_refused_untouched() {
 fn newer_schema_is_refused_untouched() {
     let tmp = TempStore::new();
     drop(tmp.open());
-    let newer = postcard::to_allocvec(&2u32).expect("encode");
+    let newer = postcard::to_allocvec(&3u32).expect("encode");
     crate::util::rewrite_meta(&tmp.path, b"schema_version", &newer);
     let bytes = std::fs::read(&tmp.path).expect("read");
     match refused("newer schema", &bytes, &["NewerSchema"]) {
         StoreError::NewerSchema {
             found, supported, ..
         } => {
-            assert_eq!(found, 2);
+            assert_eq!(found, 3);
             assert_eq!(supported, recovery_store::SCHEMA_VERSION);
         }
         other => panic!("{other}"),

@@ -183,7 +183,7 @@ fn files_left_by_dead_writers_are_still_refused_untouched() {
     crate::util::rewrite_meta(
         &newer.path,
         b"schema_version",
-        &postcard::to_allocvec(&2u32).expect("encode"),
+        &postcard::to_allocvec(&3u32).expect("encode"),
     );
     leave_dirty(&newer.path);
     for (t, expected) in [(&foreign, "NotAStore"), (&newer, "NewerSchema")] {

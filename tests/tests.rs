@@ -11,6 +11,7 @@ mod format;
 mod group;
 mod handle;
 mod hostile;
+mod migration;
 mod model;
 mod ownership;
 mod processes;

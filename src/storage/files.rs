@@ -1,8 +1,7 @@
 //! Plain file-system helpers: durable copies, directory syncs, leftovers of dead creators.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::ErrorKind;
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use std::os::fd::AsRawFd;
@@ -87,11 +86,15 @@ pub(super) fn creation_byte_held(file: &File) -> bool {
 }
 
 fn set_byte_lock(file: &File, kind: libc::c_short) -> std::io::Result<bool> {
+    set_lock_at(file, kind, 0)
+}
+
+fn set_lock_at(file: &File, kind: libc::c_short, start: i64) -> std::io::Result<bool> {
     // SAFETY: an all-zero `flock` is valid; the fields that matter are set below.
     let mut lock: libc::flock = unsafe { std::mem::zeroed() };
     lock.l_type = kind;
     lock.l_whence = libc::SEEK_SET as libc::c_short;
-    lock.l_start = 0;
+    lock.l_start = start;
     lock.l_len = 1;
     // SAFETY: `lock` is a valid flock for the duration of the call, on our own descriptor.
     let rc = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_OFD_SETLK, &mut lock) };
@@ -101,8 +104,53 @@ fn set_byte_lock(file: &File, kind: libc::c_short) -> std::io::Result<bool> {
     let err = std::io::Error::last_os_error();
     match err.raw_os_error() {
         Some(libc::EAGAIN | libc::EACCES) => Ok(false),
-        Some(libc::EINTR) => set_byte_lock(file, kind),
+        Some(libc::EINTR) => set_lock_at(file, kind, start),
         _ => Err(err),
+    }
+}
+
+/// The byte of a store file locked (as an open-file-description lock) by a process migrating
+/// it: just below every lock redb takes (its header lock covers the first bytes, its process
+/// locks start at 2^62), so only migrators meet it.
+const MIGRATION_BYTE: i64 = (1 << 62) - 1;
+
+/// The exclusive migration lock on a store file, held by the process migrating it from its
+/// backup to its commit: other openers that find the old schema wait for it, then find the
+/// store migrated. Released when dropped, or by the kernel when the process dies.
+pub(super) struct MigrationLock(File);
+
+impl MigrationLock {
+    /// Takes the lock on the store at `path`, waiting up to `wait`.
+    pub fn take(path: &Path, wait: Duration) -> Result<Self, StoreError> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .custom_flags(libc::O_CLOEXEC)
+            .open(path)
+            .map_err(|e| io_err("cannot open", path, e))?;
+        let deadline = Instant::now() + wait;
+        let started = Instant::now();
+        loop {
+            let locked = set_lock_at(&file, libc::F_WRLCK as libc::c_short, MIGRATION_BYTE)
+                .map_err(|e| io_err("cannot lock", path, e))?;
+            if locked {
+                return Ok(Self(file));
+            }
+            if Instant::now() >= deadline {
+                return Err(StoreError::Busy {
+                    path: path.to_owned(),
+                    waited_for: "another process migrating the store",
+                    waited: started.elapsed(),
+                });
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+}
+
+impl Drop for MigrationLock {
+    fn drop(&mut self) {
+        let _ = set_lock_at(&self.0, libc::F_UNLCK as libc::c_short, MIGRATION_BYTE);
     }
 }
 
@@ -186,23 +234,38 @@ pub(super) fn remove_abandoned_creations(path: &Path) {
     }
 }
 
-// Copies `from` to a new file `to`. An existing `to` is an earlier backup of the same schema,
-// taken before anything was migrated, so it is kept rather than overwritten.
+// Makes `to` a durable, byte-identical copy of `from`, with its permission bits: the copy is
+// written under a temporary name, synced, then renamed over `to`, so `to` never holds half a
+// copy. An existing `to` (left by a migration that never committed, or by a roll-back) is
+// replaced: the backup is the file as it was just before the migration that ran.
 pub(super) fn copy_durably(from: &Path, to: &Path) -> Result<(), StoreError> {
-    let mut target = match OpenOptions::new()
+    let err = |e| io_err("cannot back up to", to, e);
+    let mut source = File::open(from).map_err(|e| io_err("cannot read", from, e))?;
+    let mode = source
+        .metadata()
+        .map_err(|e| io_err("cannot read", from, e))?
+        .permissions()
+        .mode()
+        & 0o777;
+    let mut temp = to.as_os_str().to_owned();
+    temp.push(format!(".{}.tmp", std::process::id()));
+    let temp = PathBuf::from(temp);
+    let written = OpenOptions::new()
         .write(true)
-        .create_new(true)
+        .create(true)
+        .truncate(true)
         .mode(0o600)
-        .open(to)
-    {
-        Ok(file) => file,
-        Err(e) if e.kind() == ErrorKind::AlreadyExists => return Ok(()),
-        Err(e) => return Err(io_err("cannot back up to", to, e)),
-    };
-    File::open(from)
-        .and_then(|mut source| std::io::copy(&mut source, &mut target))
-        .and_then(|_| target.sync_all())
-        .map_err(|e| io_err("cannot back up to", to, e))?;
+        .open(&temp)
+        .and_then(|mut target| {
+            fchmod(&target, Mode::from_raw_mode(mode)).map_err(std::io::Error::from)?;
+            std::io::copy(&mut source, &mut target)?;
+            target.sync_all()
+        })
+        .and_then(|()| fs::rename(&temp, to));
+    if let Err(e) = written {
+        let _ = fs::remove_file(&temp);
+        return Err(err(e));
+    }
     sync_dir(&parent_dir(to))
 }
 

@@ -7,6 +7,8 @@
 mod backend;
 mod creation;
 mod files;
+#[cfg(test)]
+mod fixture;
 mod guard;
 mod opening;
 mod overlay;
@@ -19,7 +21,7 @@ use std::io::ErrorKind;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard};
+use std::sync::{Arc, Mutex, PoisonError, RwLock, RwLockReadGuard};
 use std::time::Duration;
 
 use redb::{
@@ -34,7 +36,7 @@ use crate::policy::BackendRecoveryPolicy;
 use backend::{
     DeadlineBackend, FileId, Opener, expired, quietly, with_deadline, with_fresh_deadline,
 };
-use files::{backup_path, copy_durably, io_err};
+use files::{CREATION_LOCK_WAIT, MigrationLock, backup_path, copy_durably, io_err};
 use guard::{engine_err, guarded};
 use opening::{
     Preflight, check_magic, check_version, discard_unfinished_creation, open_writable, preflight,
@@ -46,6 +48,9 @@ pub use redb::StorageBackend;
 
 const ENTRIES: TableDefinition<&[u8], &[u8]> = TableDefinition::new(schema::ENTRIES_TABLE);
 const META: TableDefinition<&[u8], &[u8]> = TableDefinition::new(schema::META_TABLE);
+const OVERRIDES: TableDefinition<&[u8], &[u8]> =
+    TableDefinition::new(schema::POLICY_OVERRIDES_TABLE);
+const AUDIT: TableDefinition<u64, &[u8]> = TableDefinition::new(schema::AUDIT_TABLE);
 
 /// The first bytes of every redb file.
 const REDB_MAGIC: [u8; 9] = [b'r', b'e', b'd', b'b', 0x1A, 0x0A, 0xA9, 0x0D, 0x0A];
@@ -99,6 +104,8 @@ struct Engine {
     /// Set when a call failed in a way that may have latched an error inside the engine.
     poisoned: AtomicBool,
     timeout: Duration,
+    /// Held from the backup of an older schema until `finish_open` migrated it.
+    migrating: Mutex<Option<MigrationLock>>,
 }
 
 impl Engine {
@@ -108,6 +115,7 @@ impl Engine {
             file: None,
             poisoned: AtomicBool::new(false),
             timeout,
+            migrating: Mutex::default(),
         }
     }
 
@@ -117,6 +125,7 @@ impl Engine {
             file,
             poisoned: AtomicBool::new(false),
             timeout,
+            migrating: Mutex::default(),
         }
     }
 
@@ -441,6 +450,7 @@ impl Storage {
             syncs: self.syncs.clone(),
             opened: Cell::new(None),
         };
+        let mut migrating = None;
         let read_only = |db, opener: &Opener| {
             Ok(Engine::new(
                 Handle::ReadOnly(db),
@@ -467,24 +477,33 @@ impl Storage {
                 return Ok(Engine::new(Handle::ReadOnly(view), None, timeout));
             }
             Preflight::NeedsRepair => validate_copy(path, &opener)?,
-            Preflight::NeedsMigration(found) if config.read_only => {
-                return Err(StoreError::NeedsMigration {
-                    path: path.to_owned(),
-                    found,
-                    current: CURRENT_VERSION,
-                });
+            // A reader reads an older schema as it is and leaves the file untouched.
+            Preflight::NeedsMigration(db, _) if config.read_only => return read_only(db, &opener),
+            // A writer backs the file up before redb first opens it writable (which writes to
+            // it), under a lock that keeps other openers of this build from migrating too; the
+            // lock is held until `finish_open` has committed the migration.
+            Preflight::NeedsMigration(db, _) => {
+                drop(db);
+                let lock = MigrationLock::take(path, config.lock_timeout.max(CREATION_LOCK_WAIT))?;
+                if let Preflight::NeedsMigration(db, found) =
+                    preflight(path, config.cache_size, &opener)?
+                {
+                    drop(db);
+                    copy_durably(path, &backup_path(path, found))?;
+                }
+                migrating = Some(lock);
             }
-            Preflight::NeedsMigration(_) => {}
         }
         let db = open_writable(path, config.cache_size, &opener)?;
         // A creator killed between linking the store into place and removing its temporary
         // file leaves that file behind; writable opens sweep it.
         files::remove_abandoned_creations(path);
-        Ok(Engine::new(
-            Handle::Writable(db),
-            opener.opened.get(),
-            timeout,
-        ))
+        let engine = Engine::new(Handle::Writable(db), opener.opened.get(), timeout);
+        *engine
+            .migrating
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = migrating;
+        Ok(engine)
     }
 
     // True when the open asks for no policy, or for the one the file holds.
@@ -544,9 +563,16 @@ impl Storage {
             other => Err(other),
         })?;
         check_version(&self.path, version)?;
-        if version < CURRENT_VERSION {
-            self.migrate(version)?;
+        if version < CURRENT_VERSION && !config.read_only {
+            self.migrate()?;
         }
+        self.engine
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .migrating
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
         // Most opens ask for the policy already stored: check before paying for a commit.
         if let Some(policy) = config
             .policy
@@ -575,12 +601,20 @@ impl Storage {
         })
     }
 
-    fn migrate(&self, from: u32) -> Result<(), StoreError> {
-        let backup = backup_path(&self.path, from);
-        copy_durably(&self.path, &backup)?;
-        for step in migrations::steps_from(from) {
-            self.write(|w| w.apply_step(step))?;
-        }
-        Ok(())
+    // Runs every step in one write transaction, after reading the version again under the write
+    // lock: of several handles migrating at once, the first migrates and the others find
+    // nothing to do. A file was backed up by `open_engine` first; a caller's backend is not a
+    // file, so it gets no backup.
+    fn migrate(&self) -> Result<(), StoreError> {
+        self.write(|w| {
+            let from = w.schema_version()?;
+            if from >= CURRENT_VERSION {
+                return Ok(());
+            }
+            for step in migrations::steps_from(from) {
+                w.apply_step(step)?;
+            }
+            Ok(())
+        })
     }
 }

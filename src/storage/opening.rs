@@ -97,8 +97,9 @@ pub(super) enum Preflight {
     Ready(ReadOnlyDatabase),
     /// The last writer died mid-write and no writer is live: redb must repair it first.
     NeedsRepair,
-    /// A store of an older schema (the version found).
-    NeedsMigration(u32),
+    /// A store of an older schema (the version found), open read-only: readers read it as it
+    /// is, a writer migrates it.
+    NeedsMigration(ReadOnlyDatabase, u32),
 }
 
 // Validates format and schema through a read-only handle, which never writes to the file, so a
@@ -131,7 +132,7 @@ pub(super) fn preflight(
     })?;
     check_version(path, version)?;
     Ok(if version < CURRENT_VERSION {
-        Preflight::NeedsMigration(version)
+        Preflight::NeedsMigration(db, version)
     } else {
         Preflight::Ready(db)
     })
@@ -175,14 +176,8 @@ fn view_of(path: &Path, cache_size: usize) -> Result<ReadOnlyDatabase, StoreErro
             let txn = db.begin_read().map_err(|e| engine_err(path, e))?;
             Reader::open(&txn, path)?.schema_version()?
         };
+        // An older schema reads as it is; only a writer migrates it.
         check_version(path, version)?;
-        if version < CURRENT_VERSION {
-            return Err(StoreError::NeedsMigration {
-                path: path.to_owned(),
-                found: version,
-                current: CURRENT_VERSION,
-            });
-        }
         drop(db);
         Builder::new()
             .set_cache_size(cache_size)

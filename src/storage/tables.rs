@@ -8,17 +8,19 @@ use redb::{
 };
 
 use super::guard::{encode_err, engine_err, missing_meta, not_a_store};
-use super::{ENTRIES, META};
+use super::{AUDIT, ENTRIES, META, OVERRIDES};
 use crate::error::StoreError;
 use crate::key::BackendKey;
 use crate::migrations::{self, CURRENT_VERSION, FORMAT_NAME, current as schema};
 use crate::policy::BackendRecoveryPolicy;
-use crate::record::{self, RecoveryEntry};
+use crate::record::{self, CrashRecord, RecoveryEntry};
 
 /// Reads from one snapshot.
 pub(crate) struct Reader<'a> {
     meta: ReadOnlyTable<&'static [u8], &'static [u8]>,
     entries: Option<ReadOnlyTable<&'static [u8], &'static [u8]>>,
+    /// The schema the values were written by (a store not yet migrated reads as it is).
+    schema: u32,
     path: &'a Path,
 }
 
@@ -34,9 +36,12 @@ impl<'a> Reader<'a> {
             Err(TableError::TableDoesNotExist(_)) => None,
             Err(e) => return Err(engine_err(path, e)),
         };
+        // A file that says no version fails in `schema_version`; until then, read as current.
+        let schema = read_schema_version(&meta, path).unwrap_or(CURRENT_VERSION);
         Ok(Self {
             meta,
             entries,
+            schema,
             path,
         })
     }
@@ -48,13 +53,13 @@ impl<'a> Reader<'a> {
 
     /// The store's policy.
     pub fn policy(&self) -> Result<BackendRecoveryPolicy, StoreError> {
-        read_policy(&self.meta, self.path)
+        read_policy(&self.meta, self.schema, self.path)
     }
 
     /// One backend's entry.
     pub fn get(&self, key: &BackendKey) -> Result<Option<RecoveryEntry>, StoreError> {
         match &self.entries {
-            Some(table) => get_entry(table, key, self.path),
+            Some(table) => get_entry(table, key, self.schema, self.path),
             None => Ok(None),
         }
     }
@@ -67,7 +72,7 @@ impl<'a> Reader<'a> {
         visit: impl FnMut(&[u8], Result<RecoveryEntry, StoreError>) -> Result<(), StoreError>,
     ) -> Result<(), StoreError> {
         match &self.entries {
-            Some(table) => scan_entries(table, prefix, self.path, visit),
+            Some(table) => scan_entries(table, prefix, self.schema, self.path, visit),
             None => Ok(()),
         }
     }
@@ -106,6 +111,7 @@ impl<'a> Reader<'a> {
 
 /// Reads and writes inside one write transaction.
 pub(crate) struct Writer<'a> {
+    txn: &'a WriteTransaction,
     meta: Table<'a, &'static [u8], &'static [u8]>,
     entries: Table<'a, &'static [u8], &'static [u8]>,
     path: &'a Path,
@@ -114,20 +120,34 @@ pub(crate) struct Writer<'a> {
 impl<'a> Writer<'a> {
     pub(super) fn open(txn: &'a WriteTransaction, path: &'a Path) -> Result<Self, StoreError> {
         Ok(Self {
+            txn,
             meta: txn.open_table(META).map_err(|e| engine_err(path, e))?,
             entries: txn.open_table(ENTRIES).map_err(|e| engine_err(path, e))?,
             path,
         })
     }
 
+    /// The schema version recorded in the file, as of this transaction.
+    pub fn schema_version(&self) -> Result<u32, StoreError> {
+        read_schema_version(&self.meta, self.path)
+    }
+
     /// The store's policy as of this transaction.
     pub fn policy(&self) -> Result<BackendRecoveryPolicy, StoreError> {
-        read_policy(&self.meta, self.path)
+        read_policy(&self.meta, CURRENT_VERSION, self.path)
     }
 
     /// Persists a new policy.
     pub fn set_policy(&mut self, policy: &BackendRecoveryPolicy) -> Result<(), StoreError> {
-        let bytes = record::encode_policy(policy, self.path)?;
+        // This build decides with one retry per window, but keeps a value another build stored.
+        let retries = match self.meta.get(schema::META_POLICY) {
+            Ok(Some(old)) => {
+                record::decode_policy(old.value(), CURRENT_VERSION).map_or(1, |(_, n)| n)
+            }
+            Ok(None) => 1,
+            Err(e) => return Err(engine_err(self.path, e)),
+        };
+        let bytes = record::encode_policy(policy, retries, self.path)?;
         self.meta
             .insert(schema::META_POLICY, bytes.as_slice())
             .map_err(|e| engine_err(self.path, e))?;
@@ -136,17 +156,41 @@ impl<'a> Writer<'a> {
 
     /// One backend's entry.
     pub fn get(&self, key: &BackendKey) -> Result<Option<RecoveryEntry>, StoreError> {
-        get_entry(&self.entries, key, self.path)
+        get_entry(&self.entries, key, CURRENT_VERSION, self.path)
     }
 
-    /// Stores an entry, replacing any earlier one for its key.
+    /// Stores an entry, replacing any earlier one for its key but keeping its crash history.
     pub fn put(&mut self, entry: &RecoveryEntry) -> Result<(), StoreError> {
         let key = entry.key.to_string();
-        let value = record::encode_entry(entry).map_err(|e| encode_err(self.path, e))?;
+        let history = self.history(&key)?;
+        self.put_with_history(entry, &history)
+    }
+
+    /// Stores an entry with this crash history (its last
+    /// [`HISTORY_LIMIT`](record::HISTORY_LIMIT) crashes), replacing any earlier one for its key.
+    pub fn put_with_history(
+        &mut self,
+        entry: &RecoveryEntry,
+        history: &[CrashRecord],
+    ) -> Result<(), StoreError> {
+        let key = entry.key.to_string();
+        let value = record::encode_entry(entry, history).map_err(|e| encode_err(self.path, e))?;
         self.entries
             .insert(key.as_bytes(), value.as_slice())
             .map_err(|e| engine_err(self.path, e))?;
         Ok(())
+    }
+
+    /// The crash history stored under `key` (canonical key text), oldest first; none when there
+    /// is no entry or its value cannot be decoded (a `put` then replaces it whole).
+    pub fn history(&self, key: &str) -> Result<Vec<CrashRecord>, StoreError> {
+        let value = self
+            .entries
+            .get(key.as_bytes())
+            .map_err(|e| engine_err(self.path, e))?;
+        Ok(value
+            .and_then(|v| record::decode_history(v.value(), CURRENT_VERSION).ok())
+            .unwrap_or_default())
     }
 
     /// Removes a backend's entry; true if there was one.
@@ -179,7 +223,7 @@ impl<'a> Writer<'a> {
         prefix: &str,
         visit: impl FnMut(&[u8], Result<RecoveryEntry, StoreError>) -> Result<(), StoreError>,
     ) -> Result<(), StoreError> {
-        scan_entries(&self.entries, prefix, self.path, visit)
+        scan_entries(&self.entries, prefix, CURRENT_VERSION, self.path, visit)
     }
 
     pub(super) fn initialize(&mut self, policy: BackendRecoveryPolicy) -> Result<(), StoreError> {
@@ -193,7 +237,77 @@ impl<'a> Writer<'a> {
                 .insert(key, value)
                 .map_err(|e| engine_err(self.path, e))?;
         }
+        self.create_tables()?;
         self.set_policy(&policy)
+    }
+
+    /// Writes raw `policy_overrides` and `audit` rows (for the schema 2 fixture, written before
+    /// the code that writes them lands).
+    #[cfg(test)]
+    pub fn put_raw_extras(
+        &mut self,
+        overrides: &[(&str, Vec<u8>)],
+        audit: &[(u64, Vec<u8>)],
+    ) -> Result<(), StoreError> {
+        let path = self.path;
+        let mut table = self
+            .txn
+            .open_table(OVERRIDES)
+            .map_err(|e| engine_err(path, e))?;
+        for (scope, value) in overrides {
+            table
+                .insert(scope.as_bytes(), value.as_slice())
+                .map_err(|e| engine_err(path, e))?;
+        }
+        let mut table = self
+            .txn
+            .open_table(AUDIT)
+            .map_err(|e| engine_err(path, e))?;
+        for (seq, value) in audit {
+            table
+                .insert(*seq, value.as_slice())
+                .map_err(|e| engine_err(path, e))?;
+        }
+        Ok(())
+    }
+
+    /// Every raw `policy_overrides` and `audit` row, in key order.
+    #[cfg(test)]
+    #[allow(clippy::type_complexity)]
+    pub fn raw_extras(&self) -> Result<(Vec<(Vec<u8>, Vec<u8>)>, Vec<(u64, Vec<u8>)>), StoreError> {
+        let path = self.path;
+        let err = |e: redb::StorageError| engine_err(path, e);
+        let overrides = self
+            .txn
+            .open_table(OVERRIDES)
+            .map_err(|e| engine_err(path, e))?
+            .iter()
+            .map_err(err)?
+            .map(|item| item.map(|(k, v)| (k.value().to_vec(), v.value().to_vec())))
+            .collect::<Result<_, _>>()
+            .map_err(err)?;
+        let audit = self
+            .txn
+            .open_table(AUDIT)
+            .map_err(|e| engine_err(path, e))?
+            .iter()
+            .map_err(err)?
+            .map(|item| item.map(|(k, v)| (k.value(), v.value().to_vec())))
+            .collect::<Result<_, _>>()
+            .map_err(err)?;
+        Ok((overrides, audit))
+    }
+
+    // Creates the tables schema 2 added, empty, so every store of the schema holds all of them.
+    fn create_tables(&self) -> Result<(), StoreError> {
+        let path = self.path;
+        self.txn
+            .open_table(OVERRIDES)
+            .map_err(|e| engine_err(path, e))?;
+        self.txn
+            .open_table(AUDIT)
+            .map_err(|e| engine_err(path, e))?;
+        Ok(())
     }
 
     pub(super) fn apply_step(&mut self, step: &migrations::Step) -> Result<(), StoreError> {
@@ -225,6 +339,7 @@ impl<'a> Writer<'a> {
             .ok_or_else(|| missing_meta(path, "policy"))?;
         let policy = (step.policy)(&policy).map_err(|e| corrupt("the policy", e))?;
         let version = record::encode_version(step.from + 1).map_err(|e| encode_err(path, e))?;
+        self.create_tables()?;
         for (key, value) in [
             (schema::META_POLICY, policy.as_slice()),
             (schema::META_SCHEMA_VERSION, version.as_slice()),
@@ -259,21 +374,25 @@ pub(super) fn read_schema_version(
 
 pub(super) fn read_policy(
     meta: &impl ReadableTable<&'static [u8], &'static [u8]>,
+    schema: u32,
     path: &Path,
 ) -> Result<BackendRecoveryPolicy, StoreError> {
     let value = meta
         .get(schema::META_POLICY)
         .map_err(|e| engine_err(path, e))?
         .ok_or_else(|| missing_meta(path, "policy"))?;
-    record::decode_policy(value.value()).map_err(|e| StoreError::Corrupt {
-        path: path.to_owned(),
-        detail: format!("meta policy: {e}"),
-    })
+    record::decode_policy(value.value(), schema)
+        .map(|(policy, _)| policy)
+        .map_err(|e| StoreError::Corrupt {
+            path: path.to_owned(),
+            detail: format!("meta policy: {e}"),
+        })
 }
 
 pub(super) fn get_entry(
     table: &impl ReadableTable<&'static [u8], &'static [u8]>,
     key: &BackendKey,
+    schema: u32,
     path: &Path,
 ) -> Result<Option<RecoveryEntry>, StoreError> {
     let text = key.to_string();
@@ -281,18 +400,19 @@ pub(super) fn get_entry(
         .get(text.as_bytes())
         .map_err(|e| engine_err(path, e))?;
     value
-        .map(|v| record::decode_entry_of(key.clone(), v.value(), path))
+        .map(|v| record::decode_entry_of(key.clone(), v.value(), schema, path))
         .transpose()
 }
 
 pub(super) fn scan_entries(
     table: &impl ReadableTable<&'static [u8], &'static [u8]>,
     prefix: &str,
+    schema: u32,
     path: &Path,
     mut visit: impl FnMut(&[u8], Result<RecoveryEntry, StoreError>) -> Result<(), StoreError>,
 ) -> Result<(), StoreError> {
     for_each_under(table, prefix, path, |key, value| {
-        visit(key, record::decode_entry(key, value, path))
+        visit(key, record::decode_entry(key, value, schema, path))
     })
 }
 

@@ -107,7 +107,7 @@ fn metrics_match_the_store_for_each_state() {
     for (s, n) in [("healthy", 1.0), ("recovering", 1.0), ("refused", 1.0)] {
         assert_eq!(get(&v, "recovery_store_backends", "", s), n);
     }
-    assert_eq!(get(&v, "recovery_store_schema_version", "", ""), 1.0);
+    assert_eq!(get(&v, "recovery_store_schema_version", "", ""), 2.0);
     let size = std::fs::metadata(cli.path()).unwrap().len() as f64;
     assert_eq!(get(&v, "recovery_store_file_size_bytes", "", ""), size);
     assert_eq!(

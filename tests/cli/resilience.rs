@@ -38,7 +38,7 @@ fn a_newer_schema_is_refused_by_every_command_and_left_untouched() {
     rewrite_meta(
         cli.path(),
         b"schema_version",
-        &postcard::to_allocvec(&2u32).unwrap(),
+        &postcard::to_allocvec(&3u32).unwrap(),
     );
     let before = digest(cli.path());
     let shown = cli.path().display().to_string();
@@ -57,7 +57,7 @@ fn a_newer_schema_is_refused_by_every_command_and_left_untouched() {
         }
         assert_error(&out, &shown);
         let err = stderr(&out);
-        for needle in ["schema 2", "up to 1", "upgrade recovery-store"] {
+        for needle in ["schema 3", "up to 2", "upgrade recovery-store"] {
             assert!(err.contains(needle), "{args:?}: {needle:?} not in {err}");
         }
         assert_eq!(digest(cli.path()), before, "{args:?} modified the file");
