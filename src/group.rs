@@ -20,11 +20,13 @@ use std::time::{Duration, Instant};
 use crate::error::StoreError;
 use crate::key::BackendKey;
 use crate::policy::BackendRecoveryDecision;
+use crate::record::CrashReport;
 use crate::storage::Storage;
 use crate::time::Timestamp;
 
-/// One queued crash, with its time; `None` stamps it once the transaction holds the write lock.
-pub(crate) type Crash = (BackendKey, Option<Timestamp>);
+/// One queued crash, with its time (`None` stamps it once the transaction holds the write
+/// lock) and how the process ended.
+pub(crate) type Crash = (BackendKey, Option<Timestamp>, CrashReport);
 /// What its caller gets back.
 pub(crate) type Outcome = Result<BackendRecoveryDecision, StoreError>;
 
@@ -175,13 +177,18 @@ impl GroupCommit {
 pub(crate) fn commit_crashes(
     storage: &Storage,
     batch: &[Crash],
-    apply: impl Fn(&mut crate::storage::Writer<'_>, &BackendKey, Option<Timestamp>) -> Outcome,
+    apply: impl Fn(
+        &mut crate::storage::Writer<'_>,
+        &BackendKey,
+        Option<Timestamp>,
+        CrashReport,
+    ) -> Outcome,
 ) -> Vec<Outcome> {
     let mut undecided = false;
     let result = storage.write(|w| {
         let decisions = batch
             .iter()
-            .map(|(key, now)| apply(w, key, *now))
+            .map(|(key, now, report)| apply(w, key, *now, *report))
             .collect::<Result<Vec<_>, _>>();
         undecided = decisions.is_err();
         decisions
@@ -192,7 +199,7 @@ pub(crate) fn commit_crashes(
         // failed commit would fail each of them again, one bound at a time.
         Err(_) if undecided && batch.len() > 1 => batch
             .iter()
-            .map(|(key, now)| storage.write(|w| apply(w, key, *now)))
+            .map(|(key, now, report)| storage.write(|w| apply(w, key, *now, *report)))
             .collect(),
         Err(err) => {
             let mut outcomes: Vec<Outcome> = batch
@@ -282,6 +289,7 @@ mod tests {
         (
             format!("shared/svc-{i}@1.0.0").parse().unwrap(),
             Some(Timestamp::from_parts(i as i64, None)),
+            CrashReport::default(),
         )
     }
 
@@ -296,7 +304,7 @@ mod tests {
     fn decide(batch: &[Crash]) -> Vec<Outcome> {
         batch
             .iter()
-            .map(|(key, _)| {
+            .map(|(key, _, _)| {
                 let n: u32 = key.service_name[4..].parse().unwrap();
                 retry(n)
             })

@@ -77,7 +77,7 @@ pub use policy::{
     BackendRecoveryDecision, BackendRecoveryPolicy, BackendRecoveryRefusalReason, BackendStatus,
     DEFAULT_RECOVERY_BUDGET_WINDOW, DEFAULT_RECOVERY_RETRY_BACKOFF, DEFAULT_SPAWN_BUDGET_WINDOW,
 };
-pub use record::{MAX_POLICY_DURATION, RecoveryEntry};
+pub use record::{CrashRecord, CrashReport, HISTORY_LIMIT, MAX_POLICY_DURATION, RecoveryEntry};
 pub use snapshot::Snapshot;
 pub use storage::StorageBackend;
 pub use store::{DEFAULT_CACHE_SIZE, DEFAULT_LOCK_TIMEOUT, RecoveryStore, StoreOptions, status_of};

@@ -27,10 +27,24 @@ pub struct RecoveryEntry {
 /// The longest policy duration the file format holds (`u64::MAX` nanoseconds, about 584 years).
 pub const MAX_POLICY_DURATION: Duration = Duration::from_nanos(u64::MAX);
 
-/// One crash in an entry's history: when, how the process ended (when known) and who recorded
-/// it. Crashes recorded before schema 2 carry no detail.
+/// How a crashed process ended, as far as its broker knows: the exit status it exited with, or
+/// the signal that killed it (`None` for what is not known). `CrashReport::default()` knows
+/// nothing, which is what [`RecoveryStore::record_crash`](crate::RecoveryStore::record_crash)
+/// records.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct CrashReport {
+    /// The exit status (`WEXITSTATUS`), when the process exited.
+    pub exit_code: Option<i32>,
+    /// The signal number (`WTERMSIG`), when a signal ended the process.
+    pub signal: Option<i32>,
+}
+
+/// One crash in an entry's history (the last [`HISTORY_LIMIT`] are kept, oldest first): when it
+/// was recorded, how the process ended (when known) and which process recorded it, with its
+/// real uid. Crashes recorded before schema 2 carry no detail: only their time.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub(crate) struct CrashRecord {
+#[non_exhaustive]
+pub struct CrashRecord {
     /// When the crash was recorded.
     pub at: Timestamp,
     /// The exit status, when the process exited.
@@ -43,8 +57,39 @@ pub(crate) struct CrashRecord {
     pub uid: Option<u32>,
 }
 
-/// The most crashes an entry's history keeps.
-pub(crate) const HISTORY_LIMIT: usize = stored::HISTORY_LIMIT;
+impl CrashRecord {
+    /// A crash at `at`, ended as `report` says, recorded by process `pid` running as `uid`.
+    pub fn new(at: Timestamp, report: CrashReport, pid: Option<u32>, uid: Option<u32>) -> Self {
+        Self {
+            at,
+            exit_code: report.exit_code,
+            signal: report.signal,
+            pid,
+            uid,
+        }
+    }
+
+    /// A crash at `at` reported by this process: its PID and real uid.
+    pub(crate) fn by_this_process(at: Timestamp, report: CrashReport) -> Self {
+        Self::new(
+            at,
+            report,
+            Some(std::process::id()),
+            Some(rustix::process::getuid().as_raw()),
+        )
+    }
+
+    /// How the process ended.
+    pub fn report(&self) -> CrashReport {
+        CrashReport {
+            exit_code: self.exit_code,
+            signal: self.signal,
+        }
+    }
+}
+
+/// The most crashes an entry's history keeps (16).
+pub const HISTORY_LIMIT: usize = stored::HISTORY_LIMIT;
 
 /// Encodes an entry and its history (the last [`HISTORY_LIMIT`] crashes of it are kept).
 pub(crate) fn encode_entry(

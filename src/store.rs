@@ -8,7 +8,7 @@ use crate::error::StoreError;
 use crate::group::{self, GroupCommit};
 use crate::key::BackendKey;
 use crate::policy::{BackendRecoveryDecision, BackendRecoveryPolicy, BackendStatus};
-use crate::record::RecoveryEntry;
+use crate::record::{CrashRecord, CrashReport, RecoveryEntry};
 use crate::storage::{OpenConfig, Storage, StorageBackend, Writer};
 use crate::time::Timestamp;
 use crate::window;
@@ -213,16 +213,33 @@ impl RecoveryStore {
     /// syncs (group commit); each still gets its own decision. A caller with no company
     /// commits at once; right after a contended batch, the next one may wait up to 200 µs to
     /// gather the callers coming back.
+    ///
+    /// The crash joins the entry's history (see [`history`](Self::history)) with this
+    /// process's PID and uid but no exit detail: use
+    /// [`record_crash_with`](Self::record_crash_with) when the exit status or signal is known.
     pub fn record_crash(
         &self,
         key: &BackendKey,
         now: Timestamp,
     ) -> Result<BackendRecoveryDecision, StoreError> {
+        self.record_crash_with(key, now, CrashReport::default())
+    }
+
+    /// Records one crash of `key` at `now`, as [`record_crash`](Self::record_crash) does, with
+    /// how the process ended (`CrashReport { exit_code, signal }`): the history keeps it, with
+    /// this process's PID and real uid. The decision does not depend on the report.
+    pub fn record_crash_with(
+        &self,
+        key: &BackendKey,
+        now: Timestamp,
+        report: CrashReport,
+    ) -> Result<BackendRecoveryDecision, StoreError> {
         key.validate()?;
-        self.group
-            .submit((key.clone(), Some(now)), self.storage.path(), |batch| {
-                group::commit_crashes(&self.storage, batch, apply_crash)
-            })
+        self.group.submit(
+            (key.clone(), Some(now), report),
+            self.storage.path(),
+            |batch| group::commit_crashes(&self.storage, batch, apply_crash),
+        )
     }
 
     /// Records one observed crash of `key`, stamped with [`Timestamp::now`] once the write
@@ -235,11 +252,28 @@ impl RecoveryStore {
         &self,
         key: &BackendKey,
     ) -> Result<BackendRecoveryDecision, StoreError> {
+        self.record_crash_now_with(key, CrashReport::default())
+    }
+
+    /// [`record_crash_now`](Self::record_crash_now) with how the process ended; see
+    /// [`record_crash_with`](Self::record_crash_with).
+    pub fn record_crash_now_with(
+        &self,
+        key: &BackendKey,
+        report: CrashReport,
+    ) -> Result<BackendRecoveryDecision, StoreError> {
         key.validate()?;
         self.group
-            .submit((key.clone(), None), self.storage.path(), |batch| {
+            .submit((key.clone(), None, report), self.storage.path(), |batch| {
                 group::commit_crashes(&self.storage, batch, apply_crash)
             })
+    }
+
+    /// `key`'s last crashes (at most [`HISTORY_LIMIT`](crate::HISTORY_LIMIT)), oldest first;
+    /// empty when it has no state. Cleared with the rest of its state.
+    pub fn history(&self, key: &BackendKey) -> Result<Vec<CrashRecord>, StoreError> {
+        key.validate()?;
+        self.storage.read(|r| r.history(key))
     }
 
     /// Syncs this handle has asked of its file so far, for tests and benchmarks.
@@ -266,7 +300,7 @@ impl RecoveryStore {
         self.storage.write(|w| {
             crashes
                 .iter()
-                .map(|(key, now)| apply_crash(w, key, Some(*now)))
+                .map(|(key, now)| apply_crash(w, key, Some(*now), CrashReport::default()))
                 .collect()
         })
     }
@@ -372,6 +406,25 @@ impl RecoveryStore {
         })
     }
 
+    /// Every entry with its crash history, in key order, from one snapshot (for `show`, `list`
+    /// and `export`). Fails on the first damaged entry.
+    pub fn list_with_history(&self) -> Result<Vec<(RecoveryEntry, Vec<CrashRecord>)>, StoreError> {
+        self.storage.read(|r| {
+            let mut entries = Vec::new();
+            r.scan("", |_, entry| {
+                entries.push(entry?);
+                Ok(())
+            })?;
+            entries
+                .into_iter()
+                .map(|entry| {
+                    let history = r.history(&entry.key)?;
+                    Ok((entry, history))
+                })
+                .collect()
+        })
+    }
+
     /// Every entry, in key order (by instance, then service).
     pub fn list(&self) -> Result<Vec<RecoveryEntry>, StoreError> {
         self.list_prefix("")
@@ -473,13 +526,25 @@ impl RecoveryStore {
         policy: Option<BackendRecoveryPolicy>,
         entries: &[RecoveryEntry],
     ) -> Result<(), StoreError> {
-        validate_entries(entries)?;
+        let entries: Vec<_> = entries.iter().map(|e| (e.clone(), Vec::new())).collect();
+        self.replace_all_with_history(policy, &entries)
+    }
+
+    /// [`replace_all`](Self::replace_all), each entry with its crash history (the last
+    /// [`HISTORY_LIMIT`](crate::HISTORY_LIMIT) crashes of it are kept).
+    pub fn replace_all_with_history(
+        &self,
+        policy: Option<BackendRecoveryPolicy>,
+        entries: &[(RecoveryEntry, Vec<CrashRecord>)],
+    ) -> Result<(), StoreError> {
+        let plain: Vec<RecoveryEntry> = entries.iter().map(|(e, _)| e.clone()).collect();
+        validate_entries(&plain)?;
         self.storage.write(|w| {
             for raw in &w.keys("")? {
                 w.remove_raw(raw)?;
             }
-            for entry in entries {
-                w.put(entry)?;
+            for (entry, history) in entries {
+                w.put_with_history(entry, history)?;
             }
             if let Some(policy) = policy {
                 w.set_policy(&policy)?;
@@ -520,11 +585,13 @@ fn apply_crash(
     w: &mut Writer<'_>,
     key: &BackendKey,
     now: Option<Timestamp>,
+    report: CrashReport,
 ) -> Result<BackendRecoveryDecision, StoreError> {
     let now = now.unwrap_or_else(Timestamp::now);
     let policy = w.policy()?;
-    let previous = w.get(key)?;
+    let (previous, mut history) = w.get_with_history(key)?;
     let (entry, decision) = window::crash(previous.as_ref(), key, now, &policy);
-    w.put(&entry)?;
+    history.push(CrashRecord::by_this_process(now, report));
+    w.put_with_history(&entry, &history)?;
     Ok(decision)
 }

@@ -10,6 +10,7 @@ mod creators;
 mod format;
 mod group;
 mod handle;
+mod history;
 mod hostile;
 mod migration;
 mod model;

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant, SystemTime};
 use crate::error::StoreError;
 use crate::key::BackendKey;
 use crate::policy::{BackendRecoveryDecision, BackendRecoveryPolicy, BackendStatus};
-use crate::record::RecoveryEntry;
+use crate::record::{CrashReport, RecoveryEntry};
 use crate::store::{RecoveryStore, StoreOptions};
 use crate::time::Timestamp;
 use crate::window;
@@ -52,14 +52,14 @@ pub enum StoreHealth {
 /// One decision taken in memory, waiting for the store.
 #[derive(Clone, Debug)]
 enum Pending {
-    Crash(BackendKey, Timestamp),
+    Crash(BackendKey, Timestamp, CrashReport),
     Success(BackendKey),
 }
 
 impl Pending {
     fn key(&self) -> &BackendKey {
         match self {
-            Self::Crash(key, _) | Self::Success(key) => key,
+            Self::Crash(key, ..) | Self::Success(key) => key,
         }
     }
 }
@@ -214,13 +214,35 @@ impl DurableRecoveryState {
     /// The decision is durable before this returns unless the handle is degraded (see
     /// [`health`](Self::health)); then it comes from memory and is written through later.
     pub fn record_crash(&mut self, key: BackendKey, now: Instant) -> BackendRecoveryDecision {
+        self.record_crash_with(key, now, CrashReport::default())
+    }
+
+    /// [`record_crash`](Self::record_crash) with how the process ended, kept in the entry's
+    /// history (see [`RecoveryStore::record_crash_with`]); a degraded handle queues the report
+    /// with the crash and writes both through later.
+    pub fn record_crash_with(
+        &mut self,
+        key: BackendKey,
+        now: Instant,
+        report: CrashReport,
+    ) -> BackendRecoveryDecision {
         let at = Anchor::stamp(now);
-        self.record_crash_at(&key, at)
+        self.record_crash_at_with(&key, at, report)
     }
 
     /// Records one crash of `key` at the stored time `now`; see
     /// [`record_crash`](Self::record_crash).
     pub fn record_crash_at(&mut self, key: &BackendKey, now: Timestamp) -> BackendRecoveryDecision {
+        self.record_crash_at_with(key, now, CrashReport::default())
+    }
+
+    /// [`record_crash_at`](Self::record_crash_at) with how the process ended.
+    pub fn record_crash_at_with(
+        &mut self,
+        key: &BackendKey,
+        now: Timestamp,
+        report: CrashReport,
+    ) -> BackendRecoveryDecision {
         if key.validate().is_err() {
             let previous = self.memory_only.get(key);
             let (entry, decision) = window::crash(previous, key, now, &self.policy);
@@ -228,7 +250,7 @@ impl DurableRecoveryState {
             return decision;
         }
         if let Some(store) = self.reachable_store() {
-            match store.record_crash(key, now) {
+            match store.record_crash_with(key, now, report) {
                 Ok(decision) => {
                     if let Ok(Some(entry)) = store.get(key) {
                         self.committed.insert(key.clone(), entry);
@@ -241,7 +263,7 @@ impl DurableRecoveryState {
         let previous = self.remembered(key);
         let (entry, decision) = window::crash(previous.as_ref(), key, now, &self.policy);
         self.shadow.insert(key.clone(), Some(entry));
-        self.queue(Pending::Crash(key.clone(), now));
+        self.queue(Pending::Crash(key.clone(), now, report));
         decision
     }
 
@@ -365,7 +387,9 @@ impl DurableRecoveryState {
         let mut done = 0;
         let result: Result<(), StoreError> = self.pending.iter().try_for_each(|op| {
             match op {
-                Pending::Crash(key, at) => store.record_crash(key, *at).map(drop),
+                Pending::Crash(key, at, report) => {
+                    store.record_crash_with(key, *at, *report).map(drop)
+                }
                 Pending::Success(key) => store.record_success(key).map(drop),
             }?;
             done += 1;
@@ -524,7 +548,7 @@ mod tests {
         assert_eq!(pending, MAX_PENDING);
         assert!(dropped >= 10, "{dropped}");
         assert!(
-            matches!(state.pending.back(), Some(Pending::Crash(k, _)) if *k == key(MAX_PENDING + 10))
+            matches!(state.pending.back(), Some(Pending::Crash(k, ..)) if *k == key(MAX_PENDING + 10))
         );
     }
 }

@@ -64,6 +64,29 @@ impl<'a> Reader<'a> {
         }
     }
 
+    /// One backend's crash history, oldest first (empty without an entry).
+    pub fn history(&self, key: &BackendKey) -> Result<Vec<CrashRecord>, StoreError> {
+        let Some(table) = &self.entries else {
+            return Ok(Vec::new());
+        };
+        let text = key.to_string();
+        let value = table
+            .get(text.as_bytes())
+            .map_err(|e| engine_err(self.path, e))?;
+        value
+            .map(|v| {
+                record::decode_history(v.value(), self.schema).map_err(|e| {
+                    StoreError::CorruptEntry {
+                        path: self.path.to_owned(),
+                        key: text.clone(),
+                        detail: format!("value: {e}"),
+                    }
+                })
+            })
+            .transpose()
+            .map(Option::unwrap_or_default)
+    }
+
     /// Visits every entry whose key text starts with `prefix`, in key order. Each entry is
     /// decoded separately, so one damaged entry does not hide the others.
     pub fn scan(
@@ -157,6 +180,17 @@ impl<'a> Writer<'a> {
     /// One backend's entry.
     pub fn get(&self, key: &BackendKey) -> Result<Option<RecoveryEntry>, StoreError> {
         get_entry(&self.entries, key, CURRENT_VERSION, self.path)
+    }
+
+    /// One backend's entry and its crash history, decoded once.
+    pub fn get_with_history(
+        &self,
+        key: &BackendKey,
+    ) -> Result<(Option<RecoveryEntry>, Vec<CrashRecord>), StoreError> {
+        let Some(entry) = self.get(key)? else {
+            return Ok((None, Vec::new()));
+        };
+        Ok((Some(entry), self.history(&key.to_string())?))
     }
 
     /// Stores an entry, replacing any earlier one for its key but keeping its crash history.

@@ -1,0 +1,120 @@
+//! Crash history: each crash is kept with how the process ended and who recorded it, the last
+//! 16 only, newest last; it goes with the entry's state when that is cleared; and deciding does
+//! not depend on it.
+
+use recovery_store::{CrashReport, HISTORY_LIMIT, RecoveryStore, StoreOptions};
+
+use crate::util::{TempStore, at, key};
+
+fn uid() -> u32 {
+    // SAFETY: getuid has no preconditions and cannot fail.
+    unsafe { libc::getuid() }
+}
+
+#[test]
+fn crashes_keep_their_exit_detail_pid_and_uid() {
+    let t = TempStore::new();
+    let store = t.open();
+    let k = key("shared/svc@1.0.0");
+    let exited = CrashReport {
+        exit_code: Some(3),
+        signal: None,
+    };
+    let killed = CrashReport {
+        exit_code: None,
+        signal: Some(9),
+    };
+    store.record_crash_with(&k, at(0.0), exited).unwrap();
+    store.record_crash(&k, at(1.0)).unwrap();
+    store.record_crash_now_with(&k, killed).unwrap();
+    let history = store.history(&k).unwrap();
+    assert_eq!(history.len(), 3);
+    assert_eq!(
+        history.iter().map(|c| c.report()).collect::<Vec<_>>(),
+        [exited, CrashReport::default(), killed]
+    );
+    assert_eq!((history[0].at, history[1].at), (at(0.0), at(1.0)));
+    for crash in &history {
+        assert_eq!(crash.pid, Some(std::process::id()));
+        assert_eq!(crash.uid, Some(uid()));
+    }
+    // Reopened, read-only: the same history.
+    drop(store);
+    let reader =
+        RecoveryStore::open_with(&t.path, StoreOptions::default().read_only(true)).unwrap();
+    assert_eq!(reader.history(&k).unwrap(), history);
+    assert_eq!(reader.list_with_history().unwrap()[0].1, history);
+}
+
+#[test]
+fn history_is_bounded_newest_last_and_cleared_with_the_state() {
+    let t = TempStore::new();
+    let store = t.open();
+    let k = key("shared/svc@1.0.0");
+    let n = HISTORY_LIMIT + 9;
+    for i in 0..n {
+        let report = CrashReport {
+            exit_code: Some(i as i32),
+            signal: None,
+        };
+        // Far apart: each crash starts a new window, and the history still spans them all.
+        store
+            .record_crash_with(&k, at(i as f64 * 1000.0), report)
+            .unwrap();
+    }
+    let history = store.history(&k).unwrap();
+    assert_eq!(history.len(), HISTORY_LIMIT);
+    let codes: Vec<_> = history.iter().map(|c| c.exit_code.unwrap()).collect();
+    assert_eq!(
+        codes,
+        ((n - HISTORY_LIMIT) as i32..n as i32).collect::<Vec<_>>()
+    );
+    assert_eq!(store.get(&k).unwrap().unwrap().total_crashes, n as u64);
+    assert!(store.record_success(&k).unwrap());
+    assert!(store.history(&k).unwrap().is_empty());
+    store.record_crash(&k, at(0.0)).unwrap();
+    assert_eq!(store.history(&k).unwrap().len(), 1);
+}
+
+#[test]
+fn the_report_never_changes_a_decision() {
+    let plain = TempStore::new();
+    let detailed = TempStore::new();
+    let (a, b) = (plain.open(), detailed.open());
+    let k = key("shared/svc@1.0.0");
+    for (i, secs) in [0.0, 0.1, 0.2, 31.0, 31.1, 100.0].into_iter().enumerate() {
+        let report = CrashReport {
+            exit_code: (i % 2 == 0).then_some(1),
+            signal: (i % 2 == 1).then_some(15),
+        };
+        assert_eq!(
+            a.record_crash(&k, at(secs)).unwrap(),
+            b.record_crash_with(&k, at(secs), report).unwrap()
+        );
+    }
+    assert_eq!(a.list().unwrap(), b.list().unwrap());
+}
+
+#[test]
+fn replace_all_with_history_round_trips_and_replace_all_clears_it() {
+    let t = TempStore::new();
+    let store = t.open();
+    let k = key("shared/svc@1.0.0");
+    store
+        .record_crash_with(
+            &k,
+            at(0.0),
+            CrashReport {
+                exit_code: Some(2),
+                signal: None,
+            },
+        )
+        .unwrap();
+    let all = store.list_with_history().unwrap();
+    let other = TempStore::new();
+    let copy = other.open();
+    copy.replace_all_with_history(None, &all).unwrap();
+    assert_eq!(copy.list_with_history().unwrap(), all);
+    copy.replace_all(None, &[all[0].0.clone()]).unwrap();
+    assert!(copy.history(&k).unwrap().is_empty());
+}
