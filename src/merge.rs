@@ -5,7 +5,7 @@ use std::collections::HashSet;
 
 use crate::error::StoreError;
 use crate::key::BackendKey;
-use crate::record::RecoveryEntry;
+use crate::record::{CrashRecord, RecoveryEntry};
 use crate::store::RecoveryStore;
 
 impl RecoveryStore {
@@ -28,10 +28,22 @@ impl RecoveryStore {
         entries: &[RecoveryEntry],
         overwrite: bool,
     ) -> Result<Vec<BackendKey>, StoreError> {
-        validate(entries)?;
+        let entries: Vec<_> = entries.iter().map(|e| (e.clone(), Vec::new())).collect();
+        self.merge_entries_with_history(&entries, overwrite)
+    }
+
+    /// [`merge_entries`](Self::merge_entries), each entry with its crash history: an entry
+    /// it overwrites is replaced whole, history included.
+    pub fn merge_entries_with_history(
+        &self,
+        entries: &[(RecoveryEntry, Vec<CrashRecord>)],
+        overwrite: bool,
+    ) -> Result<Vec<BackendKey>, StoreError> {
+        let plain: Vec<RecoveryEntry> = entries.iter().map(|(e, _)| e.clone()).collect();
+        validate(&plain)?;
         self.storage().write(|w| {
             let mut in_both = Vec::new();
-            for entry in entries {
+            for (entry, _) in entries {
                 if w.get(&entry.key)?.is_some() {
                     in_both.push(entry.key.clone());
                 }
@@ -46,8 +58,8 @@ impl RecoveryStore {
                     ),
                 });
             }
-            for entry in entries {
-                w.put(entry)?;
+            for (entry, history) in entries {
+                w.put_with_history(entry, history)?;
             }
             Ok(in_both)
         })

@@ -458,6 +458,26 @@ impl RecoveryStore {
             .read(|r| r.scan(prefix, |_, entry| visit(entry)))
     }
 
+    /// [`for_each_entry`](Self::for_each_entry), each entry with its crash history, from the
+    /// same snapshot (for `export`).
+    pub fn for_each_entry_with_history(
+        &self,
+        prefix: &str,
+        mut visit: impl FnMut(
+            Result<(RecoveryEntry, Vec<CrashRecord>), StoreError>,
+        ) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        self.storage.read(|r| {
+            r.scan(prefix, |_, entry| {
+                let item = entry.and_then(|e| {
+                    let history = r.history(&e.key)?;
+                    Ok((e, history))
+                });
+                visit(item)
+            })
+        })
+    }
+
     /// Decodes every entry, reporting each damaged one instead of stopping at the first.
     pub fn scan_all(&self) -> Result<(Vec<RecoveryEntry>, Vec<StoreError>), StoreError> {
         self.storage.read(|r| {

@@ -118,3 +118,38 @@ fn replace_all_with_history_round_trips_and_replace_all_clears_it() {
     copy.replace_all(None, &[all[0].0.clone()]).unwrap();
     assert!(copy.history(&k).unwrap().is_empty());
 }
+
+// Guards the degraded path: a crash decided in memory while the store cannot be reached keeps
+// its report in the queue, and the write-through stores it.
+#[test]
+fn a_degraded_handle_queues_the_report_and_writes_it_through() {
+    use recovery_store::{BackendRecoveryPolicy, DurableRecoveryState, StoreHealth};
+    let dir = tempfile::tempdir().unwrap();
+    // A regular file where the store's directory should be: every open fails until it goes.
+    let missing = dir.path().join("state");
+    std::fs::write(&missing, b"").unwrap();
+    let path = missing.join("recovery.redb");
+    let mut state = DurableRecoveryState::open_or_degraded(
+        &path,
+        StoreOptions::default(),
+        BackendRecoveryPolicy::default(),
+    );
+    assert!(matches!(state.health(), StoreHealth::Degraded { .. }));
+    let k = key("shared/svc@1.0.0");
+    let report = CrashReport {
+        exit_code: None,
+        signal: Some(11),
+    };
+    state.record_crash_at_with(&k, at(0.0), report);
+    assert!(matches!(
+        state.health(),
+        StoreHealth::Degraded { pending: 1, .. }
+    ));
+    std::fs::remove_file(&missing).unwrap();
+    std::fs::create_dir(&missing).unwrap();
+    state.flush().unwrap();
+    assert!(matches!(state.health(), StoreHealth::Durable));
+    let history = RecoveryStore::open(&path).unwrap().history(&k).unwrap();
+    assert_eq!(history.len(), 1);
+    assert_eq!((history[0].report(), history[0].at), (report, at(0.0)));
+}

@@ -117,6 +117,13 @@ pub enum Command {
     RecordCrash {
         #[arg(value_parser = parse_key, value_name = "KEY", help = KEY_EXACT_HELP)]
         key: BackendKey,
+        /// The exit status the backend exited with (0-255), kept in its crash history.
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(i32).range(0..=255))]
+        exit_code: Option<i32>,
+        /// The signal that killed the backend (a number, e.g. 9), kept in its crash history.
+        #[arg(long, value_name = "N", conflicts_with = "exit_code",
+              value_parser = clap::value_parser!(i32).range(1..=64))]
+        signal: Option<i32>,
     },
     /// Record that a backend is healthy, clearing its state.
     #[command(after_help = RECORD_SUCCESS_EXIT)]

@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use clap::CommandFactory;
-use recovery_store::{BackendKey, BackendRecoveryDecision, BackendRecoveryPolicy, StoreOptions};
+use recovery_store::{
+    BackendKey, BackendRecoveryDecision, BackendRecoveryPolicy, CrashReport, StoreOptions,
+};
 
 use super::args::{Cli, Command, MetricsArgs, PolicyAction};
 use super::lookup::{self, Found};
@@ -31,7 +33,11 @@ pub fn dispatch(ctx: &Ctx, command: Command, out: &mut impl Write) -> anyhow::Re
         Command::Show { key } => show(ctx, &key, out),
         Command::Status { key } => status(ctx, &key, out),
         Command::Reset(args) => reset::reset(ctx, &args, out),
-        Command::RecordCrash { key } => record_crash(ctx, &key, out),
+        Command::RecordCrash {
+            key,
+            exit_code,
+            signal,
+        } => record_crash(ctx, &key, CrashReport { exit_code, signal }, out),
         Command::RecordSuccess { key } => record_success(ctx, &key, out),
         Command::Prune => prune(ctx, out),
         Command::Policy { action } => policy(ctx, action, out),
@@ -89,6 +95,21 @@ fn lookup(
 
 fn show(ctx: &Ctx, key: &BackendKey, out: &mut impl Write) -> anyhow::Result<ExitCode> {
     let (found, policy, now) = lookup(ctx, key)?;
+    let histories = if found.views.is_empty() {
+        Vec::new()
+    } else {
+        let store = ctx.open_read()?;
+        found
+            .views
+            .iter()
+            .map(|v| store.history(&v.entry.key))
+            .collect::<Result<Vec<_>, _>>()
+            .with_context(|| format!("cannot read the crash history of {key}"))?
+    };
+    let with_history = |v: &EntryView| {
+        let i = found.views.iter().position(|w| w.entry.key == v.entry.key);
+        json::Entry::with_history(v, i.map_or(&[], |i| histories[i].as_slice()))
+    };
     if ctx.json {
         let worst = found.worst();
         json::emit(
@@ -100,13 +121,13 @@ fn show(ctx: &Ctx, key: &BackendKey, out: &mut impl Write) -> anyhow::Result<Exi
                 state: worst.map_or(State::Healthy, |v| v.state),
                 recorded: worst.is_some(),
                 policy: json::Policy::of(&policy),
-                entry: worst.map(json::Entry::of),
-                matches: found.views.iter().map(json::Entry::of).collect(),
+                entry: worst.map(with_history),
+                matches: found.views.iter().map(with_history).collect(),
                 similar: found.similar.clone(),
             },
         )?;
     } else {
-        render::show(out, key, &found, &now, &policy)?;
+        render::show(out, key, &found, &histories, &now, &policy)?;
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -143,12 +164,17 @@ fn status(ctx: &Ctx, key: &BackendKey, out: &mut impl Write) -> anyhow::Result<E
     })
 }
 
-fn record_crash(ctx: &Ctx, key: &BackendKey, out: &mut impl Write) -> anyhow::Result<ExitCode> {
+fn record_crash(
+    ctx: &Ctx,
+    key: &BackendKey,
+    report: CrashReport,
+    out: &mut impl Write,
+) -> anyhow::Result<ExitCode> {
     let store = ctx.open_create()?;
     // Stamped once the store's write lock is held, unless the hidden --now fixes the time.
     let decision = match ctx.now {
-        Some(_) => store.record_crash(key, ctx.now()),
-        None => store.record_crash_now(key),
+        Some(_) => store.record_crash_with(key, ctx.now(), report),
+        None => store.record_crash_now_with(key, report),
     }
     .with_context(|| format!("cannot record a crash of {key}"))?;
     let now = ctx.now();

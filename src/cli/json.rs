@@ -12,8 +12,9 @@ use std::cell::RefCell;
 use serde::ser::{Error as _, SerializeSeq};
 use serde::{Serialize, Serializer};
 
-use recovery_store::{BackendRecoveryPolicy, StoreError, Timestamp};
+use recovery_store::{BackendRecoveryPolicy, CrashRecord, StoreError, Timestamp};
 
+use super::crashes::CrashJson;
 use super::locate::Source;
 use super::view::{EntryView, State, millis, rfc3339};
 
@@ -64,6 +65,9 @@ pub struct Entry {
     pub window_ends_at: Time,
     pub window_remaining_ms: u64,
     pub retry_after_ms: Option<u64>,
+    /// `show` only: the last crashes, oldest first.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub history: Option<Vec<CrashJson>>,
 }
 
 impl Entry {
@@ -84,6 +88,15 @@ impl Entry {
             window_ends_at: Time::of(&v.window_ends),
             window_remaining_ms: millis(v.remaining),
             retry_after_ms: v.retry_after().map(millis),
+            history: None,
+        }
+    }
+
+    /// [`Entry::of`] with the entry's crash history (`show --json`).
+    pub fn with_history(v: &EntryView, history: &[CrashRecord]) -> Self {
+        Self {
+            history: Some(history.iter().map(CrashJson::of).collect()),
+            ..Self::of(v)
         }
     }
 }

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use recovery_store::{
     BackendKey, BackendRecoveryDecision, BackendRecoveryPolicy, BackendRecoveryState,
-    BackendStatus, DurableRecoveryState, StoreHealth, StoreOptions, Timestamp,
+    BackendStatus, CrashReport, DurableRecoveryState, StoreHealth, StoreOptions, Timestamp,
 };
 
 use super::process::Waker;
@@ -32,7 +32,7 @@ const DEGRADED_PATIENCE: Duration = Duration::from_millis(100);
 enum Job {
     Policy,
     Status(Timestamp),
-    Crash(Timestamp),
+    Crash(Timestamp, CrashReport),
     Success,
     /// Write through whatever waits for the store.
     Flush,
@@ -159,7 +159,7 @@ impl Ledger {
 
     fn submit(&mut self, job: Job) -> Pending {
         self.next_id += 1;
-        if matches!(job, Job::Crash(_) | Job::Success) {
+        if matches!(job, Job::Crash(..) | Job::Success) {
             self.last_write = self.next_id;
         }
         // A dead store thread answers nothing; the caller's deadline then decides from memory.
@@ -185,9 +185,9 @@ impl Ledger {
         self.submit(Job::Status(Timestamp::now()))
     }
 
-    /// Records a crash, now.
-    pub fn record_crash(&mut self) -> Pending {
-        self.submit(Job::Crash(Timestamp::now()))
+    /// Records a crash, now, with how the child ended (kept in the entry's crash history).
+    pub fn record_crash(&mut self, report: CrashReport) -> Pending {
+        self.submit(Job::Crash(Timestamp::now(), report))
     }
 
     /// Records a success. Nobody waits for its answer; [`Ledger::settle`] still reports the
@@ -341,7 +341,7 @@ fn apply(state: &mut DurableRecoveryState, key: &BackendKey, job: Job) -> Answer
     match job {
         Job::Policy => Answer::Policy(state.policy()),
         Job::Status(now) => Answer::Status(state.status(key, now)),
-        Job::Crash(now) => Answer::Decision(state.record_crash_at(key, now)),
+        Job::Crash(now, report) => Answer::Decision(state.record_crash_at_with(key, now, report)),
         Job::Success => {
             state.record_success(key);
             Answer::Done

@@ -42,13 +42,14 @@ impl Filter<'_> {
         mut visit: impl FnMut(EntryView) -> bool,
         mut damaged: impl FnMut(&StoreError) -> bool,
     ) -> Result<(), StoreError> {
-        store.for_each_entry(&self.prefix, |entry| {
+        store.for_each_entry_with_history(&self.prefix, |entry| {
             let go_on = match entry {
-                Ok(e) => {
+                Ok((e, mut history)) => {
                     if self.service.is_some_and(|s| e.key.service_name != s) {
                         return Ok(());
                     }
-                    let view = EntryView::new(e, self.now, &self.policy);
+                    let mut view = EntryView::new(e, self.now, &self.policy);
+                    view.last = history.pop();
                     if self.state.is_some_and(|s| s != view.state) {
                         return Ok(());
                     }

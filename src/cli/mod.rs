@@ -4,6 +4,7 @@
 mod args;
 mod check;
 mod commands;
+mod crashes;
 mod exposition;
 mod fail;
 mod json;

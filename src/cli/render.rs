@@ -4,19 +4,21 @@
 use std::io::{self, Write};
 
 use recovery_store::{
-    BackendKey, BackendRecoveryDecision, BackendRecoveryPolicy, StoreError, Timestamp,
+    BackendKey, BackendRecoveryDecision, BackendRecoveryPolicy, CrashRecord, StoreError, Timestamp,
 };
 
+use super::crashes;
 use super::lookup::Found;
 use super::sanitize::{sanitize, sanitize_lossy};
 use super::view::{EntryView, State, relative, rfc3339, span};
 
 /// The `list` table's headers.
-pub const LIST_HEADERS: [&str; 5] = [
+pub const LIST_HEADERS: [&str; 6] = [
     "KEY",
     "STATE",
     "CRASHES",
     "LAST CRASH",
+    "LAST EXIT",
     "RETRY AFTER / WINDOW ENDS",
 ];
 
@@ -24,12 +26,15 @@ pub const LIST_HEADERS: [&str; 5] = [
 pub const SHORT_HASH: usize = 12;
 
 /// One `list` row's cells; the key's hash is shortened unless `wide`.
-pub fn list_row(v: &EntryView, now: &Timestamp, wide: bool) -> [String; 5] {
+pub fn list_row(v: &EntryView, now: &Timestamp, wide: bool) -> [String; 6] {
     [
         shown_key(&v.entry.key, wide),
         v.state.name().to_owned(),
         format!("{}/{}", v.crashes_in_window(), v.entry.total_crashes),
         relative(&v.entry.last_crash, now),
+        v.last
+            .as_ref()
+            .map_or_else(|| "-".to_owned(), crashes::exit_text),
         next(v, now),
     ]
 }
@@ -94,10 +99,12 @@ fn next(v: &EntryView, now: &Timestamp) -> String {
 
 /// Every field of the backends a key names, with absolute and relative times: one block per
 /// matching entry, or one block saying it has no recorded state.
+/// `histories` holds each matching entry's crash history, in the order of `found.views`.
 pub fn show(
     out: &mut impl Write,
     key: &BackendKey,
     found: &Found,
+    histories: &[Vec<CrashRecord>],
     now: &Timestamp,
     policy: &BackendRecoveryPolicy,
 ) -> io::Result<()> {
@@ -117,6 +124,7 @@ pub fn show(
             writeln!(out)?;
         }
         show_one(out, &v.entry.key, Some(v), &[], now, policy)?;
+        crashes::table(out, histories.get(i).map_or(&[], Vec::as_slice), now)?;
     }
     Ok(())
 }

@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use recovery_store::{
-    BackendKey, BackendRecoveryPolicy, BootTime, RecoveryEntry, RecoveryStore, StoreError,
-    StoreOptions, Timestamp,
+    BackendKey, BackendRecoveryPolicy, BootTime, CrashRecord, CrashReport, RecoveryEntry,
+    RecoveryStore, StoreError, StoreOptions, Timestamp,
 };
 use serde::{Deserialize, Serialize};
 
@@ -22,8 +22,9 @@ use super::{Ctx, NEGATIVE, json, render};
 
 /// What `format` holds in every export document.
 const FORMAT: &str = "recovery-store-export";
-/// The export document version this build writes and reads.
-const EXPORT_VERSION: u32 = 1;
+/// The export document version this build writes (it reads this one and version 1, which has
+/// no `history`).
+const EXPORT_VERSION: u32 = 2;
 
 /// A stored time in full: what `json::Time` shows, plus what a lossless restore needs.
 #[derive(Debug, Serialize, Deserialize)]
@@ -63,6 +64,20 @@ struct ExportEntry {
     #[serde(alias = "last_crash_at")]
     last_crash: Stamp,
     total_crashes: u64,
+    /// The last crashes, oldest first (version 2; absent in version 1).
+    #[serde(default)]
+    history: Vec<ExportCrash>,
+}
+
+/// One crash of an entry's history.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ExportCrash {
+    at: Stamp,
+    exit_code: Option<i32>,
+    signal: Option<i32>,
+    pid: Option<u32>,
+    uid: Option<u32>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -123,14 +138,24 @@ pub fn write_export(
             budget_window_ms: millis(policy.budget_window),
         },
         entries: json::Streamed::new(&failed, |visit| {
-            store.for_each_entry("", |entry| match entry {
-                Ok(e) => {
+            store.for_each_entry_with_history("", |entry| match entry {
+                Ok((e, history)) => {
                     let item = ExportEntry {
                         key: e.key.to_string(),
                         window_started_at: stamp(&e.window_started_at),
                         crashes_in_window: e.crashes_in_window,
                         last_crash: stamp(&e.last_crash),
                         total_crashes: e.total_crashes,
+                        history: history
+                            .iter()
+                            .map(|c| ExportCrash {
+                                at: stamp(&c.at),
+                                exit_code: c.exit_code,
+                                signal: c.signal,
+                                pid: c.pid,
+                                uid: c.uid,
+                            })
+                            .collect(),
                     };
                     written.set(written.get() + 1);
                     if visit(item) {
@@ -206,7 +231,7 @@ pub fn import(ctx: &Ctx, args: &ImportArgs, out: &mut impl Write) -> anyhow::Res
             None => ctx.open_create()?,
         };
         store
-            .replace_all(Some(policy), &entries)
+            .replace_all_with_history(Some(policy), &entries)
             .with_context(|| format!("cannot import {shown} into {}", ctx.shown_path()))?;
         (store, policy, Vec::new())
     };
@@ -257,12 +282,12 @@ pub fn import(ctx: &Ctx, args: &ImportArgs, out: &mut impl Write) -> anyhow::Res
 /// transaction; the read here only makes the refusal name every key in both.
 fn merge(
     store: &RecoveryStore,
-    entries: &[RecoveryEntry],
+    entries: &[(RecoveryEntry, Vec<CrashRecord>)],
     overwrite: bool,
 ) -> anyhow::Result<Vec<String>> {
     if !overwrite {
         let mut both = Vec::new();
-        for entry in entries {
+        for (entry, _) in entries {
             if store.get(&entry.key)?.is_some() {
                 both.push(entry.key.to_string());
             }
@@ -275,7 +300,7 @@ fn merge(
             );
         }
     }
-    let overwritten = store.merge_entries(entries, overwrite)?;
+    let overwritten = store.merge_entries_with_history(entries, overwrite)?;
     Ok(overwritten.iter().map(ToString::to_string).collect())
 }
 
@@ -289,14 +314,16 @@ fn read_document(file: &Path) -> std::io::Result<String> {
     Ok(text)
 }
 
-fn parse_document(text: &str) -> anyhow::Result<(BackendRecoveryPolicy, Vec<RecoveryEntry>)> {
+type Imported = Vec<(RecoveryEntry, Vec<CrashRecord>)>;
+
+fn parse_document(text: &str) -> anyhow::Result<(BackendRecoveryPolicy, Imported)> {
     let doc: Document = serde_json::from_str(text).context("not a valid export document")?;
     if doc.format != FORMAT {
         bail!("`format` is {:?}, expected {FORMAT:?}", doc.format);
     }
-    if doc.version != EXPORT_VERSION {
+    if !(1..=EXPORT_VERSION).contains(&doc.version) {
         bail!(
-            "`version` is {}; this build reads export version {EXPORT_VERSION}: use a matching recovery-store",
+            "`version` is {}; this build reads export versions 1 to {EXPORT_VERSION}: use a matching recovery-store",
             doc.version
         );
     }
@@ -327,15 +354,32 @@ fn parse_document(text: &str) -> anyhow::Result<(BackendRecoveryPolicy, Vec<Reco
         if e.total_crashes < u64::from(e.crashes_in_window) {
             bail!("{at}.total_crashes is below crashes_in_window ({key})");
         }
-        entries.push(RecoveryEntry {
-            window_started_at: timestamp(&e.window_started_at)
-                .with_context(|| format!("{at}.window_started_at ({key})"))?,
-            last_crash: timestamp(&e.last_crash)
-                .with_context(|| format!("{at}.last_crash ({key})"))?,
-            crashes_in_window: e.crashes_in_window,
-            total_crashes: e.total_crashes,
-            key,
-        });
+        let history = e
+            .history
+            .iter()
+            .enumerate()
+            .map(|(j, c)| {
+                let when =
+                    timestamp(&c.at).with_context(|| format!("{at}.history[{j}].at ({key})"))?;
+                let report = CrashReport {
+                    exit_code: c.exit_code,
+                    signal: c.signal,
+                };
+                Ok(CrashRecord::new(when, report, c.pid, c.uid))
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        entries.push((
+            RecoveryEntry {
+                window_started_at: timestamp(&e.window_started_at)
+                    .with_context(|| format!("{at}.window_started_at ({key})"))?,
+                last_crash: timestamp(&e.last_crash)
+                    .with_context(|| format!("{at}.last_crash ({key})"))?,
+                crashes_in_window: e.crashes_in_window,
+                total_crashes: e.total_crashes,
+                key,
+            },
+            history,
+        ));
     }
     Ok((policy, entries))
 }
@@ -405,8 +449,9 @@ mod tests {
         let (policy, entries) = parse_document(&doc(GOOD)).unwrap();
         assert_eq!(policy, BackendRecoveryPolicy::default());
         assert_eq!(entries.len(), 1);
-        assert_eq!(entries[0].last_crash.unix_nanos(), 2_000_000_000);
-        assert_eq!(entries[0].total_crashes, 3);
+        assert_eq!(entries[0].0.last_crash.unix_nanos(), 2_000_000_000);
+        assert_eq!(entries[0].0.total_crashes, 3);
+        assert!(entries[0].1.is_empty(), "a document without history imports none");
     }
 
     #[test]
@@ -443,8 +488,8 @@ mod tests {
                 "`format`",
             ),
             (
-                doc("").replace(r#""version":1"#, r#""version":2"#),
-                "`version` is 2",
+                doc("").replace(r#""version":1"#, r#""version":3"#),
+                "`version` is 3",
             ),
             (doc("").replace("250", "0"), "policy.retry_backoff_ms"),
         ];

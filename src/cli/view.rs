@@ -4,7 +4,8 @@
 use std::time::Duration;
 
 use recovery_store::{
-    BackendRecoveryPolicy, BackendStatus, BrokerInstanceKey, RecoveryEntry, Timestamp, status_of,
+    BackendRecoveryPolicy, BackendStatus, BrokerInstanceKey, CrashRecord, RecoveryEntry, Timestamp,
+    status_of,
 };
 
 /// The three states the CLI reports.
@@ -56,6 +57,8 @@ pub struct EntryView {
     pub remaining: Duration,
     /// When the window ends (or ended).
     pub window_ends: Timestamp,
+    /// The newest crash of its history, when the view was read with it (`list`).
+    pub last: Option<CrashRecord>,
 }
 
 impl EntryView {
@@ -80,6 +83,7 @@ impl EntryView {
             state: State::of(&status),
             remaining,
             window_ends,
+            last: None,
         }
     }
 

@@ -193,13 +193,6 @@ impl<'a> Writer<'a> {
         Ok((Some(entry), self.history(&key.to_string())?))
     }
 
-    /// Stores an entry, replacing any earlier one for its key but keeping its crash history.
-    pub fn put(&mut self, entry: &RecoveryEntry) -> Result<(), StoreError> {
-        let key = entry.key.to_string();
-        let history = self.history(&key)?;
-        self.put_with_history(entry, &history)
-    }
-
     /// Stores an entry with this crash history (its last
     /// [`HISTORY_LIMIT`](record::HISTORY_LIMIT) crashes), replacing any earlier one for its key.
     pub fn put_with_history(

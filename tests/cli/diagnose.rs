@@ -51,7 +51,8 @@ fn check_salvages_a_store_cut_short_in_its_tail() {
     }
     let bytes = std::fs::read(full.path()).unwrap();
     let cli = Cli::new();
-    std::fs::write(cli.path(), &bytes[..bytes.len() - 8192]).unwrap();
+    // Schema 2 stores use one more page than the unused tail it cuts (its last page).
+    std::fs::write(cli.path(), &bytes[..bytes.len() - 4096]).unwrap();
     let before = crate::util::digest(cli.path());
     let doc: Check = cli.json(1, &["check"]);
     let diagnosis = doc.diagnosis.expect("diagnosis");

@@ -10,10 +10,10 @@ fn list_is_an_aligned_table_in_key_order() {
     assert_eq!(
         table,
         "\
-KEY                         STATE       CRASHES  LAST CRASH  RETRY AFTER / WINDOW ENDS
-shared/demo@1.0.0           refused     2/2      4s ago      retry in 25s
-private:svc/svc@1.0.0#9f2c  recovering  1/1      3s ago      window ends in 27s
-explicit:ci/old@1.0.0       healthy     0/1      1m05s ago   window ended 35s ago
+KEY                         STATE       CRASHES  LAST CRASH  LAST EXIT  RETRY AFTER / WINDOW ENDS
+shared/demo@1.0.0           refused     2/2      4s ago      -          retry in 25s
+private:svc/svc@1.0.0#9f2c  recovering  1/1      3s ago      -          window ends in 27s
+explicit:ci/old@1.0.0       healthy     0/1      1m05s ago   -          window ended 35s ago
 "
     );
     let by_key = cli.ok(&with_now(&now, &["list", "--sort", "key"]));
@@ -110,8 +110,35 @@ fn list_json_follows_the_schema() {
 fn show_prints_every_field() {
     let cli = populated();
     let now = at(T5);
+    // The history's PID column names the recording process: checked apart.
+    let shown = cli.ok(&with_now(&now, &["show", "shared/demo@1.0.0"]));
+    let (fields, history) = shown.split_once("crash history").expect("a history table");
+    let rows: Vec<(&str, &str)> = history
+        .lines()
+        .skip(1)
+        .map(|l| l.trim_end().rsplit_once(' ').unwrap())
+        .collect();
     assert_eq!(
-        cli.ok(&with_now(&now, &["show", "shared/demo@1.0.0"])),
+        rows.iter()
+            .map(|(row, _)| row.trim_end())
+            .collect::<Vec<_>>(),
+        [
+            "  TIME                               EXIT",
+            "  2026-01-01T00:00:00.000Z (5s ago)  -",
+            "  2026-01-01T00:00:01.000Z (4s ago)  -",
+        ]
+    );
+    assert_eq!(rows[0].1, "PID");
+    assert!(
+        rows[1..].iter().all(|(_, pid)| pid.parse::<u32>().is_ok()),
+        "{history}"
+    );
+    assert!(
+        history.starts_with(" (last 2, oldest first):\n"),
+        "{history}"
+    );
+    assert_eq!(
+        fields,
         "\
 key:               shared/demo@1.0.0
 instance:          shared

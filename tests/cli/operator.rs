@@ -285,7 +285,12 @@ fn status_show_and_list_agree_at_the_same_now() {
     for entry in &list.entries {
         let show: Show = cli.json(0, &with_now(&now, &["show", &entry.key]));
         assert_eq!(show.evaluated_at, list.evaluated_at);
-        let shown = show.entry.expect("entry");
+        let mut shown = show.entry.expect("entry");
+        // Only `show` carries the crash history.
+        assert_eq!(
+            shown.history.take().map(|h| h.len() as u64),
+            Some(entry.total_crashes)
+        );
         assert_eq!(
             format!("{shown:?}"),
             format!("{entry:?}"),

@@ -46,6 +46,24 @@ pub struct Entry {
     pub window_remaining_ms: u64,
     #[serde(deserialize_with = "present")]
     pub retry_after_ms: Option<u64>,
+    /// `show` only (absent from `list`): the last crashes, oldest first.
+    #[serde(default)]
+    pub history: Option<Vec<Crash>>,
+}
+
+/// One crash of `show`'s `entry.history`.
+#[derive(Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Crash {
+    pub at: Time,
+    #[serde(deserialize_with = "present")]
+    pub exit_code: Option<i32>,
+    #[serde(deserialize_with = "present")]
+    pub signal: Option<i32>,
+    #[serde(deserialize_with = "present")]
+    pub pid: Option<u32>,
+    #[serde(deserialize_with = "present")]
+    pub uid: Option<u32>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -224,6 +242,22 @@ pub struct ExportEntry {
     pub crashes_in_window: u32,
     pub last_crash: Stamp,
     pub total_crashes: u64,
+    pub history: Vec<ExportCrash>,
+}
+
+/// One crash of an exported entry's history (export version 2).
+#[derive(Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ExportCrash {
+    pub at: Stamp,
+    #[serde(deserialize_with = "present")]
+    pub exit_code: Option<i32>,
+    #[serde(deserialize_with = "present")]
+    pub signal: Option<i32>,
+    #[serde(deserialize_with = "present")]
+    pub pid: Option<u32>,
+    #[serde(deserialize_with = "present")]
+    pub uid: Option<u32>,
 }
 
 #[derive(Debug, Deserialize)]

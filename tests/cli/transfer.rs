@@ -98,7 +98,7 @@ fn export_then_import_restores_everything() {
     let doc: Export = serde_json::from_str(&text).unwrap();
     assert_eq!(
         (doc.format.as_str(), doc.version),
-        ("recovery-store-export", 1)
+        ("recovery-store-export", 2)
     );
     assert_eq!(
         doc.policy,

@@ -20,7 +20,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::Context as _;
-use recovery_store::{BackendRecoveryDecision, StoreOptions};
+use recovery_store::{BackendRecoveryDecision, CrashReport, StoreOptions};
 
 use super::args::RunArgs;
 use super::ledger::{Health, Ledger, Outcome, Pending, Standing};
@@ -260,7 +260,10 @@ impl Supervisor {
                 return Ok(end);
             }
             self.crashes += 1;
-            let pending = self.ledger.record_crash();
+            let pending = self.ledger.record_crash(CrashReport {
+                exit_code: ran.status.code(),
+                signal: ran.status.signal(),
+            });
             let outcome = match self.await_store(&pending)? {
                 Ok(outcome) => outcome,
                 Err(sig) => return Ok(self.stopped_idle(sig)),
