@@ -149,6 +149,8 @@ pub enum StoreError {
     },
 
     /// A read-only open found a store of an older schema, which only a writable open migrates.
+    /// No longer returned since schema 2 (read-only opens read an older schema as it is); kept
+    /// so that matching code still compiles.
     #[error(
         "store at {path} uses schema {found}; this build writes schema {current}: open it once with a write command (e.g. `recovery-store prune`) to migrate it"
     )]

@@ -83,7 +83,9 @@ pub use storage::StorageBackend;
 pub use store::{DEFAULT_CACHE_SIZE, DEFAULT_LOCK_TIMEOUT, RecoveryStore, StoreOptions, status_of};
 pub use time::{BootTime, Timestamp};
 
-/// The schema version this build writes; older files are migrated, newer ones refused.
+/// The schema version this build writes (2); older files are migrated by the first writable
+/// open (after a byte-identical backup beside them) and read as they are by read-only opens;
+/// newer ones are refused untouched.
 pub const SCHEMA_VERSION: u32 = migrations::CURRENT_VERSION;
 
 // Runs the README's Rust examples as doctests, so the README cannot drift from the API.

@@ -101,6 +101,14 @@ fn first_writable_open_backs_up_then_migrates() {
     );
     assert_eq!(store.policy().unwrap(), fixture_policy());
     assert_eq!(store.list().unwrap(), fixture_entries());
+    // Schema 1 knew no crash detail: each history is the last crash, with none.
+    for entry in fixture_entries() {
+        let history = store.history(&entry.key).unwrap();
+        assert_eq!(history.len(), 1);
+        assert_eq!(history[0].at, entry.last_crash);
+        assert_eq!(history[0].report(), recovery_store::CrashReport::default());
+        assert_eq!((history[0].pid, history[0].uid), (None, None));
+    }
     drop(store);
     let dump = dump_file(&t.path);
     assert_eq!(schema_of(&dump), 2);
@@ -133,6 +141,8 @@ fn read_only_opens_read_v1_as_it_is_untouched() {
         store.get(&fixture_entries()[1].key).unwrap().as_ref(),
         Some(&fixture_entries()[1])
     );
+    let k = &fixture_entries()[1];
+    assert_eq!(store.history(&k.key).unwrap()[0].at, k.last_crash);
     drop(store);
     // The CLI's reading commands open read-only too.
     let out = Command::new(bin())

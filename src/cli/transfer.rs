@@ -451,7 +451,10 @@ mod tests {
         assert_eq!(entries.len(), 1);
         assert_eq!(entries[0].0.last_crash.unix_nanos(), 2_000_000_000);
         assert_eq!(entries[0].0.total_crashes, 3);
-        assert!(entries[0].1.is_empty(), "a document without history imports none");
+        assert!(
+            entries[0].1.is_empty(),
+            "a document without history imports none"
+        );
     }
 
     #[test]
