@@ -4,8 +4,9 @@
 //! Each chunk is found in a read transaction, which never holds up a writer, and removed in a
 //! write transaction of at most [`CHUNK`] removals, which re-checks every entry first: an entry
 //! that changed between the two (a crash recorded meanwhile) is judged as it is at removal.
-//! The operation as a whole is therefore not one transaction: a crash recorded while it runs
-//! survives if its key was already passed.
+//! Between two chunks the write lock is left free for [`YIELD`], so a broker waiting for it
+//! gets it before the next chunk. The operation as a whole is therefore not one transaction: a
+//! crash recorded while it runs survives if its key was already passed.
 
 use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
 
@@ -19,6 +20,10 @@ use crate::window;
 /// Most entries one write transaction of a long operation removes. At about 2 µs a removal,
 /// a chunk holds the write lock for a few milliseconds.
 pub const CHUNK: usize = 1_000;
+
+/// How long a long operation leaves the write lock free between two chunks, so that a
+/// process waiting for it (polling at most every millisecond) gets it first.
+pub(crate) const YIELD: std::time::Duration = std::time::Duration::from_millis(2);
 
 impl RecoveryStore {
     /// Clears every entry whose key text starts with `prefix` (`""` for all), damaged entries
@@ -131,6 +136,7 @@ impl RecoveryStore {
             if !more {
                 return Ok(());
             }
+            std::thread::sleep(YIELD);
             cursor = last;
         }
     }

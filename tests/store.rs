@@ -849,12 +849,20 @@ fn long_operations_commit_in_bounded_chunks() {
 
     let before = store.sync_count();
     assert_eq!(store.prune(at(100.0)).unwrap(), n);
-    assert_eq!(store.sync_count() - before, 2 * chunks, "one commit per chunk");
+    assert_eq!(
+        store.sync_count() - before,
+        2 * chunks,
+        "one commit per chunk"
+    );
     assert_eq!(store.len().unwrap(), 10, "live windows are kept");
 
     let before = store.sync_count();
     assert_eq!(store.prune(at(100.0)).unwrap(), 0);
-    assert_eq!(store.sync_count(), before, "nothing to prune, nothing committed");
+    assert_eq!(
+        store.sync_count(),
+        before,
+        "nothing to prune, nothing committed"
+    );
 
     store.record_crashes(&crashes[..n]).unwrap();
     let before = store.sync_count();
