@@ -49,6 +49,7 @@
 //! ```
 #![deny(missing_docs)]
 
+mod chunked;
 mod durable;
 mod error;
 mod group;
@@ -65,6 +66,7 @@ mod store;
 mod time;
 mod window;
 
+pub use chunked::CHUNK;
 pub use durable::{
     DurableRecoveryState, FIRST_RETRY_INTERVAL, MAX_PENDING, MAX_RETRY_INTERVAL, StoreHealth,
 };

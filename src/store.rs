@@ -1,6 +1,5 @@
 //! [`RecoveryStore`]: the recovery policy with its state kept durably in a redb file.
 
-use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -321,73 +320,6 @@ impl RecoveryStore {
         self.record_success(key)
     }
 
-    /// Clears every entry whose key text starts with `prefix` (`""` for all), in one
-    /// transaction, damaged entries included. Returns the stored keys removed.
-    pub fn reset_prefix(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
-        self.reset_where(prefix, |_| true)
-    }
-
-    /// Clears the entries under `prefix` whose key satisfies `matches`, in one transaction.
-    /// Damaged entries are offered with the stored key text. Returns the keys removed.
-    ///
-    /// The keys are first matched in a read transaction; when none matches, nothing is written.
-    /// Otherwise they are matched again inside the write transaction, so `matches` may see a
-    /// key twice.
-    pub fn reset_where(
-        &self,
-        prefix: &str,
-        mut matches: impl FnMut(&str) -> bool,
-    ) -> Result<Vec<String>, StoreError> {
-        // A panic in `matches` is the caller's, not the file's: it aborts the transaction and
-        // resumes outside the storage layer's guard instead of being reported as damage.
-        let mut caller_panic = None;
-        let any = self.storage.read(|r| {
-            for raw in r.keys(prefix)? {
-                let text = String::from_utf8_lossy(&raw).into_owned();
-                match catch_unwind(AssertUnwindSafe(|| matches(&text))) {
-                    Ok(true) => return Ok(true),
-                    Ok(false) => {}
-                    Err(panic) => {
-                        caller_panic = Some(panic);
-                        return Ok(false);
-                    }
-                }
-            }
-            Ok(false)
-        });
-        if let Some(panic) = caller_panic {
-            resume_unwind(panic);
-        }
-        if !any? {
-            return Ok(Vec::new());
-        }
-        let removed = self.storage.write(|w| {
-            let mut doomed = Vec::new();
-            for raw in w.keys(prefix)? {
-                let text = String::from_utf8_lossy(&raw).into_owned();
-                match catch_unwind(AssertUnwindSafe(|| matches(&text))) {
-                    Ok(true) => doomed.push((raw, text)),
-                    Ok(false) => {}
-                    Err(panic) => {
-                        caller_panic = Some(panic);
-                        // Any error aborts the transaction; this one is never seen.
-                        return Err(StoreError::InvalidImport {
-                            detail: "aborted by a panic in the caller's predicate".into(),
-                        });
-                    }
-                }
-            }
-            for (raw, _) in &doomed {
-                w.remove_raw(raw)?;
-            }
-            Ok(doomed.into_iter().map(|(_, text)| text).collect())
-        });
-        match caller_panic {
-            Some(panic) => resume_unwind(panic),
-            None => removed,
-        }
-    }
-
     /// The stored state of `key`, if any.
     pub fn get(&self, key: &BackendKey) -> Result<Option<RecoveryEntry>, StoreError> {
         key.validate()?;
@@ -501,39 +433,6 @@ impl RecoveryStore {
     /// True when no backend has state.
     pub fn is_empty(&self) -> Result<bool, StoreError> {
         Ok(self.len()? == 0)
-    }
-
-    /// Drops every entry whose window has ended at `now`; returns how many.
-    ///
-    /// Looks first in a read transaction: with nothing to drop, nothing is written.
-    pub fn prune(&self, now: Timestamp) -> Result<usize, StoreError> {
-        let any = self.storage.read(|r| {
-            let policy = r.policy()?;
-            let mut any = false;
-            r.scan("", |_, entry| {
-                any |= window::ended(&entry?, now, &policy);
-                Ok(())
-            })?;
-            Ok(any)
-        })?;
-        if !any {
-            return Ok(0);
-        }
-        self.storage.write(|w| {
-            let policy = w.policy()?;
-            let mut ended = Vec::new();
-            w.scan("", |_, entry| {
-                let entry = entry?;
-                if window::ended(&entry, now, &policy) {
-                    ended.push(entry.key);
-                }
-                Ok(())
-            })?;
-            for key in &ended {
-                w.remove(key)?;
-            }
-            Ok(ended.len())
-        })
     }
 
     /// Replaces the whole state with `entries` (and the policy, if given) in one transaction.

@@ -831,3 +831,44 @@ fn for_each_entry_streams_in_key_order_and_stops_when_told() {
     ));
     assert_eq!(visits, 1);
 }
+
+// Guards short transactions for long operations: prune and resets over more than one chunk
+// commit once per chunk (two syncs each), never holding the write lock for the whole walk,
+// and still remove exactly what they should.
+#[test]
+fn long_operations_commit_in_bounded_chunks() {
+    let t = TempStore::new();
+    let store = t.open();
+    let n = 2 * recovery_store::CHUNK + 500;
+    let crashes: Vec<(BackendKey, Timestamp)> = (0..n)
+        .map(|i| (key(&format!("shared/svc{i:05}@1.0.0")), at(0.0)))
+        .chain((0..10).map(|i| (key(&format!("shared/fresh{i}@1.0.0")), at(100.0))))
+        .collect();
+    store.record_crashes(&crashes).unwrap();
+    let chunks = n.div_ceil(recovery_store::CHUNK) as u64;
+
+    let before = store.sync_count();
+    assert_eq!(store.prune(at(100.0)).unwrap(), n);
+    assert_eq!(
+        store.sync_count() - before,
+        2 * chunks,
+        "one commit per chunk"
+    );
+    assert_eq!(store.len().unwrap(), 10, "live windows are kept");
+
+    let before = store.sync_count();
+    assert_eq!(store.prune(at(100.0)).unwrap(), 0);
+    assert_eq!(
+        store.sync_count(),
+        before,
+        "nothing to prune, nothing committed"
+    );
+
+    store.record_crashes(&crashes[..n]).unwrap();
+    let before = store.sync_count();
+    let cleared = store.reset_where("shared/svc", |_| true).unwrap();
+    assert_eq!(cleared.len(), n);
+    assert!(cleared.windows(2).all(|w| w[0] < w[1]), "in key order");
+    assert_eq!(store.sync_count() - before, 2 * chunks);
+    assert_eq!(store.len().unwrap(), 10);
+}

@@ -1,8 +1,9 @@
 //! The store at scale, through the real CLI binary and real processes:
 //! `cargo bench -p recovery-store-benches --bench scale`.
 //!
-//! - `list`, `list --refused`, `--json list`, `export` and `check` of the `recovery-store`
-//!   binary: wall time and peak RSS (`ru_maxrss` from `wait4` on the child).
+//! - `list`, `list --refused`, `--json list`, `export`, `check` and `metrics` (the default
+//!   series cap, and every backend) of the `recovery-store` binary: wall time and peak RSS
+//!   (`ru_maxrss` from `wait4` on the child).
 //! - The longest single `record_crash` wait in another process while the CLI's `prune` and
 //!   `reset --all --yes` run, against the same writer with no command running.
 //! - The first open after a writer was killed with SIGKILL: time and peak RSS, read-write and
@@ -174,6 +175,14 @@ fn run(s: &Setup) {
         ("--json list", measure(s.cli(db, &["--json", "list"]))),
         ("export", measure(s.cli(db, &["export"]))),
         ("check", measure(s.cli(db, &["check"]))),
+        (
+            "metrics (default --max-series 100000)",
+            measure(s.cli(db, &["metrics"])),
+        ),
+        (
+            "metrics --max-series all",
+            measure(s.cli(db, &["metrics", "--max-series", "100000000"])),
+        ),
     ];
     t.section(&format!(
         "(a) CLI reads of {} entries ({:.1} MiB file): wall time and peak RSS (wait4 ru_maxrss)",

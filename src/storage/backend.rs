@@ -151,7 +151,9 @@ impl DeadlineBackend {
                 )));
             };
             std::thread::sleep(pause.min(left));
-            pause = (pause * 2).min(Duration::from_millis(5));
+            // Capped at 1 ms: a long operation leaves the lock free for 2 ms between chunks
+            // (`chunked::YIELD`), and a waiter must not sleep through that gap.
+            pause = (pause * 2).min(Duration::from_millis(1));
         }
     }
 }

@@ -1,5 +1,6 @@
 //! Typed access to the store's two tables, inside one read or write transaction.
 
+use std::ops::Bound;
 use std::path::Path;
 
 use redb::{
@@ -111,16 +112,38 @@ impl<'a> Reader<'a> {
         }
     }
 
-    /// The stored key bytes under `prefix`, in order, without decoding any value.
-    pub fn keys(&self, prefix: &str) -> Result<Vec<Vec<u8>>, StoreError> {
-        let mut keys = Vec::new();
-        if let Some(table) = &self.entries {
-            for_each_under(table, prefix, self.path, |key, _| {
-                keys.push(key.to_vec());
-                Ok(())
-            })?;
+    /// Visits the raw key and decoded entry of each entry under `prefix`, in key order,
+    /// starting just after `after` when given, until `visit` returns `Ok(false)`.
+    pub fn scan_after(
+        &self,
+        prefix: &str,
+        after: Option<&[u8]>,
+        mut visit: impl FnMut(&[u8], Result<RecoveryEntry, StoreError>) -> Result<bool, StoreError>,
+    ) -> Result<(), StoreError> {
+        let Some(table) = &self.entries else {
+            return Ok(());
+        };
+        let start = match after {
+            Some(key) => Bound::Excluded(key),
+            None => Bound::Included(prefix.as_bytes()),
+        };
+        let range = table
+            .range::<&[u8]>((start, Bound::Unbounded))
+            .map_err(|e| engine_err(self.path, e))?;
+        for item in range {
+            let (key, value) = item.map_err(|e| engine_err(self.path, e))?;
+            let (key, value) = (key.value(), value.value());
+            if !key.starts_with(prefix.as_bytes()) {
+                break;
+            }
+            if !visit(
+                key,
+                record::decode_entry(key, value, self.schema, self.path),
+            )? {
+                break;
+            }
         }
-        Ok(keys)
+        Ok(())
     }
 
     /// The number of entries.
@@ -234,6 +257,23 @@ impl<'a> Writer<'a> {
         Ok(removed.is_some())
     }
 
+    /// The entry stored under the raw key text, decoded, if any.
+    pub fn get_raw(&self, raw_key: &[u8]) -> Result<Option<RecoveryEntry>, StoreError> {
+        let value = self
+            .entries
+            .get(raw_key)
+            .map_err(|e| engine_err(self.path, e))?;
+        Ok(match value {
+            Some(value) => Some(record::decode_entry(
+                raw_key,
+                value.value(),
+                CURRENT_VERSION,
+                self.path,
+            )?),
+            None => None,
+        })
+    }
+
     /// The stored key bytes under `prefix`, in order, without decoding any value.
     pub fn keys(&self, prefix: &str) -> Result<Vec<Vec<u8>>, StoreError> {
         let mut keys = Vec::new();
@@ -242,15 +282,6 @@ impl<'a> Writer<'a> {
             Ok(())
         })?;
         Ok(keys)
-    }
-
-    /// See [`Reader::scan`].
-    pub fn scan(
-        &self,
-        prefix: &str,
-        visit: impl FnMut(&[u8], Result<RecoveryEntry, StoreError>) -> Result<(), StoreError>,
-    ) -> Result<(), StoreError> {
-        scan_entries(&self.entries, prefix, CURRENT_VERSION, self.path, visit)
     }
 
     pub(super) fn initialize(&mut self, policy: BackendRecoveryPolicy) -> Result<(), StoreError> {

@@ -373,20 +373,6 @@ fn output_leaves_nothing_behind_on_a_read_only_or_full_file_system() {
     assert_eq!(names(full.path()), ["recovery-store.prom"]);
 }
 
-/// The pid of the one child of `parent` (the CLI under strace), once it exists.
-fn child_of(parent: u32) -> u32 {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    loop {
-        let children = std::fs::read_to_string(format!("/proc/{parent}/task/{parent}/children"))
-            .unwrap_or_default();
-        if let Some(pid) = children.split_whitespace().next() {
-            return pid.parse().unwrap();
-        }
-        assert!(std::time::Instant::now() < deadline, "no child of {parent}");
-        std::thread::sleep(std::time::Duration::from_millis(10));
-    }
-}
-
 // A stop (systemctl stop, shutdown, Ctrl-C) or a kill -9 while the textfile is being synced:
 // a stop removes the temporary file before the process ends with the signal; a kill leaves it,
 // and the next run removes it. The old file is kept either way.
@@ -424,7 +410,6 @@ fn output_cleans_up_after_signals_and_kills() {
                 .spawn()
                 .unwrap(),
         );
-        let pid = child_of(strace.id());
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
         while names(dir.path()).len() < 2 {
             assert!(
@@ -433,8 +418,14 @@ fn output_cleans_up_after_signals_and_kills() {
             );
             std::thread::sleep(std::time::Duration::from_millis(5));
         }
-        // SAFETY: signalling a child process of this test by its pid.
-        assert_eq!(unsafe { libc::kill(pid as i32, signal) }, 0);
+        // The temporary file is named for its writer's pid.
+        let temp = names(dir.path())
+            .into_iter()
+            .find(|n| n.starts_with(".recovery-store.prom.tmp."))
+            .expect("the temporary file");
+        let pid: i32 = temp.rsplit('.').next().unwrap().parse().unwrap();
+        // SAFETY: signalling the CLI this test started, by its pid.
+        assert_eq!(unsafe { libc::kill(pid, signal) }, 0, "{name} to {pid}");
         // Bounded: a writer that never finishes fails the test instead of hanging it.
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
         let status = loop {
