@@ -289,3 +289,44 @@ fn newer_schema_is_refused_untouched_without_backup() {
     assert_eq!(digest(&t.path), before);
     assert_eq!(std::fs::read_dir(t.dir.path()).unwrap().count(), 1);
 }
+
+// Guards the backup of a v1 store whose last writer died mid-write: redb must recover it before
+// it can be migrated, and the backup is still the file byte for byte as it was left (which a
+// v1 release, or a read-only open, recovers as it reads), never skipped.
+#[test]
+fn a_v1_store_left_by_a_dead_writer_is_backed_up_then_migrated() {
+    let t = v1_copy();
+    let dirty = t.dir.path().join("dirty.redb");
+    {
+        // A schema 1 writer's image while it holds the file open: redb marks it as needing
+        // recovery until a clean close, and no process holds the copy.
+        let db = redb::Database::builder()
+            .set_concurrency_mode(redb::ConcurrencyMode::MultiWriter)
+            .open(&t.path)
+            .unwrap();
+        std::fs::copy(&t.path, &dirty).unwrap();
+        drop(db);
+    }
+    let probe = redb::Builder::new()
+        .set_concurrency_mode(redb::ConcurrencyMode::MultiWriter)
+        .open_read_only(&dirty);
+    assert!(
+        matches!(probe, Err(redb::DatabaseError::RepairAborted)),
+        "the copy must need recovery: {:?}",
+        probe.err()
+    );
+    let original = digest(&dirty);
+    let store = RecoveryStore::open(&dirty).unwrap();
+    assert_eq!(store.list().unwrap(), fixture_entries());
+    drop(store);
+    assert_eq!(schema_of(&dump_file(&dirty)), 2);
+    // The backup is the file as the dead writer left it, before redb's recovery touched it.
+    let backup = backup_of(&dirty, 1);
+    assert!(
+        digest(&backup) == original,
+        "the backup differs from the v1 file"
+    );
+    let old = RecoveryStore::open_with(&backup, StoreOptions::default().read_only(true)).unwrap();
+    assert_eq!(old.list().unwrap(), fixture_entries());
+    assert_eq!(old.policy().unwrap(), fixture_policy());
+}

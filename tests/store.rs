@@ -849,10 +849,13 @@ fn long_operations_commit_in_bounded_chunks() {
 
     let before = store.sync_count();
     assert_eq!(store.prune(at(100.0)).unwrap(), n);
-    assert_eq!(
-        store.sync_count() - before,
-        2 * chunks,
-        "one commit per chunk"
+    // Two syncs per commit, and redb syncs once more when a commit has to grow the file (as
+    // the copy-on-write pages of a large removal may): one commit per chunk either way, never
+    // one for the whole walk (2) nor one per entry.
+    let syncs = store.sync_count() - before;
+    assert!(
+        (2 * chunks..=2 * chunks + 1).contains(&syncs),
+        "one commit per chunk: {syncs} syncs for {chunks} chunks"
     );
     assert_eq!(store.len().unwrap(), 10, "live windows are kept");
 

@@ -10,6 +10,7 @@ mod files;
 #[cfg(test)]
 mod fixture;
 mod guard;
+mod migration;
 mod opening;
 mod overlay;
 mod tables;
@@ -30,14 +31,15 @@ use redb::{
 };
 
 use crate::error::StoreError;
-use crate::migrations::{self, CURRENT_VERSION, current as schema};
+use crate::migrations::{CURRENT_VERSION, current as schema};
 use crate::policy::BackendRecoveryPolicy;
 
 use backend::{
     DeadlineBackend, FileId, Opener, expired, quietly, with_deadline, with_fresh_deadline,
 };
-use files::{CREATION_LOCK_WAIT, MigrationLock, backup_path, copy_durably, io_err};
+use files::{MigrationLock, io_err};
 use guard::{engine_err, guarded};
+use migration::back_up_old_schema;
 use opening::{
     Preflight, check_magic, check_version, discard_unfinished_creation, open_writable, preflight,
     prepare, repaired_view, validate_copy,
@@ -476,7 +478,13 @@ impl Storage {
                 let view = repaired_view(path, config.cache_size, &opener)?;
                 return Ok(Engine::new(Handle::ReadOnly(view), None, timeout));
             }
-            Preflight::NeedsRepair => validate_copy(path, &opener)?,
+            // Of an older schema, the file is backed up as the dead writer left it, before
+            // redb's recovery writes to it.
+            Preflight::NeedsRepair => {
+                if validate_copy(path, &opener)? < CURRENT_VERSION {
+                    migrating = Some(back_up_old_schema(path, config, &opener)?);
+                }
+            }
             // A reader reads an older schema as it is and leaves the file untouched.
             Preflight::NeedsMigration(db, _) if config.read_only => return read_only(db, &opener),
             // A writer backs the file up before redb first opens it writable (which writes to
@@ -484,14 +492,7 @@ impl Storage {
             // lock is held until `finish_open` has committed the migration.
             Preflight::NeedsMigration(db, _) => {
                 drop(db);
-                let lock = MigrationLock::take(path, config.lock_timeout.max(CREATION_LOCK_WAIT))?;
-                if let Preflight::NeedsMigration(db, found) =
-                    preflight(path, config.cache_size, &opener)?
-                {
-                    drop(db);
-                    copy_durably(path, &backup_path(path, found))?;
-                }
-                migrating = Some(lock);
+                migrating = Some(back_up_old_schema(path, config, &opener)?);
             }
         }
         let db = open_writable(path, config.cache_size, &opener)?;
@@ -555,17 +556,8 @@ impl Storage {
 
     // Validates the meta table, migrating an older schema and persisting a requested policy.
     fn finish_open(&self, config: &OpenConfig, may_initialize: bool) -> Result<(), StoreError> {
-        let version = self.read(|r| r.schema_version()).or_else(|err| match err {
-            StoreError::NotAStore { .. } if may_initialize && self.is_blank()? => {
-                self.write(|w| w.initialize(config.policy.unwrap_or_default()))?;
-                Ok(CURRENT_VERSION)
-            }
-            other => Err(other),
-        })?;
-        check_version(&self.path, version)?;
-        if version < CURRENT_VERSION && !config.read_only {
-            self.migrate()?;
-        }
+        let checked = self.check_and_migrate(config, may_initialize);
+        // The migration lock goes once the migration committed, or failed.
         self.engine
             .read()
             .unwrap_or_else(PoisonError::into_inner)
@@ -573,6 +565,7 @@ impl Storage {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .take();
+        checked?;
         // Most opens ask for the policy already stored: check before paying for a commit.
         if let Some(policy) = config
             .policy
@@ -588,6 +581,25 @@ impl Storage {
         Ok(())
     }
 
+    fn check_and_migrate(
+        &self,
+        config: &OpenConfig,
+        may_initialize: bool,
+    ) -> Result<(), StoreError> {
+        let version = self.read(|r| r.schema_version()).or_else(|err| match err {
+            StoreError::NotAStore { .. } if may_initialize && self.is_blank()? => {
+                self.write(|w| w.initialize(config.policy.unwrap_or_default()))?;
+                Ok(CURRENT_VERSION)
+            }
+            other => Err(other),
+        })?;
+        check_version(&self.path, version)?;
+        if version < CURRENT_VERSION && !config.read_only {
+            self.migrate()?;
+        }
+        Ok(())
+    }
+
     // A database with no tables at all: a creation that was cut short before its first commit.
     fn is_blank(&self) -> Result<bool, StoreError> {
         let engine = self.engine.read().unwrap_or_else(PoisonError::into_inner);
@@ -598,23 +610,6 @@ impl Storage {
             let txn = db.begin_read().map_err(|e| self.err(e))?;
             let mut tables = txn.list_tables().map_err(|e| self.err(e))?;
             Ok(tables.next().is_none())
-        })
-    }
-
-    // Runs every step in one write transaction, after reading the version again under the write
-    // lock: of several handles migrating at once, the first migrates and the others find
-    // nothing to do. A file was backed up by `open_engine` first; a caller's backend is not a
-    // file, so it gets no backup.
-    fn migrate(&self) -> Result<(), StoreError> {
-        self.write(|w| {
-            let from = w.schema_version()?;
-            if from >= CURRENT_VERSION {
-                return Ok(());
-            }
-            for step in migrations::steps_from(from) {
-                w.apply_step(step)?;
-            }
-            Ok(())
         })
     }
 }

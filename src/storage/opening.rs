@@ -189,7 +189,8 @@ fn view_of(path: &Path, cache_size: usize) -> Result<ReadOnlyDatabase, StoreErro
 // Before a writable open runs redb's crash recovery on the file itself: checks format and
 // schema on a repaired view (in bounded memory, the file untouched), and that this process can
 // write the file at all, so a reader-only user or a read-only mount gets `NeedsRecovery`.
-pub(super) fn validate_copy(path: &Path, opener: &Opener) -> Result<(), StoreError> {
+// Returns the schema version the repaired view holds.
+pub(super) fn validate_copy(path: &Path, opener: &Opener) -> Result<u32, StoreError> {
     if let Err(source) = OpenOptions::new().write(true).open(path) {
         let cannot_write = source.kind() == ErrorKind::PermissionDenied
             || source.raw_os_error() == Some(libc::EROFS);
@@ -202,10 +203,11 @@ pub(super) fn validate_copy(path: &Path, opener: &Opener) -> Result<(), StoreErr
             io_err("cannot open", path, source)
         });
     }
-    match repaired_view(path, 1 << 20, opener) {
-        Ok(_) | Err(StoreError::NeedsMigration { .. }) => Ok(()),
-        Err(e) => Err(e),
-    }
+    let view = repaired_view(path, 1 << 20, opener)?;
+    guarded(path, "reading", || {
+        let txn = view.begin_read().map_err(|e| engine_err(path, e))?;
+        Reader::open(&txn, path)?.schema_version()
+    })
 }
 
 pub(super) fn open_writable(
