@@ -256,6 +256,10 @@ fn power_loss_during_migration_leaves_v1_or_v2() {
             assert_eq!(store.policy().unwrap(), fixture_policy());
         }
     }
+    println!(
+        "migration power-loss sweep: {total} I/O operations, {} images: {saw_old} v1, {saw_new} v2",
+        saw_old + saw_new
+    );
     assert!(saw_old > 0 && saw_new > 0, "old {saw_old}, new {saw_new}");
 }
 
