@@ -32,7 +32,7 @@ const DEGRADED_PATIENCE: Duration = Duration::from_millis(100);
 enum Job {
     Policy,
     Status(Timestamp),
-    Crash(Timestamp),
+    Crash,
     Success,
     /// Write through whatever waits for the store.
     Flush,
@@ -159,7 +159,7 @@ impl Ledger {
 
     fn submit(&mut self, job: Job) -> Pending {
         self.next_id += 1;
-        if matches!(job, Job::Crash(_) | Job::Success) {
+        if matches!(job, Job::Crash | Job::Success) {
             self.last_write = self.next_id;
         }
         // A dead store thread answers nothing; the caller's deadline then decides from memory.
@@ -187,7 +187,7 @@ impl Ledger {
 
     /// Records a crash, now.
     pub fn record_crash(&mut self) -> Pending {
-        self.submit(Job::Crash(Timestamp::now()))
+        self.submit(Job::Crash)
     }
 
     /// Records a success. Nobody waits for its answer; [`Ledger::settle`] still reports the
@@ -308,8 +308,19 @@ fn serve(
     replies: Sender<Reply>,
     waker: Waker,
 ) {
+    let existed = path.symlink_metadata().is_ok();
     let mut state =
         DurableRecoveryState::open_or_degraded(&path, options, BackendRecoveryPolicy::default());
+    if !existed && path.symlink_metadata().is_ok() {
+        // As every command that creates a store says, so a mistyped --db shows at once; in
+        // the form of `run`'s progress lines, one write.
+        let now = humantime::format_rfc3339_millis(std::time::SystemTime::now());
+        let line = format!(
+            "{now} recovery-store: run {key}: created a new store at {}\n",
+            path.display()
+        );
+        let _ = std::io::Write::write_all(&mut std::io::stderr(), line.as_bytes());
+    }
     loop {
         let degraded = !matches!(state.health(), StoreHealth::Durable);
         let next = if degraded {
@@ -341,7 +352,9 @@ fn apply(state: &mut DurableRecoveryState, key: &BackendKey, job: Job) -> Answer
     match job {
         Job::Policy => Answer::Policy(state.policy()),
         Job::Status(now) => Answer::Status(state.status(key, now)),
-        Job::Crash(now) => Answer::Decision(state.record_crash_at(key, now)),
+        // Stamped once the store's lock is held: a wait for a busy store never gives a
+        // decision taken at a stale time.
+        Job::Crash => Answer::Decision(state.record_crash_now(key)),
         Job::Success => {
             state.record_success(key);
             Answer::Done

@@ -172,6 +172,12 @@ pub fn import(ctx: &Ctx, args: &ImportArgs, out: &mut impl Write) -> anyhow::Res
     policy.validate().with_context(|| {
         format!("cannot import {shown}: fix the document and run the import again")
     })?;
+    // The document's policy takes effect as `policy set` would, with the same guard: one over a
+    // day's window or an hour's backoff needs --yes. (With --merge the store keeps its own.)
+    if !args.merge {
+        super::commands::check_policy(&policy, args.yes)
+            .with_context(|| format!("cannot import {shown}"))?;
+    }
     // Validate everything before the store is opened, so a bad document changes nothing.
     let existing = if ctx.exists() {
         Some(ctx.open_existing()?)

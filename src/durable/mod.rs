@@ -221,14 +221,31 @@ impl DurableRecoveryState {
     /// Records one crash of `key` at the stored time `now`; see
     /// [`record_crash`](Self::record_crash).
     pub fn record_crash_at(&mut self, key: &BackendKey, now: Timestamp) -> BackendRecoveryDecision {
+        self.crash(key, Some(now))
+    }
+
+    /// Records one crash of `key`, stamped once the store's write lock is held (as
+    /// [`RecoveryStore::record_crash_now`]), so that a wait for a busy store never yields a
+    /// decision taken at a stale time; degraded, it is stamped at the moment of the decision.
+    pub fn record_crash_now(&mut self, key: &BackendKey) -> BackendRecoveryDecision {
+        self.crash(key, None)
+    }
+
+    // `at`: the crash's time, or `None` for "when the lock is held".
+    fn crash(&mut self, key: &BackendKey, at: Option<Timestamp>) -> BackendRecoveryDecision {
         if key.validate().is_err() {
+            let now = at.unwrap_or_else(Timestamp::now);
             let previous = self.memory_only.get(key);
             let (entry, decision) = window::crash(previous, key, now, &self.policy);
             self.memory_only.insert(key.clone(), entry);
             return decision;
         }
         if let Some(store) = self.reachable_store() {
-            match store.record_crash(key, now) {
+            let recorded = match at {
+                Some(now) => store.record_crash(key, now),
+                None => store.record_crash_now(key),
+            };
+            match recorded {
                 Ok(decision) => {
                     if let Ok(Some(entry)) = store.get(key) {
                         self.committed.insert(key.clone(), entry);
@@ -238,6 +255,7 @@ impl DurableRecoveryState {
                 Err(err) => self.degrade(&err),
             }
         }
+        let now = at.unwrap_or_else(Timestamp::now);
         let previous = self.remembered(key);
         let (entry, decision) = window::crash(previous.as_ref(), key, now, &self.policy);
         self.shadow.insert(key.clone(), Some(entry));
@@ -265,12 +283,21 @@ impl DurableRecoveryState {
     }
 
     /// Where `key` stands at `now`, from the store, or from memory while degraded.
+    ///
+    /// While the store answers, the entry is judged by the policy stored now (another
+    /// process may have changed it), which this handle then keeps for its degraded decisions.
     pub fn status(&mut self, key: &BackendKey, now: Timestamp) -> BackendStatus {
         let entry = if key.validate().is_err() {
             self.memory_only.get(key).cloned()
         } else {
-            match self.reachable_store().map(|s| s.get(key)) {
-                Some(Ok(entry)) => entry,
+            let current = self
+                .reachable_store()
+                .map(|s| Ok((s.get(key)?, s.policy()?)));
+            match current {
+                Some(Ok((entry, policy))) => {
+                    self.policy = policy;
+                    entry
+                }
                 Some(Err(err)) => {
                     self.degrade(&err);
                     self.remembered(key)
