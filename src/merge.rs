@@ -29,6 +29,10 @@ impl RecoveryStore {
         overwrite: bool,
     ) -> Result<Vec<BackendKey>, StoreError> {
         validate(entries)?;
+        if entries.is_empty() {
+            // Nothing to add: no transaction, no sync.
+            return Ok(Vec::new());
+        }
         self.storage().write(|w| {
             let mut in_both = Vec::new();
             for entry in entries {
