@@ -179,6 +179,7 @@ pub fn import(ctx: &Ctx, args: &ImportArgs, out: &mut impl Write) -> anyhow::Res
             .with_context(|| format!("cannot import {shown}"))?;
     }
     // Validate everything before the store is opened, so a bad document changes nothing.
+    let fresh = !ctx.exists();
     let existing = if ctx.exists() {
         Some(ctx.open_existing()?)
     } else {
@@ -249,10 +250,15 @@ pub fn import(ctx: &Ctx, args: &ImportArgs, out: &mut impl Write) -> anyhow::Res
         };
         writeln!(
             out,
-            "imported {} {noun} and the policy ({}) into {}, replacing its previous state",
+            "imported {} {noun} and the policy ({}) into {}{}",
             entries.len(),
             render::policy_text(&policy),
-            ctx.shown_path()
+            ctx.shown_path(),
+            if fresh {
+                ", a new store"
+            } else {
+                ", replacing its previous state"
+            }
         )?;
     }
     Ok(ExitCode::SUCCESS)
