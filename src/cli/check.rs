@@ -47,15 +47,7 @@ pub fn check(ctx: &Ctx, args: &CheckArgs, out: &mut impl Write) -> anyhow::Resul
         Some(target) => Some(salvage::write(ctx, &store, target)?),
         None => None,
     };
-    let mut out = if args
-        .salvage
-        .as_deref()
-        .is_some_and(|p| p.as_os_str() == "-")
-    {
-        Box::new(std::io::stderr()) as Box<dyn Write>
-    } else {
-        Box::new(out) as Box<dyn Write>
-    };
+    let mut out = report_to(args, out);
     if ctx.json {
         json::emit(&mut out, &doc)?;
     } else {
@@ -128,15 +120,7 @@ fn unopenable(
             next_step: diagnosis.next_step.clone(),
         }),
     };
-    let mut out = if args
-        .salvage
-        .as_deref()
-        .is_some_and(|p| p.as_os_str() == "-")
-    {
-        Box::new(std::io::stderr()) as Box<dyn Write>
-    } else {
-        Box::new(out) as Box<dyn Write>
-    };
+    let mut out = report_to(args, out);
     if ctx.json {
         json::emit(&mut out, &doc)?;
     } else {
@@ -269,5 +253,18 @@ fn problem_text(err: &StoreError) -> String {
              --salvage FILE`, move the file aside, and `recovery-store import FILE` into a new store"
         ),
         other => other.to_string(),
+    }
+}
+
+// Where the report goes: stdout, unless the salvaged document itself goes there (`-`).
+fn report_to<'a>(args: &CheckArgs, out: &'a mut impl Write) -> Box<dyn Write + 'a> {
+    if args
+        .salvage
+        .as_deref()
+        .is_some_and(|p| p.as_os_str() == "-")
+    {
+        Box::new(std::io::stderr())
+    } else {
+        Box::new(out)
     }
 }
