@@ -1,8 +1,6 @@
 //! [`RecoveryStore::merge_entries`]: adding entries (an `import --merge`) to a live store in one
 //! write transaction, so that a crash another process records meanwhile is never lost.
 
-use std::collections::HashSet;
-
 use crate::error::StoreError;
 use crate::key::BackendKey;
 use crate::record::{CrashRecord, RecoveryEntry};
@@ -40,7 +38,11 @@ impl RecoveryStore {
         overwrite: bool,
     ) -> Result<Vec<BackendKey>, StoreError> {
         let plain: Vec<RecoveryEntry> = entries.iter().map(|(e, _)| e.clone()).collect();
-        validate(&plain)?;
+        crate::store::validate_entries(&plain)?;
+        if entries.is_empty() {
+            // Nothing to add: no transaction, no sync.
+            return Ok(Vec::new());
+        }
         self.storage().write(|w| {
             let mut in_both = Vec::new();
             for (entry, _) in entries {
@@ -64,26 +66,6 @@ impl RecoveryStore {
             Ok(in_both)
         })
     }
-}
-
-fn validate(entries: &[RecoveryEntry]) -> Result<(), StoreError> {
-    let mut seen = HashSet::new();
-    for entry in entries {
-        entry.key.validate()?;
-        let problem = if !seen.insert(&entry.key) {
-            "appears more than once"
-        } else if entry.crashes_in_window == 0 {
-            "has no crash in its window"
-        } else if entry.total_crashes < u64::from(entry.crashes_in_window) {
-            "has fewer crashes in total than in its window"
-        } else {
-            continue;
-        };
-        return Err(StoreError::InvalidImport {
-            detail: format!("entry {} {problem}", entry.key),
-        });
-    }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -479,7 +479,9 @@ impl RecoveryStore {
     }
 }
 
-fn validate_entries(entries: &[RecoveryEntry]) -> Result<(), StoreError> {
+/// Refuses entries the store could not have written: an invalid or repeated key, no crash in
+/// the window, or fewer crashes in total than in the window.
+pub(crate) fn validate_entries(entries: &[RecoveryEntry]) -> Result<(), StoreError> {
     let mut seen = std::collections::HashSet::new();
     for entry in entries {
         entry.key.validate()?;

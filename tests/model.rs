@@ -59,7 +59,7 @@ fn op() -> impl Strategy<Value = Op> {
     ]
 }
 
-fn policy() -> impl Strategy<Value = BackendRecoveryPolicy> {
+pub(crate) fn policy() -> impl Strategy<Value = BackendRecoveryPolicy> {
     // Stores hold only policies whose backoff is shorter than the window.
     (0u64..2_000, 2u64..60_000).prop_map(|(backoff, window)| {
         BackendRecoveryPolicy::new(
@@ -69,7 +69,7 @@ fn policy() -> impl Strategy<Value = BackendRecoveryPolicy> {
     })
 }
 
-fn cases() -> u32 {
+pub(crate) fn cases() -> u32 {
     std::env::var("RECOVERY_STORE_PROPTEST_CASES")
         .ok()
         .and_then(|v| v.parse().ok())

@@ -78,8 +78,8 @@ pub struct Cli {
     #[arg(long, global = true)]
     pub trust_owner: bool,
 
-    /// Permission bits for a store this command creates, in octal: 0600 (the default) or 0660
-    /// for a store that the brokers of one group share.
+    /// Permission bits for a store this command creates, in octal: 0600 (the default), 0660
+    /// for a store that the brokers of one group share, or 0640, 0604, 0644 for readers.
     #[arg(long, global = true, value_name = "OCTAL", value_parser = parse_mode)]
     pub mode: Option<u32>,
 
@@ -333,8 +333,7 @@ state through once the store is back.";
 #[derive(Debug, Args)]
 #[command(after_help = RUN_EXIT_CODES)]
 pub struct RunArgs {
-    /// The backend key the command runs as.
-    #[arg(value_parser = parse_key)]
+    #[arg(value_parser = parse_key, help = KEY_EXACT_HELP)]
     pub key: BackendKey,
     /// Record a success once the command has run this long [default: the store's budget
     /// window]. A shorter value warns: crash loops slower than it are never refused.

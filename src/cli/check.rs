@@ -24,6 +24,14 @@ pub fn check(ctx: &Ctx, args: &CheckArgs, out: &mut impl Write) -> anyhow::Resul
     // Opening validates the header, the format name and the schema version.
     let mut store = match ctx.open_existing() {
         Ok(store) => store,
+        Err(err) if matches!(err.downcast_ref(), Some(StoreError::NeedsRecovery { .. })) => {
+            anyhow::bail!(
+                "{} needs crash recovery after an unclean stop, which writes the file, and this \
+                 process cannot write it: run `recovery-store check` as its owner or root, or \
+                 on a read-write mount; until then `list`, `status` and `export` read it as it is",
+                ctx.shown_path()
+            );
+        }
         Err(err) => {
             let Some(diagnosis) = err
                 .downcast_ref::<StoreError>()
@@ -39,20 +47,18 @@ pub fn check(ctx: &Ctx, args: &CheckArgs, out: &mut impl Write) -> anyhow::Resul
         Some(target) => Some(salvage::write(ctx, &store, target)?),
         None => None,
     };
-    let mut out = if args
-        .salvage
-        .as_deref()
-        .is_some_and(|p| p.as_os_str() == "-")
-    {
-        Box::new(std::io::stderr()) as Box<dyn Write>
-    } else {
-        Box::new(out) as Box<dyn Write>
-    };
+    let mut out = report_to(args, out);
     if ctx.json {
         json::emit(&mut out, &doc)?;
     } else {
         writeln!(out, "store:     {}", ctx.shown_path())?;
-        writeln!(out, "integrity: {}", doc.integrity)?;
+        match doc.integrity {
+            "not_checked" => writeln!(
+                out,
+                "integrity: not checked (redb's check needs write access; the rest was checked)"
+            )?,
+            integrity => writeln!(out, "integrity: {integrity}")?,
+        }
         writeln!(out, "schema:    ok (version {})", doc.schema_version)?;
         match &policy {
             Some(p) => writeln!(out, "policy:    ok ({})", render::policy_text(p))?,
@@ -114,15 +120,7 @@ fn unopenable(
             next_step: diagnosis.next_step.clone(),
         }),
     };
-    let mut out = if args
-        .salvage
-        .as_deref()
-        .is_some_and(|p| p.as_os_str() == "-")
-    {
-        Box::new(std::io::stderr()) as Box<dyn Write>
-    } else {
-        Box::new(out) as Box<dyn Write>
-    };
+    let mut out = report_to(args, out);
     if ctx.json {
         json::emit(&mut out, &doc)?;
     } else {
@@ -163,6 +161,8 @@ fn examine(
     let mut problems = Vec::new();
     let integrity = match store.check_integrity() {
         Err(busy @ StoreError::Busy { .. }) => return Err(busy.into()),
+        // redb's check needs a writable handle; without one the rest is still checked.
+        Err(e) if cannot_write(&e) => "not_checked",
         Ok(true) => "ok",
         Ok(false) => {
             problems
@@ -170,13 +170,13 @@ fn examine(
             "repaired"
         }
         Err(e) => {
-            problems.push(e.to_string());
+            problems.push(problem_text(&e));
             "failed"
         }
     };
     let policy = store
         .policy()
-        .map_err(|e| problems.push(e.to_string()))
+        .map_err(|e| problems.push(problem_text(&e)))
         .ok();
     let (mut good, mut bad, mut unlisted) = (0usize, 0usize, 0usize);
     let mut note = |problems: &mut Vec<String>, text: String| {
@@ -210,7 +210,7 @@ fn examine(
         Ok(())
     });
     if let Err(e) = walked {
-        problems.push(e.to_string());
+        problems.push(problem_text(&e));
     }
     if unlisted > 0 {
         problems.push(format!(
@@ -230,4 +230,41 @@ fn examine(
         diagnosis: None,
     };
     Ok((doc, policy))
+}
+
+// This process may read the file but not write it: a read-only mount, or a reader's account.
+fn cannot_write(err: &StoreError) -> bool {
+    match err {
+        StoreError::ReadOnly { .. } => true,
+        StoreError::Io { source, .. } => {
+            source.kind() == std::io::ErrorKind::PermissionDenied
+                || source.raw_os_error() == Some(libc::EROFS)
+        }
+        _ => false,
+    }
+}
+
+// A problem as `check` reports it: the library's advice for damage is to run `check`, which is
+// this command, so it names the next step instead.
+fn problem_text(err: &StoreError) -> String {
+    match err {
+        StoreError::Corrupt { detail, .. } => format!(
+            "the file is damaged ({detail}): save what still decodes with `recovery-store check \
+             --salvage FILE`, move the file aside, and `recovery-store import FILE` into a new store"
+        ),
+        other => other.to_string(),
+    }
+}
+
+// Where the report goes: stdout, unless the salvaged document itself goes there (`-`).
+fn report_to<'a>(args: &CheckArgs, out: &'a mut impl Write) -> Box<dyn Write + 'a> {
+    if args
+        .salvage
+        .as_deref()
+        .is_some_and(|p| p.as_os_str() == "-")
+    {
+        Box::new(std::io::stderr())
+    } else {
+        Box::new(out)
+    }
 }

@@ -332,7 +332,7 @@ fn policy(
 
 /// Refuses a policy that could never refuse a backend, and asks for `--yes` before one that
 /// would hold refused backends for very long: it applies at once to windows already running.
-fn check_policy(new: &BackendRecoveryPolicy, yes: bool) -> anyhow::Result<()> {
+pub(super) fn check_policy(new: &BackendRecoveryPolicy, yes: bool) -> anyhow::Result<()> {
     let shown = |d: Duration| humantime::format_duration(d).to_string();
     if new.retry_backoff >= new.budget_window {
         bail!(

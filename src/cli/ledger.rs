@@ -32,7 +32,7 @@ const DEGRADED_PATIENCE: Duration = Duration::from_millis(100);
 enum Job {
     Policy,
     Status(Timestamp),
-    Crash(Timestamp, CrashReport),
+    Crash(CrashReport),
     Success,
     /// Write through whatever waits for the store.
     Flush,
@@ -185,9 +185,10 @@ impl Ledger {
         self.submit(Job::Status(Timestamp::now()))
     }
 
-    /// Records a crash, now, with how the child ended (kept in the entry's crash history).
+    /// Records a crash, stamped once the store's lock is held, with how the child ended (kept in
+    /// the entry's crash history).
     pub fn record_crash(&mut self, report: CrashReport) -> Pending {
-        self.submit(Job::Crash(Timestamp::now(), report))
+        self.submit(Job::Crash(report))
     }
 
     /// Records a success. Nobody waits for its answer; [`Ledger::settle`] still reports the
@@ -308,8 +309,19 @@ fn serve(
     replies: Sender<Reply>,
     waker: Waker,
 ) {
+    let existed = path.symlink_metadata().is_ok();
     let mut state =
         DurableRecoveryState::open_or_degraded(&path, options, BackendRecoveryPolicy::default());
+    if !existed && path.symlink_metadata().is_ok() {
+        // As every command that creates a store says, so a mistyped --db shows at once; in
+        // the form of `run`'s progress lines, one write.
+        let now = humantime::format_rfc3339_millis(std::time::SystemTime::now());
+        let line = format!(
+            "{now} recovery-store: run {key}: created a new store at {}\n",
+            path.display()
+        );
+        let _ = std::io::Write::write_all(&mut std::io::stderr(), line.as_bytes());
+    }
     loop {
         let degraded = !matches!(state.health(), StoreHealth::Durable);
         let next = if degraded {
@@ -341,7 +353,9 @@ fn apply(state: &mut DurableRecoveryState, key: &BackendKey, job: Job) -> Answer
     match job {
         Job::Policy => Answer::Policy(state.policy()),
         Job::Status(now) => Answer::Status(state.status(key, now)),
-        Job::Crash(now, report) => Answer::Decision(state.record_crash_at_with(key, now, report)),
+        // Stamped once the store's lock is held: a wait for a busy store never gives a
+        // decision taken at a stale time.
+        Job::Crash(report) => Answer::Decision(state.record_crash_now_with(key, report)),
         Job::Success => {
             state.record_success(key);
             Answer::Done

@@ -330,6 +330,9 @@ pub fn policy_change(
         "budget window: {}",
         change(old.budget_window, new.budget_window)
     )?;
+    if old == new {
+        return writeln!(out, "the policy is unchanged: nothing was written");
+    }
     writeln!(
         out,
         "windows already running are judged by the new policy from their next decision"

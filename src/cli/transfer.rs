@@ -197,7 +197,14 @@ pub fn import(ctx: &Ctx, args: &ImportArgs, out: &mut impl Write) -> anyhow::Res
     policy.validate().with_context(|| {
         format!("cannot import {shown}: fix the document and run the import again")
     })?;
+    // The document's policy takes effect as `policy set` would, with the same guard: one over a
+    // day's window or an hour's backoff needs --yes. (With --merge the store keeps its own.)
+    if !args.merge {
+        super::commands::check_policy(&policy, args.yes)
+            .with_context(|| format!("cannot import {shown}"))?;
+    }
     // Validate everything before the store is opened, so a bad document changes nothing.
+    let fresh = !ctx.exists();
     let existing = if ctx.exists() {
         Some(ctx.open_existing()?)
     } else {
@@ -268,10 +275,15 @@ pub fn import(ctx: &Ctx, args: &ImportArgs, out: &mut impl Write) -> anyhow::Res
         };
         writeln!(
             out,
-            "imported {} {noun} and the policy ({}) into {}, replacing its previous state",
+            "imported {} {noun} and the policy ({}) into {}{}",
             entries.len(),
             render::policy_text(&policy),
-            ctx.shown_path()
+            ctx.shown_path(),
+            if fresh {
+                ", a new store"
+            } else {
+                ", replacing its previous state"
+            }
         )?;
     }
     Ok(ExitCode::SUCCESS)

@@ -233,7 +233,7 @@ impl DurableRecoveryState {
     /// Records one crash of `key` at the stored time `now`; see
     /// [`record_crash`](Self::record_crash).
     pub fn record_crash_at(&mut self, key: &BackendKey, now: Timestamp) -> BackendRecoveryDecision {
-        self.record_crash_at_with(key, now, CrashReport::default())
+        self.crash(key, Some(now), CrashReport::default())
     }
 
     /// [`record_crash_at`](Self::record_crash_at) with how the process ended.
@@ -243,14 +243,46 @@ impl DurableRecoveryState {
         now: Timestamp,
         report: CrashReport,
     ) -> BackendRecoveryDecision {
+        self.crash(key, Some(now), report)
+    }
+
+    /// Records one crash of `key`, stamped once the store's write lock is held (as
+    /// [`RecoveryStore::record_crash_now`]), so that a wait for a busy store never yields a
+    /// decision taken at a stale time; degraded, it is stamped at the moment of the decision.
+    pub fn record_crash_now(&mut self, key: &BackendKey) -> BackendRecoveryDecision {
+        self.crash(key, None, CrashReport::default())
+    }
+
+    /// [`record_crash_now`](Self::record_crash_now) with how the process ended, kept in the
+    /// entry's history (queued with the crash while degraded).
+    pub fn record_crash_now_with(
+        &mut self,
+        key: &BackendKey,
+        report: CrashReport,
+    ) -> BackendRecoveryDecision {
+        self.crash(key, None, report)
+    }
+
+    // `at`: the crash's time, or `None` for "when the lock is held".
+    fn crash(
+        &mut self,
+        key: &BackendKey,
+        at: Option<Timestamp>,
+        report: CrashReport,
+    ) -> BackendRecoveryDecision {
         if key.validate().is_err() {
+            let now = at.unwrap_or_else(Timestamp::now);
             let previous = self.memory_only.get(key);
             let (entry, decision) = window::crash(previous, key, now, &self.policy);
             self.memory_only.insert(key.clone(), entry);
             return decision;
         }
         if let Some(store) = self.reachable_store() {
-            match store.record_crash_with(key, now, report) {
+            let recorded = match at {
+                Some(now) => store.record_crash_with(key, now, report),
+                None => store.record_crash_now_with(key, report),
+            };
+            match recorded {
                 Ok(decision) => {
                     if let Ok(Some(entry)) = store.get(key) {
                         self.committed.insert(key.clone(), entry);
@@ -260,6 +292,7 @@ impl DurableRecoveryState {
                 Err(err) => self.degrade(&err),
             }
         }
+        let now = at.unwrap_or_else(Timestamp::now);
         let previous = self.remembered(key);
         let (entry, decision) = window::crash(previous.as_ref(), key, now, &self.policy);
         self.shadow.insert(key.clone(), Some(entry));
@@ -287,12 +320,21 @@ impl DurableRecoveryState {
     }
 
     /// Where `key` stands at `now`, from the store, or from memory while degraded.
+    ///
+    /// While the store answers, the entry is judged by the policy stored now (another
+    /// process may have changed it), which this handle then keeps for its degraded decisions.
     pub fn status(&mut self, key: &BackendKey, now: Timestamp) -> BackendStatus {
         let entry = if key.validate().is_err() {
             self.memory_only.get(key).cloned()
         } else {
-            match self.reachable_store().map(|s| s.get(key)) {
-                Some(Ok(entry)) => entry,
+            let current = self
+                .reachable_store()
+                .map(|s| Ok((s.get(key)?, s.policy()?)));
+            match current {
+                Some(Ok((entry, policy))) => {
+                    self.policy = policy;
+                    entry
+                }
                 Some(Err(err)) => {
                     self.degrade(&err);
                     self.remembered(key)

@@ -7,9 +7,9 @@
 use std::time::{Duration, Instant};
 
 use proptest::prelude::*;
-use recovery_store::{BackendKey, BackendRecoveryPolicy, DurableRecoveryState, StoreHealth};
+use recovery_store::{BackendKey, DurableRecoveryState, StoreHealth};
 
-use crate::model::Reference;
+use crate::model::{Reference, cases, policy};
 use crate::util::{TempStore, key};
 
 const KEYS: [&str; 3] = [
@@ -36,22 +36,6 @@ fn op() -> impl Strategy<Value = Op> {
         1 => Just(Op::Reopen),
         4 => (1u64..40_000).prop_map(Op::Advance),
     ]
-}
-
-fn policy() -> impl Strategy<Value = BackendRecoveryPolicy> {
-    (0u64..2_000, 2u64..60_000).prop_map(|(backoff, window)| {
-        BackendRecoveryPolicy::new(
-            Duration::from_millis(backoff % window),
-            Duration::from_millis(window),
-        )
-    })
-}
-
-fn cases() -> u32 {
-    std::env::var("RECOVERY_STORE_PROPTEST_CASES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(48)
 }
 
 proptest! {

@@ -250,3 +250,28 @@ fn the_healthy_path_costs_no_commit() {
         "a crash does commit"
     );
 }
+
+// A policy changed by another process (an operator's `policy set`) applies to `status` at
+// once, as it does to the store's own decisions.
+#[test]
+fn status_follows_a_policy_changed_by_another_process() {
+    let t = TempStore::new();
+    let mut state = DurableRecoveryState::open(&t.path).unwrap();
+    let now = recovery_store::Timestamp::now();
+    state.record_crash_at(&zccache(), now);
+    state.record_crash_at(&zccache(), now);
+    RecoveryStore::open(&t.path)
+        .unwrap()
+        .set_policy(BackendRecoveryPolicy::new(SEC, 60 * SEC))
+        .unwrap();
+    let later = now + 40 * SEC;
+    assert!(
+        matches!(
+            state.status(&zccache(), later),
+            recovery_store::BackendStatus::Refused { retry_after, .. } if retry_after == 20 * SEC
+        ),
+        "{:?}",
+        state.status(&zccache(), later)
+    );
+    assert_eq!(state.policy(), BackendRecoveryPolicy::new(SEC, 60 * SEC));
+}

@@ -129,3 +129,52 @@ fn check_names_what_is_wrong_with_a_file() {
     assert!(diagnosis.next_step.contains("upgrade recovery-store"));
     assert_eq!(diagnosis.salvageable, None);
 }
+
+// A reader who may not write the file (a monitoring account, a read-only mount) still gets a
+// check of everything but redb's own integrity pass, which needs write access: exit 0 on a
+// sound store, never "integrity failed".
+#[test]
+fn check_by_a_reader_who_cannot_write_checks_the_rest_and_passes() {
+    use std::os::unix::fs::PermissionsExt;
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 || !Path::new("/usr/bin/setpriv").exists() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI needs root and setpriv"
+        );
+        eprintln!("skipped: needs root and setpriv");
+        return;
+    }
+    let base = tempfile::Builder::new().tempdir_in("/tmp").unwrap();
+    std::fs::set_permissions(base.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let db = base.path().join("recovery.redb");
+    let ok = Command::new(crate::util::bin())
+        .arg("--db")
+        .arg(&db)
+        .args(["--mode", "0644", "record-crash", "shared/a@1.0.0"])
+        .output()
+        .unwrap();
+    assert!(ok.status.success(), "{}", describe(&ok));
+    let binary = base.path().join("recovery-store");
+    std::fs::copy(crate::util::bin(), &binary).unwrap();
+    std::fs::set_permissions(&binary, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let before = std::fs::read(&db).unwrap();
+    let out = Command::new("/usr/bin/setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(&binary)
+        .arg("--db")
+        .arg(&db)
+        .args(["--json", "check"])
+        .env_remove("RECOVERY_STORE_DB")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    let doc: Check = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(doc.ok, "{:?}", doc.problems);
+    assert_eq!(doc.integrity, "not_checked");
+    assert_eq!(doc.entries, 1);
+    assert!(
+        std::fs::read(&db).unwrap() == before,
+        "a reader's check writes nothing"
+    );
+}

@@ -29,6 +29,10 @@ fn run_catches_a_crash_loop() {
     assert_eq!(
         progress(&err),
         [
+            &format!(
+                "recovery-store: run shared/demo@1.0.0: created a new store at {}",
+                cli.path().display()
+            ),
             "recovery-store: run shared/demo@1.0.0: sh exited with code 3: crash recorded: retry after 250ms (attempt 1)",
             "recovery-store: run shared/demo@1.0.0: sh exited with code 3: crash recorded: refused (backend unavailable), retry after 30s: \
              sh not restarted; after a repair clear it with `recovery-store reset shared/demo@1.0.0`, or pass --wait to start it when the window ends",

@@ -421,3 +421,42 @@ fn what_the_command_leaves_in_its_process_group_ends_with_it() {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+// Guards the kind, not just the command: when `run` is killed outright, the parent-death
+// signal ends the command, but not what the command started. The next `run` of the key ends
+// those leftovers (recorded in its lock file: group, start time, boot, PID namespace) before it
+// starts anything, so a service never runs twice.
+#[test]
+fn a_run_killed_outright_leaves_nothing_running_once_the_key_runs_again() {
+    let cli = Cli::new();
+    let ready = cli.tmp.dir.path().join("grandchild");
+    // The command starts a grandchild, then waits: pdeathsig reaches only the command.
+    let script = format!(
+        "sleep 600 & echo $! > {0}.tmp; mv {0}.tmp {0}; wait",
+        ready.display()
+    );
+    let key = "shared/wrapper@1.0.0";
+    let mut run = Reaped::new(
+        cli.cmd(&["run", key, "--", "sh", "-c", &script])
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_for(|| ready.exists());
+    let grandchild: i32 = std::fs::read_to_string(&ready)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let _cleanup = KillOnDrop(grandchild);
+    // SAFETY: kill(2) on a child we started.
+    unsafe { libc::kill(run.id() as i32, libc::SIGKILL) };
+    run.wait().unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(
+        !gone(grandchild),
+        "the grandchild survives run and its command"
+    );
+    cli.ok(&["run", key, "--", "true"]);
+    wait_for(|| gone(grandchild));
+}

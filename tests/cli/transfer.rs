@@ -298,3 +298,27 @@ fn a_closed_stdout_exits_quietly() {
         assert!(out.stderr.is_empty(), "{}", stderr(&out));
     }
 }
+
+// `import` applies the document's policy as `policy set` would, with the same guard: a window
+// over a day needs --yes even into a new store, and nothing is created without it.
+#[test]
+fn import_of_a_very_long_policy_needs_yes_like_policy_set() {
+    let source = Cli::new();
+    source.ok(&[
+        "policy",
+        "set",
+        "--budget-window",
+        "400d",
+        "--retry-backoff",
+        "250ms",
+        "--yes",
+    ]);
+    let document = source.tmp.dir.path().join("long.json");
+    std::fs::write(&document, source.expect(0, &["export"])).unwrap();
+    let target = Cli::new();
+    let out = target.run(&["import", document.to_str().unwrap()]);
+    assert_error(&out, "over 1 day");
+    assert!(!target.path().exists(), "nothing is created without --yes");
+    target.ok(&["import", "--yes", document.to_str().unwrap()]);
+    assert!(target.path().exists());
+}

@@ -149,3 +149,22 @@ fn policy_shows_and_sets() {
     let doc: RecordCrash = cli.json(0, &["record-crash", "shared/a@1.0.0"]);
     assert_eq!(doc.retry_after_ms, 10, "the new policy decides");
 }
+
+#[test]
+fn policy_set_of_the_stored_policy_says_nothing_changed() {
+    let cli = Cli::new();
+    cli.ok(&["record-crash", "shared/a@1.0.0"]);
+    let text = cli.ok(&[
+        "policy",
+        "set",
+        "--budget-window",
+        "30s",
+        "--retry-backoff",
+        "250ms",
+    ]);
+    assert!(
+        text.contains("the policy is unchanged: nothing was written"),
+        "{text}"
+    );
+    assert!(!text.contains("judged by the new policy"), "{text}");
+}

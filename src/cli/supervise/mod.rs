@@ -77,7 +77,7 @@ pub fn run(ctx: &Ctx, args: RunArgs, out: &mut impl Write) -> anyhow::Result<Exi
         .ok()
         .or(ctx.mode)
         .map_or(0o600, |m| 0o600 | (m & 0o060));
-    let _lock = match process::lock_run(&ctx.path, &key, lock_mode) {
+    let lock = match process::lock_run(&ctx.path, &key, lock_mode) {
         Ok(Locked::Held(lock)) => Some(lock),
         Ok(Locked::Busy { pid, path }) => {
             let pid = pid.map_or("PID not yet written".into(), |p| format!("PID {p}"));
@@ -106,6 +106,7 @@ pub fn run(ctx: &Ctx, args: RunArgs, out: &mut impl Write) -> anyhow::Result<Exi
     )
     .context("cannot start the store thread")?;
     let mut sup = Supervisor {
+        lock,
         healthy_after: Duration::ZERO,
         args,
         name,
@@ -166,6 +167,8 @@ impl Say {
 }
 
 struct Supervisor {
+    /// The one-run-per-key lock, when it could be taken; it also names the command's group.
+    lock: Option<process::RunLock>,
     args: RunArgs,
     name: String,
     json: bool,
@@ -239,7 +242,12 @@ impl Supervisor {
                 continue;
             }
             let mut child = match process::spawn(&self.args.command, self.json) {
-                Ok(child) => child,
+                Ok(child) => {
+                    if let Some(lock) = &mut self.lock {
+                        lock.record_group(child.id());
+                    }
+                    child
+                }
                 Err(failure) => {
                     let cause = if failure.code == 127 {
                         "not found: check the command and PATH"
