@@ -1,8 +1,9 @@
 //! [`Snapshot`]: several reads of a store that all see the same commit.
 
 use crate::error::StoreError;
+use crate::key::BackendKey;
 use crate::policy::BackendRecoveryPolicy;
-use crate::record::RecoveryEntry;
+use crate::record::{CrashRecord, RecoveryEntry};
 use crate::storage::Reader;
 use crate::store::RecoveryStore;
 
@@ -28,6 +29,16 @@ impl Snapshot<'_, '_> {
         mut visit: impl FnMut(Result<RecoveryEntry, StoreError>) -> Result<(), StoreError>,
     ) -> Result<(), StoreError> {
         self.reader.scan(prefix, |_, entry| visit(entry))
+    }
+
+    /// The crash history of `key` (oldest first; empty when it has no state), as in
+    /// [`RecoveryStore::history`].
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::CorruptEntry`] when the stored entry cannot be decoded.
+    pub fn history(&self, key: &BackendKey) -> Result<Vec<CrashRecord>, StoreError> {
+        self.reader.history(key)
     }
 
     /// The number of entries.

@@ -16,8 +16,8 @@ use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Registry;
 use recovery_store::{
-    BackendRecoveryPolicy, BackendStatus, RecoveryEntry, RecoveryStore, SCHEMA_VERSION, Snapshot,
-    StoreError, Timestamp, status_of,
+    BackendRecoveryPolicy, BackendStatus, CrashRecord, RecoveryEntry, RecoveryStore,
+    SCHEMA_VERSION, Snapshot, StoreError, Timestamp, status_of,
 };
 
 /// The three states a backend can be in, as the `state` label spells them.
@@ -169,7 +169,7 @@ fn encode_snapshot(
             detail: "stopped by the writer".into(),
         }
     };
-    let families: [(&str, &str, Family); 5] = [
+    let families: [(&str, &str, Family); 7] = [
         (
             "recovery_store_backend_state",
             "1 for the backend's current state (healthy, recovering, refused), 0 for the others.",
@@ -195,6 +195,16 @@ fn encode_snapshot(
             "When the backend's last crash was recorded, in Unix seconds.",
             Family::LastCrash,
         ),
+        (
+            "recovery_store_last_exit_code",
+            "The exit code of the backend's last crash, when it exited with one.",
+            Family::LastExitCode,
+        ),
+        (
+            "recovery_store_last_exit_signal",
+            "The signal that ended the backend's last crash, when one did.",
+            Family::LastExitSignal,
+        ),
     ];
     for (name, help, family) in families {
         let metric_type = match family {
@@ -214,7 +224,14 @@ fn encode_snapshot(
                 return Ok(());
             }
             seen[refused] += 1;
-            encode_backend(&mut metric, &backend, family).map_err(|_| fmt_err(fmt_failed))
+            let last = match family {
+                Family::LastExitCode | Family::LastExitSignal => {
+                    snap.history(&backend.entry.key)?.pop()
+                }
+                _ => None,
+            };
+            encode_backend(&mut metric, &backend, family, last.as_ref())
+                .map_err(|_| fmt_err(fmt_failed))
         })?;
     }
     encode_store_gauges(encoder, snap, report, &policy, &census).map_err(|_| fmt_err(fmt_failed))
@@ -227,12 +244,16 @@ enum Family {
     InWindow,
     RetryAfter,
     LastCrash,
+    LastExitCode,
+    LastExitSignal,
 }
 
+// `last`: the backend's last crash record, for the exit families (no sample when unknown).
 fn encode_backend(
     metric: &mut prometheus_client::encoding::MetricEncoder<'_>,
     backend: &Backend,
     family: Family,
+    last: Option<&CrashRecord>,
 ) -> Result<(), fmt::Error> {
     let labels = backend.labels();
     match family {
@@ -254,6 +275,16 @@ fn encode_backend(
             .encode(metric.encode_family(&labels)?),
         Family::LastCrash => ConstGauge::new(unix_seconds(&backend.entry.last_crash))
             .encode(metric.encode_family(&labels)?),
+        Family::LastExitCode => match last.and_then(|c| c.exit_code) {
+            Some(code) => ConstGauge::new(i64::from(code)).encode(metric.encode_family(&labels)?),
+            None => Ok(()),
+        },
+        Family::LastExitSignal => match last.and_then(|c| c.signal) {
+            Some(signal) => {
+                ConstGauge::new(i64::from(signal)).encode(metric.encode_family(&labels)?)
+            }
+            None => Ok(()),
+        },
     }
 }
 

@@ -460,3 +460,70 @@ fn output_cleans_up_after_signals_and_kills() {
         }
     }
 }
+
+// Schema 2 keeps how each crash ended: the last one's exit code or signal is exported, and a
+// backend whose last crash has no detail has no sample.
+#[test]
+fn the_last_exit_code_and_signal_are_exported() {
+    let cli = Cli::new();
+    let now = at(T5);
+    cli.expect(
+        0,
+        &with_now(
+            &now,
+            &["record-crash", "shared/code@1.0.0", "--exit-code", "3"],
+        ),
+    );
+    cli.expect(
+        0,
+        &with_now(&now, &["record-crash", "shared/sig@1.0.0", "--signal", "9"]),
+    );
+    cli.expect(0, &with_now(&now, &["record-crash", "shared/plain@1.0.0"]));
+    let text = cli.expect(0, &with_now(&now, &["metrics"]));
+    let v = values(&scrape(&text));
+    assert_eq!(
+        get(&v, "recovery_store_last_exit_code", "shared/code@1.0.0", ""),
+        3.0
+    );
+    assert_eq!(
+        get(
+            &v,
+            "recovery_store_last_exit_signal",
+            "shared/sig@1.0.0",
+            ""
+        ),
+        9.0
+    );
+    for (metric, key) in [
+        ("recovery_store_last_exit_code", "shared/sig@1.0.0"),
+        ("recovery_store_last_exit_code", "shared/plain@1.0.0"),
+        ("recovery_store_last_exit_signal", "shared/code@1.0.0"),
+    ] {
+        assert!(
+            !v.contains_key(&(metric.to_owned(), key.to_owned(), String::new())),
+            "{metric} {key}"
+        );
+    }
+    if let Some(promtool) = promtool() {
+        let mut child = Command::new(promtool)
+            .args(["check", "metrics"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        use std::io::Write as _;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(text.as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
+}
