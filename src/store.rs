@@ -49,7 +49,8 @@ impl Default for StoreOptions {
 impl StoreOptions {
     /// Sets the store's policy. It is persisted in the file and applies to every process that
     /// opens the store. Without this, the policy already in the file is kept (the default
-    /// policy for a new file).
+    /// policy for a new file). Opening an existing store with another policy than it holds
+    /// writes an [`AuditAction::PolicySet`](crate::AuditAction) event; creating one does not.
     pub fn policy(mut self, policy: BackendRecoveryPolicy) -> Self {
         self.policy = Some(policy);
         self
