@@ -17,8 +17,9 @@ pub const AUDIT_LIMIT: u64 = stored::AUDIT_LIMIT;
 pub enum AuditAction {
     /// An operator cleared one key's state ([`AuditEvent::key`] set).
     Reset,
-    /// Entries in a scope were cleared ([`AuditEvent::scope`] set: `all`, `prefix:P`, or what
-    /// the caller named, e.g. `refused` or `service:NAME`). Written once per committed chunk.
+    /// Entries in a scope were cleared ([`AuditEvent::scope`] set: `all`, `prefix:P`, `where:P`,
+    /// or what the caller named, e.g. `refused` or `service:NAME`). Written once per committed
+    /// chunk (of at most [`CHUNK`](crate::CHUNK) entries).
     ResetScope,
     /// A success cleared a backend's state ([`AuditEvent::key`] set).
     Success,

@@ -335,6 +335,7 @@ impl<'a> Writer<'a> {
             .txn
             .open_table(AUDIT)
             .map_err(|e| engine_err(path, e))?;
+        // Numbers are never reused; at u64::MAX (never reached by counting) the newest is replaced.
         let next = match table.last().map_err(err)? {
             Some((seq, _)) => seq.value().saturating_add(1),
             None => 1,
