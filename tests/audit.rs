@@ -194,3 +194,64 @@ fn the_v2_fixture_reads_its_events() {
     assert_eq!(events[6].seq, u64::MAX);
     assert_eq!(events[6].action, AuditAction::Prune);
 }
+
+/// Power cut at every I/O operation of a reset, a success and a policy change: each image a
+/// disk could hold afterwards holds the change and its event, or neither.
+#[test]
+fn a_power_cut_keeps_each_change_and_its_event_together() {
+    use crate::crash::fault_backend::FaultBackend;
+    let open = |backend: FaultBackend| {
+        RecoveryStore::open_with_backend(backend, "audit-crash", StoreOptions::default())
+    };
+    let a = key("shared/a@1.0.0");
+    let setup = FaultBackend::new();
+    {
+        let store = open(setup.clone()).unwrap();
+        store.record_crash(&a, at(0.0)).unwrap();
+    }
+    let image = setup.durable_image();
+    let fast = BackendRecoveryPolicy::new(Duration::from_secs(1), Duration::from_secs(60));
+    type Change = fn(&RecoveryStore, &recovery_store::BackendKey, BackendRecoveryPolicy);
+    let changes: [(&str, Change); 3] = [
+        ("reset", |s, k, _| drop(s.reset_with_reason(k, Some("r")))),
+        ("success", |s, k, _| drop(s.record_success(k))),
+        ("policy", |s, _, p| drop(s.set_policy(p))),
+    ];
+    let mut checked = 0;
+    for (name, change) in changes {
+        // The operations the change costs on a sound disk bound the sweep.
+        let probe = FaultBackend::from_image(&image);
+        let store = open(probe.clone()).unwrap();
+        let before = probe.ops();
+        change(&store, &a, fast);
+        let ops = probe.ops() - before;
+        drop(store);
+        assert!(ops > 0, "{name} wrote nothing");
+        for point in 0..=ops {
+            let backend = FaultBackend::from_image(&image);
+            let store = open(backend.clone()).unwrap();
+            let start = backend.ops();
+            let backend = backend.crash_at(start + point);
+            change(&store, &a, fast);
+            drop(store);
+            for disk in [backend.durable_image(), backend.torn_image(point)] {
+                let Ok(store) = open(FaultBackend::from_image(&disk)) else {
+                    panic!("{name}, cut at {point}: the image does not reopen");
+                };
+                let changed = if name == "policy" {
+                    store.policy().unwrap() == fast
+                } else {
+                    store.get(&a).unwrap().is_none()
+                };
+                let events = store.audit(None).unwrap().len();
+                assert_eq!(
+                    events,
+                    usize::from(changed),
+                    "{name}, cut at {point}: change committed {changed}, {events} events"
+                );
+                checked += 1;
+            }
+        }
+    }
+    eprintln!("{checked} crash images checked");
+}
