@@ -118,9 +118,26 @@ impl Change {
     }
 }
 
+/// The name of `uid`, looked up once per process and uid: events are written inside the write
+/// transaction, which should not wait on a file read each time.
+fn user_name(uid: u32) -> Option<String> {
+    static CACHE: std::sync::Mutex<Option<(u32, Option<String>)>> = std::sync::Mutex::new(None);
+    let mut cache = CACHE
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    match &*cache {
+        Some((cached, name)) if *cached == uid => name.clone(),
+        _ => {
+            let name = look_up_user(uid);
+            *cache = Some((uid, name.clone()));
+            name
+        }
+    }
+}
+
 /// The name of `uid` in `/etc/passwd`, else `$USER` (which may name someone else after
 /// `su`, so the passwd entry wins), else none.
-fn user_name(uid: u32) -> Option<String> {
+fn look_up_user(uid: u32) -> Option<String> {
     let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
     passwd
         .lines()
@@ -232,6 +249,7 @@ mod tests {
     #[test]
     fn root_is_named_from_passwd() {
         // Every Linux system names uid 0 in /etc/passwd, whatever $USER says.
-        assert_eq!(user_name(0).as_deref(), Some("root"));
+        assert_eq!(look_up_user(0).as_deref(), Some("root"));
+        assert_eq!(user_name(0), user_name(0));
     }
 }
