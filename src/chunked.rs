@@ -10,6 +10,7 @@
 
 use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
 
+use crate::audit::{AuditAction, Change};
 use crate::error::StoreError;
 use crate::record::RecoveryEntry;
 use crate::storage::Writer;
@@ -30,16 +31,38 @@ impl RecoveryStore {
     /// included, in chunks of at most [`CHUNK`] per transaction. Returns the stored keys
     /// removed. Nothing is committed, and nothing synced, when nothing matches.
     ///
+    /// Each committed chunk writes one [`AuditAction::ResetScope`](crate::AuditAction) event in
+    /// its transaction, scope `all` for `""` and `prefix:PREFIX` otherwise.
+    ///
     /// # Errors
     ///
     /// A storage error; the chunks committed before it stay removed.
     pub fn reset_prefix(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
-        self.reset_where(prefix, |_| true)
+        self.reset_prefix_with_reason(prefix, None)
+    }
+
+    /// [`reset_prefix`](Self::reset_prefix), with the operator's reason kept in its audit
+    /// events.
+    pub fn reset_prefix_with_reason(
+        &self,
+        prefix: &str,
+        reason: Option<&str>,
+    ) -> Result<Vec<String>, StoreError> {
+        let scope = if prefix.is_empty() {
+            "all".to_owned()
+        } else {
+            format!("prefix:{prefix}")
+        };
+        self.reset_where_with_reason(prefix, &scope, reason, |_| true)
     }
 
     /// Clears the entries under `prefix` whose key text satisfies `matches`, in chunks of at
     /// most [`CHUNK`] per transaction. Damaged entries are offered with the stored key text.
     /// Returns the keys removed.
+    ///
+    /// Each committed chunk writes one [`AuditAction::ResetScope`](crate::AuditAction) event in
+    /// its transaction, scope `where:PREFIX`; name the scope with
+    /// [`reset_where_with_reason`](Self::reset_where_with_reason).
     ///
     /// # Errors
     ///
@@ -48,6 +71,19 @@ impl RecoveryStore {
     pub fn reset_where(
         &self,
         prefix: &str,
+        matches: impl FnMut(&str) -> bool,
+    ) -> Result<Vec<String>, StoreError> {
+        self.reset_where_with_reason(prefix, &format!("where:{prefix}"), None, matches)
+    }
+
+    /// [`reset_where`](Self::reset_where), with the scope its audit events name (free text,
+    /// e.g. `refused` or `service:zccache`) and the operator's reason. Each committed chunk
+    /// writes one event.
+    pub fn reset_where_with_reason(
+        &self,
+        prefix: &str,
+        scope: &str,
+        reason: Option<&str>,
         mut matches: impl FnMut(&str) -> bool,
     ) -> Result<Vec<String>, StoreError> {
         let mut caller_panic = None;
@@ -65,6 +101,7 @@ impl RecoveryStore {
                 })
             },
             |_, _| Ok(true),
+            |_| Change::scope(AuditAction::ResetScope, scope.to_owned(), reason),
             |raw| removed.push(String::from_utf8_lossy(raw).into_owned()),
         );
         if let Some(panic) = caller_panic {
@@ -76,6 +113,9 @@ impl RecoveryStore {
     /// Drops every entry whose window has ended at `now`, in chunks of at most [`CHUNK`] per
     /// transaction; returns how many. Damaged entries are left for `check` and `reset --raw`.
     /// Nothing is committed, and nothing synced, when no window has ended.
+    ///
+    /// Each committed chunk writes one [`AuditAction::Prune`](crate::AuditAction) event in its
+    /// transaction, scope `expired:N` with N the entries that chunk removed.
     ///
     /// # Errors
     ///
@@ -91,19 +131,22 @@ impl RecoveryStore {
                 Ok(w.get_raw(raw)?
                     .is_some_and(|e| window::ended(&e, now, &policy)))
             },
+            |n| Change::scope(AuditAction::Prune, format!("expired:{n}"), None),
             |_| count += 1,
         )?;
         Ok(count)
     }
 
     // Walks `prefix` in key order; `pick` chooses in a read transaction, and each chunk of
-    // picks is removed in a write transaction where `still` confirms each one. `removed` hears
-    // of each key once its chunk has committed.
+    // picks is removed in a write transaction where `still` confirms each one, with the audit
+    // event `change` makes of the number removed (none when a chunk removed nothing).
+    // `removed` hears of each key once its chunk has committed.
     fn remove_in_chunks(
         &self,
         prefix: &str,
         mut pick: impl FnMut(&[u8], Result<&RecoveryEntry, &StoreError>) -> Result<bool, StoreError>,
         still: impl Fn(&Writer<'_>, &[u8]) -> Result<bool, StoreError>,
+        change: impl Fn(usize) -> Change,
         mut removed: impl FnMut(&[u8]),
     ) -> Result<(), StoreError> {
         let mut cursor: Option<Vec<u8>> = None;
@@ -128,6 +171,9 @@ impl RecoveryStore {
                         if still(w, &raw)? && w.remove_raw(&raw)? {
                             gone.push(raw);
                         }
+                    }
+                    if !gone.is_empty() {
+                        w.append_audit(&change(gone.len()))?;
                     }
                     Ok(gone)
                 })?;

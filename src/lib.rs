@@ -49,6 +49,7 @@
 //! ```
 #![deny(missing_docs)]
 
+mod audit;
 mod chunked;
 mod durable;
 mod error;
@@ -66,6 +67,7 @@ mod store;
 mod time;
 mod window;
 
+pub use audit::{AUDIT_LIMIT, AuditAction, AuditEvent};
 pub use chunked::CHUNK;
 pub use durable::{
     DurableRecoveryState, FIRST_RETRY_INTERVAL, MAX_PENDING, MAX_RETRY_INTERVAL, StoreHealth,

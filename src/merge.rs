@@ -1,6 +1,7 @@
 //! [`RecoveryStore::merge_entries`]: adding entries (an `import --merge`) to a live store in one
 //! write transaction, so that a crash another process records meanwhile is never lost.
 
+use crate::audit::{AuditAction, Change};
 use crate::error::StoreError;
 use crate::key::BackendKey;
 use crate::record::{CrashRecord, RecoveryEntry};
@@ -8,7 +9,9 @@ use crate::store::RecoveryStore;
 
 impl RecoveryStore {
     /// Adds `entries` to the store in one transaction, keeping every other entry and the
-    /// policy; returns the keys that were already in the store.
+    /// policy; returns the keys that were already in the store. Adding entries writes an
+    /// [`AuditAction::Import`](crate::AuditAction) event (scope `merge`) in the same
+    /// transaction; an empty `entries` writes nothing.
     ///
     /// A key already in the store is refused with [`StoreError::InvalidImport`], naming the
     /// keys, and nothing changes, unless `overwrite` is true, when `entries` replace them. The
@@ -63,6 +66,7 @@ impl RecoveryStore {
             for (entry, history) in entries {
                 w.put_with_history(entry, history)?;
             }
+            w.append_audit(&Change::scope(AuditAction::Import, "merge".into(), None))?;
             Ok(in_both)
         })
     }

@@ -258,7 +258,7 @@ fn decode<'a, T: serde::Deserialize<'a>>(value: &'a [u8]) -> Result<T, postcard:
     }
 }
 
-fn stamp(ts: &Timestamp) -> stored::Stamp {
+pub(crate) fn stamp(ts: &Timestamp) -> stored::Stamp {
     stored::Stamp {
         unix_nanos: ts.unix_nanos(),
         boot: ts.boot().map(|b| stored::Boot {
@@ -268,7 +268,7 @@ fn stamp(ts: &Timestamp) -> stored::Stamp {
     }
 }
 
-fn timestamp(stamp: &stored::Stamp) -> Timestamp {
+pub(crate) fn timestamp(stamp: &stored::Stamp) -> Timestamp {
     Timestamp::from_parts(
         stamp.unix_nanos,
         stamp.boot.map(|b| BootTime {

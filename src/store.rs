@@ -3,6 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::audit::{AuditAction, AuditEvent, Change};
 use crate::error::StoreError;
 use crate::group::{self, GroupCommit};
 use crate::key::BackendKey;
@@ -48,7 +49,8 @@ impl Default for StoreOptions {
 impl StoreOptions {
     /// Sets the store's policy. It is persisted in the file and applies to every process that
     /// opens the store. Without this, the policy already in the file is kept (the default
-    /// policy for a new file).
+    /// policy for a new file). Opening an existing store with another policy than it holds
+    /// writes an [`AuditAction::PolicySet`](crate::AuditAction) event; creating one does not.
     pub fn policy(mut self, policy: BackendRecoveryPolicy) -> Self {
         self.policy = Some(policy);
         self
@@ -190,14 +192,30 @@ impl RecoveryStore {
     /// Persists a new policy for every process sharing the store. Windows already open are
     /// judged by the new policy from the next decision on.
     ///
-    /// Storing the policy already stored writes nothing.
+    /// Storing the policy already stored writes nothing. A change writes an
+    /// [`AuditAction::PolicySet`](crate::AuditAction) event (scope `default`) in the same
+    /// transaction.
     pub fn set_policy(&self, policy: BackendRecoveryPolicy) -> Result<(), StoreError> {
+        self.set_policy_with_reason(policy, None)
+    }
+
+    /// [`set_policy`](Self::set_policy), with the operator's reason kept in its audit event.
+    pub fn set_policy_with_reason(
+        &self,
+        policy: BackendRecoveryPolicy,
+        reason: Option<&str>,
+    ) -> Result<(), StoreError> {
         if self.storage.read(|r| r.policy()).ok() == Some(policy) {
             return Ok(());
         }
         self.storage.write(|w| {
             if w.policy().ok() != Some(policy) {
                 w.set_policy(&policy)?;
+                w.append_audit(&Change::scope(
+                    AuditAction::PolicySet,
+                    "default".into(),
+                    reason,
+                ))?;
             }
             Ok(())
         })
@@ -306,18 +324,70 @@ impl RecoveryStore {
 
     /// Clears `key`'s state after the backend is verified healthy; true if there was any.
     ///
-    /// A key with no state costs one read transaction: no write transaction, no sync.
+    /// A key with no state costs one read transaction: no write transaction, no sync. A success
+    /// that cleared state writes an [`AuditAction::Success`](crate::AuditAction) event in the
+    /// same transaction.
     pub fn record_success(&self, key: &BackendKey) -> Result<bool, StoreError> {
+        self.clear(key, AuditAction::Success, None)
+    }
+
+    /// Clears `key`'s state on an operator's word; true if there was any. Clearing state
+    /// writes an [`AuditAction::Reset`](crate::AuditAction) event in the same transaction;
+    /// a key with no state writes nothing.
+    pub fn reset(&self, key: &BackendKey) -> Result<bool, StoreError> {
+        self.reset_with_reason(key, None)
+    }
+
+    /// [`reset`](Self::reset), with the operator's reason kept in its audit event.
+    pub fn reset_with_reason(
+        &self,
+        key: &BackendKey,
+        reason: Option<&str>,
+    ) -> Result<bool, StoreError> {
+        self.clear(key, AuditAction::Reset, reason)
+    }
+
+    fn clear(
+        &self,
+        key: &BackendKey,
+        action: AuditAction,
+        reason: Option<&str>,
+    ) -> Result<bool, StoreError> {
         key.validate()?;
         if !self.storage.read(|r| r.contains(key))? {
             return Ok(false);
         }
-        self.storage.write(|w| w.remove(key))
+        self.storage.write(|w| {
+            let removed = w.remove(key)?;
+            if removed {
+                w.append_audit(&Change::key(action, key.to_string(), reason))?;
+            }
+            Ok(removed)
+        })
     }
 
-    /// Clears `key`'s state on an operator's word; true if there was any.
-    pub fn reset(&self, key: &BackendKey) -> Result<bool, StoreError> {
-        self.record_success(key)
+    /// The audit trail, oldest first: every event, or only those naming `key` (events with
+    /// that key, and none with a scope). At most [`AUDIT_LIMIT`](crate::AUDIT_LIMIT) events;
+    /// a store written before schema 2 (read without migrating) has none.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::InvalidKey`] for an invalid key; [`StoreError::Corrupt`] naming the
+    /// sequence number of an event that cannot be decoded; storage errors as for any read.
+    pub fn audit(&self, key: Option<&BackendKey>) -> Result<Vec<AuditEvent>, StoreError> {
+        let key = match key {
+            Some(key) => {
+                key.validate()?;
+                Some(key.to_string())
+            }
+            None => None,
+        };
+        self.storage.read(|r| {
+            r.audit(|event| {
+                key.as_ref()
+                    .is_none_or(|k| event.key.as_deref() == Some(k.as_str()))
+            })
+        })
     }
 
     /// The stored state of `key`, if any.
@@ -435,7 +505,8 @@ impl RecoveryStore {
         Ok(self.len()? == 0)
     }
 
-    /// Replaces the whole state with `entries` (and the policy, if given) in one transaction.
+    /// Replaces the whole state with `entries` (and the policy, if given) in one transaction,
+    /// with an [`AuditAction::Import`](crate::AuditAction) event (scope `all`).
     ///
     /// Entries the store could not have written are refused with
     /// [`StoreError::InvalidImport`] before anything changes: a key given twice, no crash in
@@ -468,7 +539,7 @@ impl RecoveryStore {
             if let Some(policy) = policy {
                 w.set_policy(&policy)?;
             }
-            Ok(())
+            w.append_audit(&Change::scope(AuditAction::Import, "all".into(), None))
         })
     }
 

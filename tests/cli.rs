@@ -10,6 +10,7 @@ use serde::de::DeserializeOwned;
 
 use crate::util::{TempStore, bin};
 
+mod audit;
 mod crash_detail;
 mod diagnose;
 mod files;

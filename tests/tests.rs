@@ -2,6 +2,7 @@
 
 mod util;
 
+mod audit;
 mod broker;
 mod cli;
 mod clockview;

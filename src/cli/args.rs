@@ -51,6 +51,8 @@ stderr), 2 error or no store.";
 const IMPORT_EXIT: &str = "Exit codes: 0 imported, 2 error: a bad document (nothing changes), a \
 store holding state without --yes, or a key in both without --yes under --merge. Creates the \
 store when it is missing.";
+const AUDIT_EXIT: &str = "Exit codes: 0 listed (also when there is no event), 2 error or no store \
+(never creates one; opens read-only).";
 const PATH_EXIT: &str = "Exit codes: 0 printed (whether or not the file exists), 2 no path can \
 be chosen.";
 
@@ -158,6 +160,13 @@ pub enum Command {
     Completions { shell: clap_complete::Shell },
     /// Run a command under the recovery policy, restarting it after a crash.
     Run(RunArgs),
+    /// List the audit trail: who changed state, when, and why (oldest first).
+    #[command(after_help = AUDIT_EXIT)]
+    Audit {
+        /// Only the events naming this key (resets and successes of it).
+        #[arg(long, value_parser = parse_key, value_name = "KEY")]
+        key: Option<BackendKey>,
+    },
     /// Print the store's state as Prometheus metrics (text format 0.0.4), e.g. for
     /// node_exporter's textfile collector. Exit 0, or 2 when the store cannot be read.
     Metrics(MetricsArgs),
@@ -273,6 +282,9 @@ pub struct ResetArgs {
     /// Confirm --all, or a --refused that clears more than one backend.
     #[arg(long)]
     pub yes: bool,
+    /// Why, kept in the audit trail (`recovery-store audit`), e.g. "hotfix deployed".
+    #[arg(long, value_name = "TEXT", value_parser = parse_reason)]
+    pub reason: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -291,6 +303,9 @@ pub enum PolicyAction {
         /// Confirm a budget window over 1 day or a retry backoff over 1 hour.
         #[arg(long)]
         yes: bool,
+        /// Why, kept in the audit trail (`recovery-store audit`), e.g. "flaky disk".
+        #[arg(long, value_name = "TEXT", value_parser = parse_reason)]
+        reason: Option<String>,
     },
 }
 
@@ -363,6 +378,23 @@ fn parse_db(text: &str) -> Result<PathBuf, String> {
 
 fn parse_key(text: &str) -> Result<BackendKey, String> {
     text.parse().map_err(|e| format!("{e}"))
+}
+
+/// The longest `--reason`, in bytes: a sentence or two, not a document.
+pub const MAX_REASON_LEN: usize = 1024;
+
+fn parse_reason(text: &str) -> Result<String, String> {
+    let text = text.trim();
+    if text.is_empty() {
+        return Err("the reason is empty: say why, e.g. --reason \"hotfix deployed\"".into());
+    }
+    if text.len() > MAX_REASON_LEN {
+        return Err(format!(
+            "the reason is {} bytes, over the {MAX_REASON_LEN}-byte limit: shorten it",
+            text.len()
+        ));
+    }
+    Ok(text.to_owned())
 }
 
 fn parse_instance(text: &str) -> Result<BrokerInstanceKey, String> {

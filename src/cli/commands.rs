@@ -16,7 +16,7 @@ use super::args::{Cli, Command, MetricsArgs, PolicyAction};
 use super::lookup::{self, Found};
 use super::view::{EntryView, State, millis};
 use super::{
-    Ctx, NEGATIVE, check, json, list, metrics, render, reset, supervise, textfile, transfer,
+    Ctx, NEGATIVE, audit, check, json, list, metrics, render, reset, supervise, textfile, transfer,
 };
 
 /// Kept for `run`, which imported it from here; the text lives in `render`.
@@ -51,6 +51,7 @@ pub fn dispatch(ctx: &Ctx, command: Command, out: &mut impl Write) -> anyhow::Re
         }
         Command::Run(args) => supervise::run(ctx, args, out),
         Command::Metrics(args) => metrics(ctx, &args, out),
+        Command::Audit { key } => audit::audit(ctx, key.as_ref(), out),
     }
 }
 
@@ -284,6 +285,7 @@ fn policy(
         retry_backoff,
         budget_window,
         yes,
+        reason,
     }) = action
     else {
         let policy = ctx.open_read()?.policy()?;
@@ -314,7 +316,7 @@ fn policy(
         None => ctx.open_create_with(StoreOptions::default().policy(new))?,
     };
     store
-        .set_policy(new)
+        .set_policy_with_reason(new, reason.as_deref())
         .with_context(|| format!("cannot set the policy of {}", ctx.shown_path()))?;
     if ctx.json {
         json::emit(

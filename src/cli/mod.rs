@@ -2,6 +2,7 @@
 //! reaches the library only through `recovery_store`'s public API.
 
 mod args;
+mod audit;
 mod check;
 mod commands;
 mod crashes;

@@ -92,15 +92,38 @@ fn clear_keys(store: &RecoveryStore, args: &ResetArgs) -> anyhow::Result<Cleared
         .iter()
         .filter(|k| args.all_hashes && k.exe_hash.is_empty())
         .collect();
-    let cleared = store.reset_where("", |text| {
-        // A raw key matches as stored, or as `list` and `check` show it (sanitized).
-        exact.contains(text)
-            || raw.contains(text)
-            || raw.contains(sanitize(text).as_ref())
-            || text
-                .parse::<BackendKey>()
-                .is_ok_and(|k| widened.iter().any(|w| lookup::same_build(&k, w)))
-    })?;
+    let reason = args.reason.as_deref();
+    let cleared = if raw.is_empty() && widened.is_empty() {
+        // Exact keys only: each is a one-key reset, audited with its key.
+        let mut cleared = Vec::new();
+        for key in args
+            .keys
+            .iter()
+            .map(|k| (k.to_string(), k))
+            .collect::<std::collections::BTreeMap<_, _>>()
+        {
+            if store.reset_with_reason(key.1, reason)? {
+                cleared.push(key.0);
+            }
+        }
+        cleared
+    } else {
+        let named: Vec<&str> = exact
+            .iter()
+            .map(String::as_str)
+            .chain(raw.iter().copied())
+            .collect();
+        let scope = format!("keys:{}", named.join(","));
+        store.reset_where_with_reason("", &scope, reason, |text| {
+            // A raw key matches as stored, or as `list` and `check` show it (sanitized).
+            exact.contains(text)
+                || raw.contains(text)
+                || raw.contains(sanitize(text).as_ref())
+                || text
+                    .parse::<BackendKey>()
+                    .is_ok_and(|k| widened.iter().any(|w| lookup::same_build(&k, w)))
+        })?
+    };
     let mut no_state = Vec::new();
     for key in &args.keys {
         let text = key.to_string();
@@ -180,7 +203,11 @@ fn clear_refused(ctx: &Ctx, store: &RecoveryStore, args: &ResetArgs) -> anyhow::
             named.join(", ")
         );
     }
-    let cleared = store.reset_where(&prefix, |text| refused.contains(text))?;
+    let scope = scope_of("refused", args);
+    let cleared =
+        store.reset_where_with_reason(&prefix, &scope, args.reason.as_deref(), |text| {
+            refused.contains(text)
+        })?;
     Ok(Cleared {
         cleared,
         no_state: Vec::new(),
@@ -192,19 +219,21 @@ fn clear_refused(ctx: &Ctx, store: &RecoveryStore, args: &ResetArgs) -> anyhow::
 fn clear_prefix(store: &RecoveryStore, args: &ResetArgs) -> anyhow::Result<Cleared> {
     if args.all {
         return Ok(Cleared {
-            cleared: store.reset_prefix("")?,
+            cleared: store.reset_prefix_with_reason("", args.reason.as_deref())?,
             no_state: Vec::new(),
             nothing: "the store is empty".into(),
         });
     }
     let prefix = instance_prefix(args.instance.as_ref());
     let service = args.service.as_deref();
-    let cleared = store.reset_where(&prefix, |text| {
-        service.is_none_or(|s| {
-            text.parse::<BackendKey>()
-                .is_ok_and(|k| k.service_name == s)
-        })
-    })?;
+    let scope = scope_of("", args);
+    let cleared =
+        store.reset_where_with_reason(&prefix, &scope, args.reason.as_deref(), |text| {
+            service.is_none_or(|s| {
+                text.parse::<BackendKey>()
+                    .is_ok_and(|k| k.service_name == s)
+            })
+        })?;
     let nothing = match (service, &args.instance) {
         (Some(s), Some(i)) => format!("no entry for service {s} under {i}"),
         (Some(s), None) => format!("no entry for service {s}"),
@@ -216,4 +245,20 @@ fn clear_prefix(store: &RecoveryStore, args: &ResetArgs) -> anyhow::Result<Clear
         no_state: Vec::new(),
         nothing,
     })
+}
+
+/// The scope an audit event names for a reset by filter: `refused`, `service:S`,
+/// `instance:I`, joined by `,` (e.g. `refused,service:zccache`).
+fn scope_of(first: &str, args: &ResetArgs) -> String {
+    let service = args.service.as_ref().map(|s| format!("service:{s}"));
+    let instance = args.instance.as_ref().map(|i| format!("instance:{i}"));
+    [
+        Some(first.to_owned()).filter(|f| !f.is_empty()),
+        service,
+        instance,
+    ]
+    .into_iter()
+    .flatten()
+    .collect::<Vec<_>>()
+    .join(",")
 }

@@ -574,6 +574,11 @@ impl Storage {
             self.write(|w| {
                 if w.policy()? != policy {
                     w.set_policy(&policy)?;
+                    w.append_audit(&crate::audit::Change::scope(
+                        crate::audit::AuditAction::PolicySet,
+                        "default".into(),
+                        None,
+                    ))?;
                 }
                 Ok(())
             })?;

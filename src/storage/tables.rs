@@ -10,6 +10,7 @@ use redb::{
 
 use super::guard::{encode_err, engine_err, missing_meta, not_a_store};
 use super::{AUDIT, ENTRIES, META, OVERRIDES};
+use crate::audit::{self, AuditEvent, Change};
 use crate::error::StoreError;
 use crate::key::BackendKey;
 use crate::migrations::{self, CURRENT_VERSION, FORMAT_NAME, current as schema};
@@ -18,6 +19,7 @@ use crate::record::{self, CrashRecord, RecoveryEntry};
 
 /// Reads from one snapshot.
 pub(crate) struct Reader<'a> {
+    txn: &'a ReadTransaction,
     meta: ReadOnlyTable<&'static [u8], &'static [u8]>,
     entries: Option<ReadOnlyTable<&'static [u8], &'static [u8]>>,
     /// The schema the values were written by (a store not yet migrated reads as it is).
@@ -26,7 +28,7 @@ pub(crate) struct Reader<'a> {
 }
 
 impl<'a> Reader<'a> {
-    pub(super) fn open(txn: &ReadTransaction, path: &'a Path) -> Result<Self, StoreError> {
+    pub(super) fn open(txn: &'a ReadTransaction, path: &'a Path) -> Result<Self, StoreError> {
         let meta = match txn.open_table(META) {
             Ok(table) => table,
             Err(TableError::TableDoesNotExist(_)) => return Err(not_a_store(path)),
@@ -40,6 +42,7 @@ impl<'a> Reader<'a> {
         // A file that says no version fails in `schema_version`; until then, read as current.
         let schema = read_schema_version(&meta, path).unwrap_or(CURRENT_VERSION);
         Ok(Self {
+            txn,
             meta,
             entries,
             schema,
@@ -144,6 +147,30 @@ impl<'a> Reader<'a> {
             }
         }
         Ok(())
+    }
+
+    /// Every audit event, oldest first, keeping those `keep` accepts (none in a store written
+    /// before schema 2, which has no audit table).
+    pub fn audit(&self, keep: impl Fn(&AuditEvent) -> bool) -> Result<Vec<AuditEvent>, StoreError> {
+        let path = self.path;
+        let table = match self.txn.open_table(AUDIT) {
+            Ok(table) => table,
+            Err(TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+            Err(e) => return Err(engine_err(path, e)),
+        };
+        let mut events = Vec::new();
+        for item in table.iter().map_err(|e| engine_err(path, e))? {
+            let (seq, value) = item.map_err(|e| engine_err(path, e))?;
+            let event =
+                audit::decode(seq.value(), value.value()).map_err(|e| StoreError::Corrupt {
+                    path: path.to_owned(),
+                    detail: format!("audit event {}: {e}", seq.value()),
+                })?;
+            if keep(&event) {
+                events.push(event);
+            }
+        }
+        Ok(events)
     }
 
     /// The number of entries.
@@ -297,6 +324,30 @@ impl<'a> Writer<'a> {
         }
         self.create_tables()?;
         self.set_policy(&policy)
+    }
+
+    /// Appends one audit event under the next sequence number, then drops the oldest events
+    /// beyond [`AUDIT_LIMIT`](schema::AUDIT_LIMIT), all in this transaction.
+    pub fn append_audit(&mut self, change: &Change) -> Result<(), StoreError> {
+        let path = self.path;
+        let err = |e: redb::StorageError| engine_err(path, e);
+        let mut table = self
+            .txn
+            .open_table(AUDIT)
+            .map_err(|e| engine_err(path, e))?;
+        // Numbers are never reused; at u64::MAX (never reached by counting) the newest is replaced.
+        let next = match table.last().map_err(err)? {
+            Some((seq, _)) => seq.value().saturating_add(1),
+            None => 1,
+        };
+        let value = audit::encode(&change.stamped()).map_err(|e| encode_err(path, e))?;
+        table.insert(next, value.as_slice()).map_err(err)?;
+        let mut len = table.len().map_err(err)?;
+        while len > schema::AUDIT_LIMIT {
+            table.pop_first().map_err(err)?;
+            len -= 1;
+        }
+        Ok(())
     }
 
     /// Writes raw `policy_overrides` and `audit` rows (for the schema 2 fixture, written before

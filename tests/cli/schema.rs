@@ -269,3 +269,28 @@ pub struct Export {
     pub policy: Policy,
     pub entries: Vec<ExportEntry>,
 }
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Audit {
+    pub events: Vec<AuditEvent>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditEvent {
+    pub at: Time,
+    pub action: String,
+    #[serde(deserialize_with = "present")]
+    pub key: Option<String>,
+    #[serde(deserialize_with = "present")]
+    pub scope: Option<String>,
+    #[serde(deserialize_with = "present")]
+    pub uid: Option<u32>,
+    #[serde(deserialize_with = "present")]
+    pub user: Option<String>,
+    #[serde(deserialize_with = "present")]
+    pub pid: Option<u32>,
+    #[serde(deserialize_with = "present")]
+    pub reason: Option<String>,
+}

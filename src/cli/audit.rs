@@ -1,0 +1,117 @@
+//! `audit`: the audit trail, oldest first, as a table or as
+//! `{events: [{at, action, key, scope, uid, user, pid, reason}]}`. Opens the store read-only and
+//! never creates one.
+
+use std::io::Write;
+use std::process::ExitCode;
+
+use recovery_store::{AuditEvent, BackendKey};
+use serde::Serialize;
+
+use super::Ctx;
+use super::json::{self, Time};
+use super::sanitize::sanitize;
+use super::view::rfc3339;
+
+/// The `audit --json` document.
+#[derive(Debug, Serialize)]
+struct Audit {
+    events: Vec<Event>,
+}
+
+/// One event: `key` is set for one-key actions (`reset`, `success`), `scope` for the others.
+#[derive(Debug, Serialize)]
+struct Event {
+    at: Time,
+    action: &'static str,
+    key: Option<String>,
+    scope: Option<String>,
+    uid: Option<u32>,
+    user: Option<String>,
+    pid: Option<u32>,
+    reason: Option<String>,
+}
+
+impl Event {
+    fn of(e: &AuditEvent) -> Self {
+        Self {
+            at: Time::of(&e.at),
+            action: e.action.as_str(),
+            key: e.key.clone(),
+            scope: e.scope.clone(),
+            uid: e.uid,
+            user: e.user.clone(),
+            pid: e.pid,
+            reason: e.reason.clone(),
+        }
+    }
+}
+
+pub fn audit(
+    ctx: &Ctx,
+    key: Option<&BackendKey>,
+    out: &mut impl Write,
+) -> anyhow::Result<ExitCode> {
+    let events = ctx.open_read()?.audit(key)?;
+    if ctx.json {
+        json::emit(
+            out,
+            &Audit {
+                events: events.iter().map(Event::of).collect(),
+            },
+        )?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    if events.is_empty() {
+        let what = key.map_or(String::new(), |k| format!(" for {k}"));
+        writeln!(out, "no audit events{what}")?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let header = ["TIME", "ACTION", "KEY/SCOPE", "USER (UID)", "PID", "REASON"];
+    let rows: Vec<[String; 6]> = events.iter().map(row).collect();
+    let mut widths = header.map(str::len);
+    for r in &rows {
+        for (w, cell) in widths.iter_mut().zip(r) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let line = |cells: [&str; 6]| {
+        let mut text = String::new();
+        for (i, (cell, w)) in cells.iter().zip(widths).enumerate() {
+            if i + 1 == cells.len() {
+                text.push_str(cell);
+            } else {
+                text.push_str(&format!("{cell:<w$}  "));
+            }
+        }
+        text.trim_end().to_owned()
+    };
+    writeln!(out, "{}", line(header))?;
+    for r in &rows {
+        writeln!(out, "{}", line(r.each_ref().map(String::as_str)))?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn row(e: &AuditEvent) -> [String; 6] {
+    let known = |v: Option<String>| v.unwrap_or_else(|| "-".into());
+    let user = match (&e.user, e.uid) {
+        (Some(name), Some(uid)) => format!("{} ({uid})", sanitize(name)),
+        (None, Some(uid)) => format!("({uid})"),
+        (Some(name), None) => sanitize(name).into_owned(),
+        (None, None) => "-".into(),
+    };
+    [
+        rfc3339(&e.at, false),
+        e.action.as_str().to_owned(),
+        known(
+            e.key
+                .as_deref()
+                .or(e.scope.as_deref())
+                .map(|t| sanitize(t).into_owned()),
+        ),
+        user,
+        known(e.pid.map(|p| p.to_string())),
+        known(e.reason.as_deref().map(|t| sanitize(t).into_owned())),
+    ]
+}
