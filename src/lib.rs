@@ -81,11 +81,15 @@ pub use policy::{
     BackendRecoveryDecision, BackendRecoveryPolicy, BackendRecoveryRefusalReason, BackendStatus,
     DEFAULT_RECOVERY_BUDGET_WINDOW, DEFAULT_RECOVERY_RETRY_BACKOFF, DEFAULT_SPAWN_BUDGET_WINDOW,
 };
+pub use policy::{
+    DEFAULT_RETRIES_PER_WINDOW, MAX_RETRIES_PER_WINDOW, RecoveryPolicy, validate_retries,
+};
 pub use record::{CrashRecord, CrashReport, HISTORY_LIMIT, MAX_POLICY_DURATION, RecoveryEntry};
 pub use snapshot::Snapshot;
 pub use storage::StorageBackend;
 pub use store::{DEFAULT_CACHE_SIZE, DEFAULT_LOCK_TIMEOUT, RecoveryStore, StoreOptions, status_of};
 pub use time::{BootTime, Timestamp};
+pub use window::status_under;
 
 /// The schema version this build writes (2); older files are migrated by the first writable
 /// open (after a byte-identical backup beside them) and read as they are by read-only opens;

@@ -65,6 +65,7 @@ impl BackendRecoveryState {
             window.crashes_in_window,
             elapsed_since(window.started_at, now),
             &self.policy,
+            1,
         );
         if outcome.restart_window {
             window.started_at = now;

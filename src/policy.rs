@@ -18,6 +18,14 @@ pub const DEFAULT_RECOVERY_RETRY_BACKOFF: Duration = Duration::from_millis(250);
 /// Default window before a backend-unavailable refusal can retry recovery.
 pub const DEFAULT_RECOVERY_BUDGET_WINDOW: Duration = DEFAULT_SPAWN_BUDGET_WINDOW;
 
+/// Retries a stored policy allows in one budget window unless told otherwise: one, as in the
+/// reference policy.
+pub const DEFAULT_RETRIES_PER_WINDOW: u32 = 1;
+
+/// The most retries per window a stored policy may allow: more would let a crash loop run
+/// unrefused for most of any sensible window.
+pub const MAX_RETRIES_PER_WINDOW: u32 = 100;
+
 /// The floor that zero durations are clamped to.
 const MIN_DURATION: Duration = Duration::from_millis(1);
 
@@ -74,6 +82,71 @@ impl Default for BackendRecoveryPolicy {
     }
 }
 
+/// A stored recovery policy: the timing of [`BackendRecoveryPolicy`] and how many retries one
+/// budget window allows before the next crash is refused (systemd's `StartLimitBurst`).
+///
+/// With `retries_per_window` 1 (the default) every decision is the reference policy's. Crashes
+/// 1..=N in a window get `Retry { attempt: k }`; crash N+1 is refused for the rest of the
+/// window.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct RecoveryPolicy {
+    /// Retry backoff and budget window.
+    pub recovery: BackendRecoveryPolicy,
+    /// Retries allowed in one budget window, 1..=[`MAX_RETRIES_PER_WINDOW`].
+    pub retries_per_window: u32,
+}
+
+impl RecoveryPolicy {
+    /// A policy allowing `retries_per_window` retries (0 is taken as 1) under `recovery`.
+    pub fn new(recovery: BackendRecoveryPolicy, retries_per_window: u32) -> Self {
+        Self {
+            recovery,
+            retries_per_window: retries_per_window.max(1),
+        }
+    }
+
+    /// Checks the timing ([`BackendRecoveryPolicy::validate`]) and that `retries_per_window` is
+    /// within 1..=[`MAX_RETRIES_PER_WINDOW`].
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::InvalidPolicy`] naming what is wrong and the allowed range.
+    pub fn validate(&self) -> Result<(), StoreError> {
+        self.recovery.validate()?;
+        validate_retries(self.retries_per_window)
+    }
+}
+
+impl Default for RecoveryPolicy {
+    fn default() -> Self {
+        Self::new(BackendRecoveryPolicy::default(), DEFAULT_RETRIES_PER_WINDOW)
+    }
+}
+
+impl From<BackendRecoveryPolicy> for RecoveryPolicy {
+    fn from(recovery: BackendRecoveryPolicy) -> Self {
+        Self::new(recovery, DEFAULT_RETRIES_PER_WINDOW)
+    }
+}
+
+/// Checks a retries-per-window count: 1..=[`MAX_RETRIES_PER_WINDOW`].
+///
+/// # Errors
+///
+/// [`StoreError::InvalidPolicy`] naming the count and the allowed range.
+pub fn validate_retries(retries_per_window: u32) -> Result<(), StoreError> {
+    if (1..=MAX_RETRIES_PER_WINDOW).contains(&retries_per_window) {
+        Ok(())
+    } else {
+        Err(StoreError::InvalidPolicy {
+            detail: format!(
+                "{retries_per_window} retries per window is outside 1..={MAX_RETRIES_PER_WINDOW}: \
+                 choose at least 1 (the reference policy) and at most {MAX_RETRIES_PER_WINDOW}"
+            ),
+        })
+    }
+}
+
 /// Decision returned after an observed backend crash.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum BackendRecoveryDecision {
@@ -105,14 +178,16 @@ pub enum BackendRecoveryRefusalReason {
 pub enum BackendStatus {
     /// No crash in a live window: the backend may be started.
     Healthy,
-    /// One crash in the current window: its retry is allowed, the next crash refuses.
+    /// Crashes in the current window that each got a retry; the next crash beyond the policy's
+    /// retries per window (one in the reference) refuses.
     Recovering {
         /// Crashes recorded in the current window.
         crashes_in_window: u32,
         /// Time until the window ends and the backend is healthy again.
         window_remaining: Duration,
     },
-    /// Crashed again within the window: refused until the window ends.
+    /// Crashed more often than the policy's retries per window allow: refused until the window
+    /// ends.
     Refused {
         /// Why the backend is refused.
         reason: BackendRecoveryRefusalReason,
@@ -133,11 +208,13 @@ pub(crate) struct CrashOutcome {
 }
 
 /// Applies one crash to a window that has run for `elapsed` and holds `crashes_in_window`
-/// earlier crashes (0 for a backend with no state, whose window opens now).
+/// earlier crashes (0 for a backend with no state, whose window opens now); crashes
+/// 1..=`retries` in a window retry (0 is taken as 1, the reference).
 pub(crate) fn on_crash(
     crashes_in_window: u32,
     elapsed: Duration,
     policy: &BackendRecoveryPolicy,
+    retries: u32,
 ) -> CrashOutcome {
     let restart_window = crashes_in_window == 0 || window_ended(elapsed, policy);
     let (before, elapsed) = if restart_window {
@@ -146,10 +223,10 @@ pub(crate) fn on_crash(
         (crashes_in_window, elapsed)
     };
     let crashes_in_window = before.saturating_add(1);
-    let decision = if crashes_in_window == 1 {
+    let decision = if crashes_in_window <= retries.max(1) {
         BackendRecoveryDecision::Retry {
             retry_after: policy.retry_backoff,
-            attempt: 1,
+            attempt: crashes_in_window,
         }
     } else {
         BackendRecoveryDecision::Refuse {
@@ -164,16 +241,18 @@ pub(crate) fn on_crash(
     }
 }
 
-/// The status of a window that has run for `elapsed` and holds `crashes_in_window` crashes.
+/// The status of a window that has run for `elapsed` and holds `crashes_in_window` crashes,
+/// under a policy allowing `retries` retries per window (0 is taken as 1).
 pub(crate) fn status(
     crashes_in_window: u32,
     elapsed: Duration,
     policy: &BackendRecoveryPolicy,
+    retries: u32,
 ) -> BackendStatus {
     let remaining = policy.budget_window.saturating_sub(elapsed);
     if crashes_in_window == 0 || remaining.is_zero() {
         BackendStatus::Healthy
-    } else if crashes_in_window == 1 {
+    } else if crashes_in_window <= retries.max(1) {
         BackendStatus::Recovering {
             crashes_in_window,
             window_remaining: remaining,
@@ -241,7 +320,7 @@ mod tests {
 
     #[test]
     fn first_crash_retries_after_backoff() {
-        let out = on_crash(0, Duration::from_secs(999), &policy());
+        let out = on_crash(0, Duration::from_secs(999), &policy(), 1);
         assert!(out.restart_window);
         assert_eq!(out.crashes_in_window, 1);
         assert_eq!(
@@ -255,7 +334,7 @@ mod tests {
 
     #[test]
     fn second_crash_in_window_refuses_for_the_rest_of_it() {
-        let out = on_crash(1, Duration::from_secs(10), &policy());
+        let out = on_crash(1, Duration::from_secs(10), &policy(), 1);
         assert!(!out.restart_window);
         assert_eq!(out.crashes_in_window, 2);
         assert_eq!(
@@ -269,20 +348,20 @@ mod tests {
 
     #[test]
     fn window_boundary_is_exclusive() {
-        let just_inside = on_crash(1, Duration::from_secs(30) - MS, &policy());
+        let just_inside = on_crash(1, Duration::from_secs(30) - MS, &policy(), 1);
         assert_eq!(just_inside.crashes_in_window, 2);
         assert!(matches!(
             just_inside.decision,
             BackendRecoveryDecision::Refuse { retry_after, .. } if retry_after == MS
         ));
-        let at_end = on_crash(5, Duration::from_secs(30), &policy());
+        let at_end = on_crash(5, Duration::from_secs(30), &policy(), 1);
         assert!(at_end.restart_window);
         assert_eq!(at_end.crashes_in_window, 1);
     }
 
     #[test]
     fn crash_count_saturates() {
-        let out = on_crash(u32::MAX, Duration::ZERO, &policy());
+        let out = on_crash(u32::MAX, Duration::ZERO, &policy(), 1);
         assert_eq!(out.crashes_in_window, u32::MAX);
         assert!(matches!(
             out.decision,
@@ -291,25 +370,73 @@ mod tests {
     }
 
     #[test]
+    fn n_retries_per_window_retry_crashes_one_to_n_and_refuse_the_next() {
+        let p = policy();
+        for n in [1, 2, 5] {
+            for k in 1..=n {
+                let out = on_crash(k - 1, Duration::from_secs(1), &p, n);
+                assert_eq!(
+                    out.decision,
+                    BackendRecoveryDecision::Retry {
+                        retry_after: p.retry_backoff,
+                        attempt: k
+                    }
+                );
+                assert!(matches!(
+                    status(k, Duration::from_secs(1), &p, n),
+                    BackendStatus::Recovering { crashes_in_window, .. } if crashes_in_window == k
+                ));
+            }
+            let out = on_crash(n, Duration::from_secs(1), &p, n);
+            assert!(matches!(
+                out.decision,
+                BackendRecoveryDecision::Refuse { retry_after, .. } if retry_after == Duration::from_secs(29)
+            ));
+            assert!(matches!(
+                status(n + 1, Duration::from_secs(1), &p, n),
+                BackendStatus::Refused { .. }
+            ));
+        }
+        // Zero is the reference's one.
+        assert_eq!(
+            on_crash(1, Duration::ZERO, &p, 0),
+            on_crash(1, Duration::ZERO, &p, 1)
+        );
+    }
+
+    #[test]
+    fn retries_are_validated() {
+        assert!(RecoveryPolicy::default().validate().is_ok());
+        assert_eq!(RecoveryPolicy::default().retries_per_window, 1);
+        for bad in [0, MAX_RETRIES_PER_WINDOW + 1] {
+            assert!(matches!(
+                validate_retries(bad),
+                Err(StoreError::InvalidPolicy { detail }) if detail.contains("retries per window")
+            ));
+        }
+        assert!(validate_retries(MAX_RETRIES_PER_WINDOW).is_ok());
+    }
+
+    #[test]
     fn status_follows_the_window() {
         let p = policy();
-        assert_eq!(status(0, Duration::ZERO, &p), BackendStatus::Healthy);
+        assert_eq!(status(0, Duration::ZERO, &p, 1), BackendStatus::Healthy);
         assert_eq!(
-            status(1, Duration::from_secs(5), &p),
+            status(1, Duration::from_secs(5), &p, 1),
             BackendStatus::Recovering {
                 crashes_in_window: 1,
                 window_remaining: Duration::from_secs(25)
             }
         );
         assert_eq!(
-            status(2, Duration::from_secs(5), &p),
+            status(2, Duration::from_secs(5), &p, 1),
             BackendStatus::Refused {
                 reason: BackendRecoveryRefusalReason::BackendUnavailable,
                 retry_after: Duration::from_secs(25)
             }
         );
         assert_eq!(
-            status(2, Duration::from_secs(30), &p),
+            status(2, Duration::from_secs(30), &p, 1),
             BackendStatus::Healthy
         );
         assert!(window_ended(Duration::from_secs(30), &p));

@@ -191,8 +191,7 @@ fn corrupt_entry(raw_key: &[u8], path: &std::path::Path, detail: String) -> Stor
     }
 }
 
-/// Encodes a policy; `retries_per_window` is kept from the policy it replaces (1 when new),
-/// since this build decides with one retry per window.
+/// Encodes a policy and its `retries_per_window`.
 pub(crate) fn encode_policy(
     policy: &BackendRecoveryPolicy,
     retries_per_window: u32,

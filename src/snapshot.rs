@@ -68,6 +68,15 @@ impl Snapshot<'_, '_> {
         self.reader.policy()
     }
 
+    /// The policy stored in this commit, with its retries per window.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Corrupt`] when the stored policy cannot be decoded.
+    pub fn recovery_policy(&self) -> Result<crate::RecoveryPolicy, StoreError> {
+        self.reader.recovery_policy()
+    }
+
     /// The schema version of the file.
     ///
     /// # Errors

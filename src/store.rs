@@ -7,7 +7,9 @@ use crate::audit::{AuditAction, AuditEvent, Change};
 use crate::error::StoreError;
 use crate::group::{self, GroupCommit};
 use crate::key::BackendKey;
-use crate::policy::{BackendRecoveryDecision, BackendRecoveryPolicy, BackendStatus};
+use crate::policy::{
+    BackendRecoveryDecision, BackendRecoveryPolicy, BackendStatus, RecoveryPolicy,
+};
 use crate::record::{CrashRecord, CrashReport, RecoveryEntry};
 use crate::storage::{OpenConfig, Storage, StorageBackend, Writer};
 use crate::time::Timestamp;
@@ -187,6 +189,42 @@ impl RecoveryStore {
     /// The policy persisted in the store.
     pub fn policy(&self) -> Result<BackendRecoveryPolicy, StoreError> {
         self.storage.read(|r| r.policy())
+    }
+
+    /// The policy persisted in the store, with its retries per window (1, the reference, unless
+    /// [`set_recovery_policy`](Self::set_recovery_policy) stored another).
+    pub fn recovery_policy(&self) -> Result<RecoveryPolicy, StoreError> {
+        self.storage.read(|r| r.recovery_policy())
+    }
+
+    /// Persists a policy with its retries per window, as [`set_policy`](Self::set_policy) does
+    /// (one audit event when it changes anything, nothing written when it does not).
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::InvalidPolicy`] for a backoff not shorter than the window or retries per
+    /// window outside 1..=[`MAX_RETRIES_PER_WINDOW`](crate::MAX_RETRIES_PER_WINDOW); storage
+    /// errors as for any write.
+    pub fn set_recovery_policy(
+        &self,
+        policy: RecoveryPolicy,
+        reason: Option<&str>,
+    ) -> Result<(), StoreError> {
+        policy.validate()?;
+        if self.storage.read(|r| r.recovery_policy()).ok() == Some(policy) {
+            return Ok(());
+        }
+        self.storage.write(|w| {
+            if w.recovery_policy().ok() != Some(policy) {
+                w.set_recovery_policy(&policy)?;
+                w.append_audit(&Change::scope(
+                    AuditAction::PolicySet,
+                    "default".into(),
+                    reason,
+                ))?;
+            }
+            Ok(())
+        })
     }
 
     /// Persists a new policy for every process sharing the store. Windows already open are
@@ -403,8 +441,8 @@ impl RecoveryStore {
             let Some(entry) = r.get(key)? else {
                 return Ok(BackendStatus::Healthy);
             };
-            let policy = r.policy()?;
-            Ok(status_of(&entry, now, &policy))
+            let policy = r.recovery_policy()?;
+            Ok(crate::window::status_under(&entry, now, &policy))
         })
     }
 
@@ -580,7 +618,7 @@ fn apply_crash(
     report: CrashReport,
 ) -> Result<BackendRecoveryDecision, StoreError> {
     let now = now.unwrap_or_else(Timestamp::now);
-    let policy = w.policy()?;
+    let policy = w.recovery_policy()?;
     let (previous, mut history) = w.get_with_history(key)?;
     let (entry, decision) = window::crash(previous.as_ref(), key, now, &policy);
     history.push(CrashRecord::by_this_process(now, report));

@@ -6,7 +6,9 @@
 use std::time::Duration;
 
 use crate::key::BackendKey;
-use crate::policy::{self, BackendRecoveryDecision, BackendRecoveryPolicy, BackendStatus};
+use crate::policy::{
+    self, BackendRecoveryDecision, BackendRecoveryPolicy, BackendStatus, RecoveryPolicy,
+};
 use crate::record::RecoveryEntry;
 use crate::time::Timestamp;
 
@@ -17,13 +19,31 @@ use crate::time::Timestamp;
 /// healthy: nothing says how much of it is left, and holding the backend until the wall clock
 /// catches up could trap it for as long as the step. Its crash count is kept, so the next crash re-anchors the
 /// window at that moment and refuses for one window.
+///
+/// This is the reference's one retry per window; [`status_under`] takes a stored
+/// [`RecoveryPolicy`] with its retries per window.
 pub fn status_of(
     entry: &RecoveryEntry,
     now: Timestamp,
     policy: &BackendRecoveryPolicy,
 ) -> BackendStatus {
-    match window_elapsed(&entry.window_started_at, now, policy) {
-        Some(elapsed) => policy::status(entry.crashes_in_window, elapsed, policy),
+    status_under(entry, now, &RecoveryPolicy::from(*policy))
+}
+
+/// Where an entry stands at `now` under a stored policy with its retries per window: as
+/// [`status_of`], with crashes 1..=`retries_per_window` reported as recovering.
+pub fn status_under(
+    entry: &RecoveryEntry,
+    now: Timestamp,
+    policy: &RecoveryPolicy,
+) -> BackendStatus {
+    match window_elapsed(&entry.window_started_at, now, &policy.recovery) {
+        Some(elapsed) => policy::status(
+            entry.crashes_in_window,
+            elapsed,
+            &policy.recovery,
+            policy.retries_per_window,
+        ),
         None => BackendStatus::Healthy,
     }
 }
@@ -37,8 +57,10 @@ pub(crate) fn crash(
     previous: Option<&RecoveryEntry>,
     key: &BackendKey,
     now: Timestamp,
-    policy: &BackendRecoveryPolicy,
+    policy: &RecoveryPolicy,
 ) -> (RecoveryEntry, BackendRecoveryDecision) {
+    let retries = policy.retries_per_window;
+    let policy = &policy.recovery;
     let (crashes, total) = previous.map_or((0, 0), |e| (e.crashes_in_window, e.total_crashes));
     let (started, elapsed) = previous
         .and_then(|e| {
@@ -48,7 +70,7 @@ pub(crate) fn crash(
             ))
         })
         .unwrap_or((now, Duration::ZERO));
-    let outcome = policy::on_crash(crashes, elapsed, policy);
+    let outcome = policy::on_crash(crashes, elapsed, policy, retries);
     let entry = RecoveryEntry {
         key: key.clone(),
         window_started_at: if outcome.restart_window { now } else { started },

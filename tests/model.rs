@@ -1,7 +1,8 @@
 //! Property tests: random sequences of crashes, successes, resets, reopens, time advances,
 //! wall-clock steps and reboots give the same decisions, states and statuses on the durable
 //! store as on an in-memory model; and, with monotonic time, the same decisions as the
-//! in-memory `BackendRecoveryState` that mirrors the broker's reference module.
+//! in-memory `BackendRecoveryState` that mirrors the broker's reference module. The model also
+//! runs stores whose policy allows several retries per window.
 //!
 //! `RECOVERY_STORE_PROPTEST_CASES` raises the number of cases (default 48 each).
 
@@ -9,9 +10,11 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use proptest::prelude::*;
+use proptest::test_runner::TestCaseError;
 use recovery_store::{
     BackendKey, BackendRecoveryDecision, BackendRecoveryPolicy, BackendRecoveryRefusalReason,
-    BackendRecoveryState, BackendStatus, BootTime, RecoveryStore, StoreOptions, Timestamp,
+    BackendRecoveryState, BackendStatus, BootTime, RecoveryPolicy, RecoveryStore, StoreOptions,
+    Timestamp,
 };
 
 use crate::util::{TempStore, base, key};
@@ -121,6 +124,8 @@ struct Window {
 /// amount, is a late caller and counts as no time, as in the reference.
 struct Model {
     policy: BackendRecoveryPolicy,
+    /// Crashes 1..=retries in a window retry; the next is refused (1 in the reference).
+    retries: u32,
     windows: HashMap<usize, Window>,
 }
 
@@ -159,6 +164,12 @@ impl Model {
             };
         }
         w.crashes += 1;
+        if w.crashes <= self.retries {
+            return BackendRecoveryDecision::Retry {
+                retry_after: p.retry_backoff,
+                attempt: w.crashes,
+            };
+        }
         BackendRecoveryDecision::Refuse {
             reason: BackendRecoveryRefusalReason::BackendUnavailable,
             retry_after: p.budget_window - elapsed,
@@ -174,9 +185,9 @@ impl Model {
         };
         if elapsed >= self.policy.budget_window {
             BackendStatus::Healthy
-        } else if w.crashes == 1 {
+        } else if w.crashes <= self.retries {
             BackendStatus::Recovering {
-                crashes_in_window: 1,
+                crashes_in_window: w.crashes,
                 window_remaining: self.policy.budget_window - elapsed,
             }
         } else {
@@ -239,6 +250,95 @@ fn keys() -> Vec<BackendKey> {
     KEYS.iter().map(|k| key(k)).collect()
 }
 
+/// Runs `ops` on a store holding `stored` and on the model, comparing every decision, status
+/// and entry.
+fn store_matches_model(stored: RecoveryPolicy, ops: &[Op]) -> Result<(), TestCaseError> {
+    let policy = stored.recovery;
+    let t = TempStore::new();
+    let keys = keys();
+    let mut store =
+        RecoveryStore::open_with(&t.path, StoreOptions::default().policy(policy)).unwrap();
+    if stored.retries_per_window != 1 {
+        store.set_recovery_policy(stored, None).unwrap();
+    }
+    let mut model = Model {
+        policy,
+        retries: stored.retries_per_window,
+        windows: HashMap::new(),
+    };
+    let mut clock = Clock {
+        wall_ms: 0,
+        boot_id: 1,
+        since_boot_ms: 60_000,
+    };
+    for op in ops {
+        let now = clock.now();
+        match *op {
+            Op::Crash(k) | Op::LateCrash(k, _) => {
+                let now = match *op {
+                    Op::LateCrash(_, ms) => clock.ago(ms),
+                    _ => now,
+                };
+                let got = store.record_crash(&keys[k], now).unwrap();
+                let want = model.crash(k, now);
+                prop_assert_eq!(&got, &want, "crash {} at {:?}", KEYS[k], now);
+                // Whatever the clocks did, a refusal never outlasts one window.
+                if let BackendRecoveryDecision::Refuse { retry_after, .. } = got {
+                    prop_assert!(retry_after <= policy.budget_window);
+                }
+            }
+            Op::Success(k) => {
+                let had = model.windows.remove(&k).is_some();
+                prop_assert_eq!(store.record_success(&keys[k]).unwrap(), had);
+            }
+            Op::Reset(k) => {
+                let had = model.windows.remove(&k).is_some();
+                prop_assert_eq!(store.reset(&keys[k]).unwrap(), had);
+            }
+            Op::Reopen => {
+                drop(store);
+                store = t.open();
+                prop_assert_eq!(store.recovery_policy().unwrap(), stored);
+            }
+            Op::Advance(ms) => {
+                clock.wall_ms += ms as i64;
+                clock.since_boot_ms += ms;
+            }
+            Op::ToWindowEdge(k, delta) => {
+                let edge = |w: &Window| {
+                    let elapsed = model.elapsed(w, now)?;
+                    let target = policy.budget_window.as_millis() as i64 + i64::from(delta);
+                    u64::try_from(target - elapsed.as_millis() as i64).ok()
+                };
+                if let Some(ms) = model.windows.get(&k).and_then(edge) {
+                    clock.wall_ms += ms as i64;
+                    clock.since_boot_ms += ms;
+                }
+            }
+            Op::StepBack(ms) => clock.wall_ms -= ms as i64,
+            Op::StepForward(ms) => clock.wall_ms += ms as i64,
+            Op::Reboot(ms) => {
+                clock.boot_id += 1;
+                clock.since_boot_ms = 5_000;
+                clock.wall_ms += ms as i64;
+            }
+        }
+        let now = clock.now();
+        for (k, backend) in keys.iter().enumerate() {
+            prop_assert_eq!(store.status(backend, now).unwrap(), model.status(k, now));
+            let stored = store.get(backend).unwrap();
+            let modelled = model.windows.get(&k);
+            prop_assert_eq!(stored.is_some(), modelled.is_some());
+            if let (Some(s), Some(m)) = (stored, modelled) {
+                prop_assert_eq!(s.window_started_at, m.started);
+                prop_assert_eq!(s.crashes_in_window, m.crashes);
+                prop_assert_eq!(s.total_crashes, m.total);
+            }
+        }
+    }
+    Ok(())
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(cases()))]
 
@@ -247,77 +347,18 @@ proptest! {
         policy in policy(),
         ops in proptest::collection::vec(op(), 1..40),
     ) {
-        let t = TempStore::new();
-        let keys = keys();
-        let mut store = RecoveryStore::open_with(&t.path, StoreOptions::default().policy(policy))
-            .unwrap();
-        let mut model = Model { policy, windows: HashMap::new() };
-        let mut clock = Clock { wall_ms: 0, boot_id: 1, since_boot_ms: 60_000 };
-        for op in &ops {
-            let now = clock.now();
-            match *op {
-                Op::Crash(k) | Op::LateCrash(k, _) => {
-                    let now = match *op {
-                        Op::LateCrash(_, ms) => clock.ago(ms),
-                        _ => now,
-                    };
-                    let got = store.record_crash(&keys[k], now).unwrap();
-                    let want = model.crash(k, now);
-                    prop_assert_eq!(&got, &want, "crash {} at {:?}", KEYS[k], now);
-                    // Whatever the clocks did, a refusal never outlasts one window.
-                    if let BackendRecoveryDecision::Refuse { retry_after, .. } = got {
-                        prop_assert!(retry_after <= policy.budget_window);
-                    }
-                }
-                Op::Success(k) => {
-                    let had = model.windows.remove(&k).is_some();
-                    prop_assert_eq!(store.record_success(&keys[k]).unwrap(), had);
-                }
-                Op::Reset(k) => {
-                    let had = model.windows.remove(&k).is_some();
-                    prop_assert_eq!(store.reset(&keys[k]).unwrap(), had);
-                }
-                Op::Reopen => {
-                    drop(store);
-                    store = t.open();
-                    prop_assert_eq!(store.policy().unwrap(), policy);
-                }
-                Op::Advance(ms) => {
-                    clock.wall_ms += ms as i64;
-                    clock.since_boot_ms += ms;
-                }
-                Op::ToWindowEdge(k, delta) => {
-                    let edge = |w: &Window| {
-                        let elapsed = model.elapsed(w, now)?;
-                        let target = policy.budget_window.as_millis() as i64 + i64::from(delta);
-                        u64::try_from(target - elapsed.as_millis() as i64).ok()
-                    };
-                    if let Some(ms) = model.windows.get(&k).and_then(edge) {
-                        clock.wall_ms += ms as i64;
-                        clock.since_boot_ms += ms;
-                    }
-                }
-                Op::StepBack(ms) => clock.wall_ms -= ms as i64,
-                Op::StepForward(ms) => clock.wall_ms += ms as i64,
-                Op::Reboot(ms) => {
-                    clock.boot_id += 1;
-                    clock.since_boot_ms = 5_000;
-                    clock.wall_ms += ms as i64;
-                }
-            }
-            let now = clock.now();
-            for (k, backend) in keys.iter().enumerate() {
-                prop_assert_eq!(store.status(backend, now).unwrap(), model.status(k, now));
-                let stored = store.get(backend).unwrap();
-                let modelled = model.windows.get(&k);
-                prop_assert_eq!(stored.is_some(), modelled.is_some());
-                if let (Some(s), Some(m)) = (stored, modelled) {
-                    prop_assert_eq!(s.window_started_at, m.started);
-                    prop_assert_eq!(s.crashes_in_window, m.crashes);
-                    prop_assert_eq!(s.total_crashes, m.total);
-                }
-            }
-        }
+        store_matches_model(policy.into(), &ops)?;
+    }
+
+    /// Policies allowing 1..=5 retries per window: crashes 1..=N retry with attempts 1..=N and
+    /// report recovering, crash N+1 is refused for the rest of the window.
+    #[test]
+    fn store_with_retries_per_window_matches_model(
+        policy in policy(),
+        retries in 1u32..=5,
+        ops in proptest::collection::vec(op(), 1..40),
+    ) {
+        store_matches_model(RecoveryPolicy::new(policy, retries), &ops)?;
     }
 
     #[test]

@@ -292,9 +292,9 @@ pub enum PolicyAction {
     /// Change the policy for every process sharing the store; windows already running are
     /// judged by the new policy from their next decision.
     #[command(group(ArgGroup::new("change").required(true).multiple(true)
-        .args(["retry_backoff", "budget_window"])), after_help = POLICY_EXIT)]
+        .args(["retry_backoff", "budget_window", "retries"])), after_help = POLICY_EXIT)]
     Set {
-        /// Delay before the one retry, e.g. 250ms; over 1h needs --yes.
+        /// Delay before each retry, e.g. 250ms; over 1h needs --yes.
         #[arg(long, value_parser = parse_duration)]
         retry_backoff: Option<Duration>,
         /// The budget window, e.g. 30s; over 1 day needs --yes.
@@ -306,6 +306,10 @@ pub enum PolicyAction {
         /// Why, kept in the audit trail (`recovery-store audit`), e.g. "flaky disk".
         #[arg(long, value_name = "TEXT", value_parser = parse_reason)]
         reason: Option<String>,
+        /// Retries allowed in one budget window before the next crash is refused (1..=100;
+        /// 1 is the reference policy).
+        #[arg(long, value_name = "N", value_parser = parse_retries)]
+        retries: Option<u32>,
     },
 }
 
@@ -382,6 +386,17 @@ fn parse_key(text: &str) -> Result<BackendKey, String> {
 
 /// The longest `--reason`, in bytes: a sentence or two, not a document.
 pub const MAX_REASON_LEN: usize = 1024;
+
+fn parse_retries(text: &str) -> Result<u32, String> {
+    let n: u32 = text.trim().parse().map_err(|_| {
+        format!(
+            "{text:?} is not a count of retries: give a whole number from 1 to {}",
+            recovery_store::MAX_RETRIES_PER_WINDOW
+        )
+    })?;
+    recovery_store::validate_retries(n).map_err(|e| e.to_string())?;
+    Ok(n)
+}
 
 fn parse_reason(text: &str) -> Result<String, String> {
     let text = text.trim();

@@ -9,7 +9,8 @@ use std::time::Duration;
 use anyhow::{Context as _, bail};
 use clap::CommandFactory;
 use recovery_store::{
-    BackendKey, BackendRecoveryDecision, BackendRecoveryPolicy, CrashReport, StoreOptions,
+    BackendKey, BackendRecoveryDecision, BackendRecoveryPolicy, CrashReport, RecoveryPolicy,
+    StoreOptions,
 };
 
 use super::args::{Cli, Command, MetricsArgs, PolicyAction};
@@ -85,9 +86,9 @@ fn metrics(ctx: &Ctx, args: &MetricsArgs, out: &mut impl Write) -> anyhow::Resul
 fn lookup(
     ctx: &Ctx,
     key: &BackendKey,
-) -> anyhow::Result<(Found, BackendRecoveryPolicy, recovery_store::Timestamp)> {
+) -> anyhow::Result<(Found, RecoveryPolicy, recovery_store::Timestamp)> {
     let store = ctx.open_read()?;
-    let policy = store.policy()?;
+    let policy = store.recovery_policy()?;
     let now = ctx.now();
     let found = lookup::find(&store, key, now, &policy)
         .with_context(|| format!("cannot read the state of {key}"))?;
@@ -121,7 +122,7 @@ fn show(ctx: &Ctx, key: &BackendKey, out: &mut impl Write) -> anyhow::Result<Exi
                 evaluated_at: json::Time::of(&now),
                 state: worst.map_or(State::Healthy, |v| v.state),
                 recorded: worst.is_some(),
-                policy: json::Policy::of(&policy),
+                policy: json::StoredPolicy::of(&policy),
                 entry: worst.map(with_history),
                 matches: found.views.iter().map(with_history).collect(),
                 similar: found.similar.clone(),
@@ -286,11 +287,12 @@ fn policy(
         budget_window,
         yes,
         reason,
+        retries,
     }) = action
     else {
-        let policy = ctx.open_read()?.policy()?;
+        let policy = ctx.open_read()?.recovery_policy()?;
         if ctx.json {
-            json::emit(out, &json::Policy::of(&policy))?;
+            json::emit(out, &json::StoredPolicy::of(&policy))?;
         } else {
             render::policy(out, &policy)?;
         }
@@ -303,27 +305,30 @@ fn policy(
         None
     };
     let old = match &existing {
-        Some(store) => store.policy()?,
-        None => BackendRecoveryPolicy::default(),
+        Some(store) => store.recovery_policy()?,
+        None => RecoveryPolicy::default(),
     };
-    let new = BackendRecoveryPolicy::new(
-        retry_backoff.unwrap_or(old.retry_backoff),
-        budget_window.unwrap_or(old.budget_window),
+    let new = RecoveryPolicy::new(
+        BackendRecoveryPolicy::new(
+            retry_backoff.unwrap_or(old.recovery.retry_backoff),
+            budget_window.unwrap_or(old.recovery.budget_window),
+        ),
+        retries.unwrap_or(old.retries_per_window),
     );
-    check_policy(&new, yes)?;
+    check_policy(&new.recovery, yes)?;
     let store = match existing {
         Some(store) => store,
-        None => ctx.open_create_with(StoreOptions::default().policy(new))?,
+        None => ctx.open_create_with(StoreOptions::default().policy(new.recovery))?,
     };
     store
-        .set_policy_with_reason(new, reason.as_deref())
+        .set_recovery_policy(new, reason.as_deref())
         .with_context(|| format!("cannot set the policy of {}", ctx.shown_path()))?;
     if ctx.json {
         json::emit(
             out,
             &json::PolicySet {
-                policy: json::Policy::of(&new),
-                previous: json::Policy::of(&old),
+                policy: json::StoredPolicy::of(&new),
+                previous: json::StoredPolicy::of(&old),
             },
         )?;
     } else {

@@ -12,7 +12,7 @@ use std::cell::RefCell;
 use serde::ser::{Error as _, SerializeSeq};
 use serde::{Serialize, Serializer};
 
-use recovery_store::{BackendRecoveryPolicy, CrashRecord, StoreError, Timestamp};
+use recovery_store::{BackendRecoveryPolicy, CrashRecord, RecoveryPolicy, StoreError, Timestamp};
 
 use super::crashes::CrashJson;
 use super::locate::Source;
@@ -44,6 +44,24 @@ impl Policy {
         Self {
             retry_backoff_ms: millis(p.retry_backoff),
             budget_window_ms: millis(p.budget_window),
+        }
+    }
+}
+
+/// A stored policy with its retries per window: `policy`, `policy set` and `show`.
+#[derive(Debug, Serialize)]
+pub struct StoredPolicy {
+    pub retry_backoff_ms: u64,
+    pub budget_window_ms: u64,
+    pub retries_per_window: u32,
+}
+
+impl StoredPolicy {
+    pub fn of(p: &RecoveryPolicy) -> Self {
+        Self {
+            retry_backoff_ms: millis(p.recovery.retry_backoff),
+            budget_window_ms: millis(p.recovery.budget_window),
+            retries_per_window: p.retries_per_window,
         }
     }
 }
@@ -128,7 +146,7 @@ pub struct Show {
     pub state: State,
     /// False when the key has no recorded state.
     pub recorded: bool,
-    pub policy: Policy,
+    pub policy: StoredPolicy,
     /// The entry the key names; for a key without its hash, the worst of `matches`.
     pub entry: Option<Entry>,
     /// Every entry the key names (several for a key without its executable hash).
@@ -178,8 +196,8 @@ pub struct StorePath {
 #[derive(Debug, Serialize)]
 pub struct PolicySet {
     #[serde(flatten)]
-    pub policy: Policy,
-    pub previous: Policy,
+    pub policy: StoredPolicy,
+    pub previous: StoredPolicy,
 }
 
 #[derive(Debug, Serialize)]

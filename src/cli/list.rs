@@ -13,7 +13,7 @@ use std::io::{self, Write};
 use std::process::ExitCode;
 
 use anstream::{AutoStream, ColorChoice};
-use recovery_store::{BackendRecoveryPolicy, RecoveryStore, StoreError, Timestamp};
+use recovery_store::{RecoveryPolicy, RecoveryStore, StoreError, Timestamp};
 
 use super::args::{ListArgs, OutputArg, SortArg, StateArg};
 use super::render::{self, LIST_HEADERS};
@@ -30,7 +30,7 @@ struct Filter<'a> {
     service: Option<&'a str>,
     state: Option<State>,
     now: Timestamp,
-    policy: BackendRecoveryPolicy,
+    policy: RecoveryPolicy,
 }
 
 impl Filter<'_> {
@@ -85,7 +85,7 @@ pub fn list(ctx: &Ctx, args: &ListArgs, out: &mut impl Write) -> anyhow::Result<
         service: args.service.as_deref(),
         state: args.state_filter().map(state_of),
         now: ctx.now(),
-        policy: store.policy()?,
+        policy: store.recovery_policy()?,
     };
     let sort = args.sort.unwrap_or(if ctx.json {
         SortArg::Key

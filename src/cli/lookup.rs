@@ -3,7 +3,7 @@
 //! types). When nothing matches, near keys (the same service under another version, instance
 //! or hash) are offered, so a typo never reads as a healthy backend.
 
-use recovery_store::{BackendKey, BackendRecoveryPolicy, RecoveryStore, StoreError, Timestamp};
+use recovery_store::{BackendKey, RecoveryStore, StoreError, Timestamp};
 
 use super::view::EntryView;
 
@@ -47,7 +47,7 @@ pub fn find(
     store: &RecoveryStore,
     key: &BackendKey,
     now: Timestamp,
-    policy: &BackendRecoveryPolicy,
+    policy: &recovery_store::RecoveryPolicy,
 ) -> Result<Found, StoreError> {
     let mut views = Vec::new();
     if key.exe_hash.is_empty() {

@@ -16,8 +16,8 @@ use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Registry;
 use recovery_store::{
-    BackendRecoveryPolicy, BackendStatus, CrashRecord, RecoveryEntry, RecoveryStore,
-    SCHEMA_VERSION, Snapshot, StoreError, Timestamp, status_of,
+    BackendStatus, CrashRecord, RecoveryEntry, RecoveryPolicy, RecoveryStore, SCHEMA_VERSION,
+    Snapshot, StoreError, Timestamp, status_under,
 };
 
 /// The three states a backend can be in, as the `state` label spells them.
@@ -108,9 +108,9 @@ struct Backend {
 }
 
 impl Backend {
-    fn new(entry: RecoveryEntry, now: Timestamp, policy: &BackendRecoveryPolicy) -> Self {
+    fn new(entry: RecoveryEntry, now: Timestamp, policy: &RecoveryPolicy) -> Self {
         // An ended window counts no crashes, as in `status`; the total is kept.
-        let (state, crashes_in_window, retry_after) = match status_of(&entry, now, policy) {
+        let (state, crashes_in_window, retry_after) = match status_under(&entry, now, policy) {
             BackendStatus::Healthy => (0, 0, Duration::ZERO),
             BackendStatus::Recovering {
                 crashes_in_window, ..
@@ -159,7 +159,7 @@ fn encode_snapshot(
     encoder: &mut DescriptorEncoder,
     fmt_failed: &mut bool,
 ) -> Result<(), StoreError> {
-    let policy = snap.policy()?;
+    let policy = snap.recovery_policy()?;
     let census = census(snap, report, &policy)?;
     // A formatting error is the writer's (stdout closed, disk full): stop walking at once. The
     // walk can only be stopped with a `StoreError`; this one never leaves this module.
@@ -291,7 +291,7 @@ fn encode_backend(
 fn census(
     snap: &Snapshot<'_, '_>,
     report: &Report,
-    policy: &BackendRecoveryPolicy,
+    policy: &RecoveryPolicy,
 ) -> Result<Census, StoreError> {
     let mut by_state = [0u64; 3];
     let mut damaged = 0;
@@ -315,7 +315,7 @@ fn encode_store_gauges(
     encoder: &mut DescriptorEncoder,
     snap: &Snapshot<'_, '_>,
     report: &Report,
-    policy: &BackendRecoveryPolicy,
+    policy: &RecoveryPolicy,
     census: &Census,
 ) -> Result<(), fmt::Error> {
     let gauge = ConstGauge::new(0i64).metric_type();
@@ -355,12 +355,12 @@ fn encode_store_gauges(
         (
             "recovery_store_policy_retry_backoff_seconds",
             "The store's default retry backoff, in seconds.",
-            policy.retry_backoff.as_secs_f64(),
+            policy.recovery.retry_backoff.as_secs_f64(),
         ),
         (
             "recovery_store_policy_budget_window_seconds",
             "The store's default budget window, in seconds.",
-            policy.budget_window.as_secs_f64(),
+            policy.recovery.budget_window.as_secs_f64(),
         ),
         (
             "recovery_store_report_timestamp_seconds",

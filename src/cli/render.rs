@@ -4,7 +4,8 @@
 use std::io::{self, Write};
 
 use recovery_store::{
-    BackendKey, BackendRecoveryDecision, BackendRecoveryPolicy, CrashRecord, StoreError, Timestamp,
+    BackendKey, BackendRecoveryDecision, BackendRecoveryPolicy, CrashRecord, RecoveryPolicy,
+    StoreError, Timestamp,
 };
 
 use super::crashes;
@@ -106,7 +107,7 @@ pub fn show(
     found: &Found,
     histories: &[Vec<CrashRecord>],
     now: &Timestamp,
-    policy: &BackendRecoveryPolicy,
+    policy: &RecoveryPolicy,
 ) -> io::Result<()> {
     if found.views.is_empty() {
         return show_one(out, key, None, &found.similar, now, policy);
@@ -135,7 +136,7 @@ fn show_one(
     view: Option<&EntryView>,
     similar: &[String],
     now: &Timestamp,
-    policy: &BackendRecoveryPolicy,
+    policy: &RecoveryPolicy,
 ) -> io::Result<()> {
     let when = |ts: &Timestamp| format!("{} ({})", rfc3339(ts, true), relative(ts, now));
     let hash = if key.exe_hash.is_empty() {
@@ -184,7 +185,7 @@ fn show_one(
             fields.push((ends, when(&v.window_ends)));
         }
     }
-    fields.push(("policy", policy_text(policy)));
+    fields.push(("policy", stored_policy_text(policy)));
     let width = fields.iter().map(|(name, _)| name.len()).max().unwrap_or(0) + 1;
     for (name, value) in fields {
         writeln!(out, "{:<width$} {value}", format!("{name}:"), width = width)?;
@@ -298,6 +299,15 @@ pub fn crashes(n: u32) -> String {
     }
 }
 
+/// A stored policy in one line: [`policy_text`], and its retries per window when not the
+/// reference's one.
+pub fn stored_policy_text(p: &RecoveryPolicy) -> String {
+    match p.retries_per_window {
+        1 => policy_text(&p.recovery),
+        n => format!("{}, {n} retries per window", policy_text(&p.recovery)),
+    }
+}
+
 pub fn policy_text(p: &BackendRecoveryPolicy) -> String {
     format!(
         "retry backoff {}, budget window {}",
@@ -309,8 +319,8 @@ pub fn policy_text(p: &BackendRecoveryPolicy) -> String {
 /// `policy set`: each duration as old → new, and when the change applies.
 pub fn policy_change(
     out: &mut impl Write,
-    old: &BackendRecoveryPolicy,
-    new: &BackendRecoveryPolicy,
+    old: &RecoveryPolicy,
+    new: &RecoveryPolicy,
 ) -> io::Result<()> {
     let change = |a, b| {
         let (a, b) = (humantime::format_duration(a), humantime::format_duration(b));
@@ -323,13 +333,19 @@ pub fn policy_change(
     writeln!(
         out,
         "retry backoff: {}",
-        change(old.retry_backoff, new.retry_backoff)
+        change(old.recovery.retry_backoff, new.recovery.retry_backoff)
     )?;
     writeln!(
         out,
         "budget window: {}",
-        change(old.budget_window, new.budget_window)
+        change(old.recovery.budget_window, new.recovery.budget_window)
     )?;
+    let (a, b) = (old.retries_per_window, new.retries_per_window);
+    if a == b {
+        writeln!(out, "retries per window: {b} (unchanged)")?;
+    } else {
+        writeln!(out, "retries per window: {a} → {b}")?;
+    }
     if old == new {
         return writeln!(out, "the policy is unchanged: nothing was written");
     }
@@ -339,17 +355,18 @@ pub fn policy_change(
     )
 }
 
-pub fn policy(out: &mut impl Write, p: &BackendRecoveryPolicy) -> io::Result<()> {
+pub fn policy(out: &mut impl Write, p: &RecoveryPolicy) -> io::Result<()> {
     writeln!(
         out,
         "retry backoff: {}",
-        humantime::format_duration(p.retry_backoff)
+        humantime::format_duration(p.recovery.retry_backoff)
     )?;
     writeln!(
         out,
         "budget window: {}",
-        humantime::format_duration(p.budget_window)
-    )
+        humantime::format_duration(p.recovery.budget_window)
+    )?;
+    writeln!(out, "retries per window: {}", p.retries_per_window)
 }
 
 #[cfg(test)]

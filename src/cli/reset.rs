@@ -173,7 +173,7 @@ fn hashed_entries(store: &RecoveryStore, key: &BackendKey) -> anyhow::Result<Vec
 /// `systemctl reset-failed`; more than one needs `--yes`.
 fn clear_refused(ctx: &Ctx, store: &RecoveryStore, args: &ResetArgs) -> anyhow::Result<Cleared> {
     let prefix = instance_prefix(args.instance.as_ref());
-    let policy = store.policy()?;
+    let policy = store.recovery_policy()?;
     let now = ctx.now();
     let service = args.service.as_deref();
     let mut refused = BTreeSet::new();

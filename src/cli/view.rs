@@ -4,8 +4,8 @@
 use std::time::Duration;
 
 use recovery_store::{
-    BackendRecoveryPolicy, BackendStatus, BrokerInstanceKey, CrashRecord, RecoveryEntry, Timestamp,
-    status_of,
+    BackendStatus, BrokerInstanceKey, CrashRecord, RecoveryEntry, RecoveryPolicy, Timestamp,
+    status_under,
 };
 
 /// The three states the CLI reports.
@@ -62,8 +62,8 @@ pub struct EntryView {
 }
 
 impl EntryView {
-    pub fn new(entry: RecoveryEntry, now: Timestamp, policy: &BackendRecoveryPolicy) -> Self {
-        let status = status_of(&entry, now, policy);
+    pub fn new(entry: RecoveryEntry, now: Timestamp, policy: &RecoveryPolicy) -> Self {
+        let status = status_under(&entry, now, policy);
         // The library judges the window (clock steps included); an entry is healthy only once
         // its window has ended.
         let remaining = match status {
@@ -74,7 +74,7 @@ impl EntryView {
             BackendStatus::Refused { retry_after, .. } => retry_after,
         };
         let window_ends = if remaining.is_zero() {
-            entry.window_started_at + policy.budget_window
+            entry.window_started_at + policy.recovery.budget_window
         } else {
             now + remaining
         };

@@ -11,7 +11,9 @@ use std::time::{Duration, Instant, SystemTime};
 
 use crate::error::StoreError;
 use crate::key::BackendKey;
-use crate::policy::{BackendRecoveryDecision, BackendRecoveryPolicy, BackendStatus};
+use crate::policy::{
+    BackendRecoveryDecision, BackendRecoveryPolicy, BackendStatus, RecoveryPolicy,
+};
 use crate::record::{CrashReport, RecoveryEntry};
 use crate::store::{RecoveryStore, StoreOptions};
 use crate::time::Timestamp;
@@ -103,7 +105,8 @@ pub struct DurableRecoveryState {
     path: PathBuf,
     options: StoreOptions,
     store: Option<RecoveryStore>,
-    policy: BackendRecoveryPolicy,
+    /// The store's policy as it last answered; degraded decisions use it.
+    policy: RecoveryPolicy,
     /// State decided in memory while degraded; `None` marks a key cleared in memory.
     shadow: HashMap<BackendKey, Option<RecoveryEntry>>,
     pending: VecDeque<Pending>,
@@ -154,7 +157,7 @@ impl DurableRecoveryState {
             });
         }
         let store = RecoveryStore::open_with(path.as_ref(), options.clone())?;
-        let policy = store.policy()?;
+        let policy = store.recovery_policy()?;
         Ok(Self::build(
             path.as_ref(),
             options,
@@ -179,7 +182,7 @@ impl DurableRecoveryState {
             Ok(state) => state,
             Err(err) => {
                 let policy = options.requested_policy().unwrap_or(fallback);
-                Self::build(path, options, None, policy, Some(err))
+                Self::build(path, options, None, policy.into(), Some(err))
             }
         }
     }
@@ -188,7 +191,7 @@ impl DurableRecoveryState {
         path: &Path,
         options: StoreOptions,
         store: Option<RecoveryStore>,
-        policy: BackendRecoveryPolicy,
+        policy: RecoveryPolicy,
         failure: Option<StoreError>,
     ) -> Self {
         let mut state = Self {
@@ -329,7 +332,7 @@ impl DurableRecoveryState {
         } else {
             let current = self
                 .reachable_store()
-                .map(|s| Ok((s.get(key)?, s.policy()?)));
+                .map(|s| Ok((s.get(key)?, s.recovery_policy()?)));
             match current {
                 Some(Ok((entry, policy))) => {
                     self.policy = policy;
@@ -343,7 +346,7 @@ impl DurableRecoveryState {
             }
         };
         entry.map_or(BackendStatus::Healthy, |e| {
-            window::status_of(&e, now, &self.policy)
+            window::status_under(&e, now, &self.policy)
         })
     }
 
@@ -380,6 +383,11 @@ impl DurableRecoveryState {
 
     /// The policy decisions are taken with: the store's, as of the last time it answered.
     pub fn policy(&self) -> BackendRecoveryPolicy {
+        self.policy.recovery
+    }
+
+    /// [`policy`](Self::policy) with its retries per window.
+    pub fn recovery_policy(&self) -> RecoveryPolicy {
         self.policy
     }
 
@@ -440,7 +448,7 @@ impl DurableRecoveryState {
         // What was committed is in the file: never replay it.
         self.pending.drain(..done);
         result?;
-        self.policy = store.policy()?;
+        self.policy = store.recovery_policy()?;
         // What was decided in memory is now what the file holds.
         for (key, entry) in self.shadow.drain() {
             match entry {

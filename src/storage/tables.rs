@@ -14,7 +14,7 @@ use crate::audit::{self, AuditEvent, Change};
 use crate::error::StoreError;
 use crate::key::BackendKey;
 use crate::migrations::{self, CURRENT_VERSION, FORMAT_NAME, current as schema};
-use crate::policy::BackendRecoveryPolicy;
+use crate::policy::{BackendRecoveryPolicy, RecoveryPolicy};
 use crate::record::{self, CrashRecord, RecoveryEntry};
 
 /// Reads from one snapshot.
@@ -57,6 +57,11 @@ impl<'a> Reader<'a> {
 
     /// The store's policy.
     pub fn policy(&self) -> Result<BackendRecoveryPolicy, StoreError> {
+        Ok(self.recovery_policy()?.recovery)
+    }
+
+    /// The store's policy with its retries per window.
+    pub fn recovery_policy(&self) -> Result<RecoveryPolicy, StoreError> {
         read_policy(&self.meta, self.schema, self.path)
     }
 
@@ -207,12 +212,16 @@ impl<'a> Writer<'a> {
 
     /// The store's policy as of this transaction.
     pub fn policy(&self) -> Result<BackendRecoveryPolicy, StoreError> {
+        Ok(self.recovery_policy()?.recovery)
+    }
+
+    /// The store's policy with its retries per window, as of this transaction.
+    pub fn recovery_policy(&self) -> Result<RecoveryPolicy, StoreError> {
         read_policy(&self.meta, CURRENT_VERSION, self.path)
     }
 
-    /// Persists a new policy.
+    /// Persists a new policy, keeping the stored retries per window (1 when none is stored).
     pub fn set_policy(&mut self, policy: &BackendRecoveryPolicy) -> Result<(), StoreError> {
-        // This build decides with one retry per window, but keeps a value another build stored.
         let retries = match self.meta.get(schema::META_POLICY) {
             Ok(Some(old)) => {
                 record::decode_policy(old.value(), CURRENT_VERSION).map_or(1, |(_, n)| n)
@@ -220,7 +229,13 @@ impl<'a> Writer<'a> {
             Ok(None) => 1,
             Err(e) => return Err(engine_err(self.path, e)),
         };
-        let bytes = record::encode_policy(policy, retries, self.path)?;
+        self.set_recovery_policy(&RecoveryPolicy::new(*policy, retries))
+    }
+
+    /// Persists a new policy with its retries per window.
+    pub fn set_recovery_policy(&mut self, policy: &RecoveryPolicy) -> Result<(), StoreError> {
+        crate::policy::validate_retries(policy.retries_per_window)?;
+        let bytes = record::encode_policy(&policy.recovery, policy.retries_per_window, self.path)?;
         self.meta
             .insert(schema::META_POLICY, bytes.as_slice())
             .map_err(|e| engine_err(self.path, e))?;
@@ -485,13 +500,13 @@ pub(super) fn read_policy(
     meta: &impl ReadableTable<&'static [u8], &'static [u8]>,
     schema: u32,
     path: &Path,
-) -> Result<BackendRecoveryPolicy, StoreError> {
+) -> Result<RecoveryPolicy, StoreError> {
     let value = meta
         .get(schema::META_POLICY)
         .map_err(|e| engine_err(path, e))?
         .ok_or_else(|| missing_meta(path, "policy"))?;
     record::decode_policy(value.value(), schema)
-        .map(|(policy, _)| policy)
+        .map(|(policy, retries)| RecoveryPolicy::new(policy, retries))
         .map_err(|e| StoreError::Corrupt {
             path: path.to_owned(),
             detail: format!("meta policy: {e}"),

@@ -275,3 +275,56 @@ fn status_follows_a_policy_changed_by_another_process() {
     );
     assert_eq!(state.policy(), BackendRecoveryPolicy::new(SEC, 60 * SEC));
 }
+
+// A store allowing three retries per window: the durable type decides with them, and its
+// status and policy report them, whoever stored them.
+#[test]
+fn retries_per_window_stored_by_another_process_decide() {
+    let t = TempStore::new();
+    let mut state = DurableRecoveryState::open(&t.path).unwrap();
+    let policy = recovery_store::RecoveryPolicy::new(BackendRecoveryPolicy::default(), 3);
+    RecoveryStore::open(&t.path)
+        .unwrap()
+        .set_recovery_policy(policy, Some("bursty backend"))
+        .unwrap();
+    let now = recovery_store::Timestamp::now();
+    for attempt in 1..=3 {
+        assert_eq!(
+            state.record_crash_at(&zccache(), now),
+            BackendRecoveryDecision::Retry {
+                retry_after: policy.recovery.retry_backoff,
+                attempt
+            }
+        );
+        assert!(matches!(
+            state.status(&zccache(), now),
+            recovery_store::BackendStatus::Recovering { crashes_in_window, .. }
+                if crashes_in_window == attempt
+        ));
+    }
+    assert!(matches!(
+        state.record_crash_at(&zccache(), now),
+        BackendRecoveryDecision::Refuse { .. }
+    ));
+    assert_eq!(state.recovery_policy(), policy);
+    // Stored retries outside 1..=100 are refused with the range named, and change nothing.
+    let store = RecoveryStore::open(&t.path).unwrap();
+    for bad in [0, 101] {
+        let err = store
+            .set_recovery_policy(
+                recovery_store::RecoveryPolicy {
+                    recovery: BackendRecoveryPolicy::default(),
+                    retries_per_window: bad,
+                },
+                None,
+            )
+            .unwrap_err();
+        assert!(err.to_string().contains("1..=100"), "{err}");
+    }
+    assert_eq!(store.recovery_policy().unwrap(), policy);
+    // A change of timing alone keeps the retries.
+    store
+        .set_policy(BackendRecoveryPolicy::new(SEC, 60 * SEC))
+        .unwrap();
+    assert_eq!(store.recovery_policy().unwrap().retries_per_window, 3);
+}

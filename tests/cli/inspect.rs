@@ -175,9 +175,10 @@ policy:          retry backoff 250ms, budget window 30s
     );
     assert_eq!(
         doc.policy,
-        Policy {
+        StoredPolicy {
             retry_backoff_ms: 250,
-            budget_window_ms: 30_000
+            budget_window_ms: 30_000,
+            retries_per_window: 1
         }
     );
     assert_eq!(doc.now.unix_ms, 1_767_225_605_000);

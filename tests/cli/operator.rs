@@ -233,10 +233,11 @@ fn policy_set_checks_the_change_and_says_what_it_did() {
     ]);
     assert_error(&out, "a retry backoff of 2h is over 1 hour");
     assert_eq!(
-        cli.json::<Policy>(0, &["policy"]),
-        Policy {
+        cli.json::<StoredPolicy>(0, &["policy"]),
+        StoredPolicy {
             retry_backoff_ms: 250,
-            budget_window_ms: 30_000
+            budget_window_ms: 30_000,
+            retries_per_window: 1
         }
     );
     let doc: PolicySet = cli.json(0, &["policy", "set", "--budget-window", "2d", "--yes"]);
@@ -246,6 +247,7 @@ fn policy_set_checks_the_change_and_says_what_it_did() {
     assert_eq!(
         text,
         "retry backoff: 250ms (unchanged)\nbudget window: 2days → 1m\n\
+         retries per window: 1 (unchanged)\n\
          windows already running are judged by the new policy from their next decision\n"
     );
 }

@@ -27,6 +27,15 @@ pub struct Policy {
     pub budget_window_ms: u64,
 }
 
+/// A stored policy with its retries per window: `policy`, `policy set` and `show`.
+#[derive(Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct StoredPolicy {
+    pub retry_backoff_ms: u64,
+    pub budget_window_ms: u64,
+    pub retries_per_window: u32,
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Entry {
@@ -91,7 +100,7 @@ pub struct Show {
     pub evaluated_at: Time,
     pub state: String,
     pub recorded: bool,
-    pub policy: Policy,
+    pub policy: StoredPolicy,
     #[serde(deserialize_with = "present")]
     pub entry: Option<Entry>,
     pub matches: Vec<Entry>,
@@ -129,7 +138,8 @@ pub struct Reset {
 pub struct PolicySet {
     pub retry_backoff_ms: u64,
     pub budget_window_ms: u64,
-    pub previous: Policy,
+    pub retries_per_window: u32,
+    pub previous: StoredPolicy,
 }
 
 #[derive(Debug, Deserialize)]

@@ -120,11 +120,12 @@ fn policy_shows_and_sets() {
             "5s"
         ]),
         "retry backoff: 250ms → 10ms\nbudget window: 30s → 5s\n\
+         retries per window: 1 (unchanged)\n\
          windows already running are judged by the new policy from their next decision\n"
     );
     assert_eq!(
         cli.ok(&["policy"]),
-        "retry backoff: 10ms\nbudget window: 5s\n"
+        "retry backoff: 10ms\nbudget window: 5s\nretries per window: 1\n"
     );
     let doc: PolicySet = cli.json(0, &["policy", "set", "--budget-window", "1m"]);
     assert_eq!(
@@ -132,18 +133,21 @@ fn policy_shows_and_sets() {
         PolicySet {
             retry_backoff_ms: 10,
             budget_window_ms: 60_000,
-            previous: Policy {
+            retries_per_window: 1,
+            previous: StoredPolicy {
                 retry_backoff_ms: 10,
-                budget_window_ms: 5_000
+                budget_window_ms: 5_000,
+                retries_per_window: 1
             }
         }
     );
-    let doc: Policy = cli.json(0, &["policy"]);
+    let doc: StoredPolicy = cli.json(0, &["policy"]);
     assert_eq!(
         doc,
-        Policy {
+        StoredPolicy {
             retry_backoff_ms: 10,
-            budget_window_ms: 60_000
+            budget_window_ms: 60_000,
+            retries_per_window: 1
         }
     );
     let doc: RecordCrash = cli.json(0, &["record-crash", "shared/a@1.0.0"]);
@@ -167,4 +171,62 @@ fn policy_set_of_the_stored_policy_says_nothing_changed() {
         "{text}"
     );
     assert!(!text.contains("judged by the new policy"), "{text}");
+}
+
+#[test]
+fn policy_set_retries_allows_n_retries_per_window() {
+    let cli = Cli::new();
+    for (bad, needle) in [
+        ("0", "0 retries per window is outside 1..=100"),
+        ("101", "101 retries per window is outside 1..=100"),
+        ("two", "is not a count of retries"),
+    ] {
+        let out = cli.run(&["policy", "set", "--retries", bad]);
+        assert_error(&out, needle);
+        assert!(!cli.path().exists(), "a refused policy creates no store");
+    }
+    let doc: PolicySet = cli.json(0, &["policy", "set", "--retries", "3"]);
+    assert_eq!(
+        doc,
+        PolicySet {
+            retry_backoff_ms: 250,
+            budget_window_ms: 30_000,
+            retries_per_window: 3,
+            previous: StoredPolicy {
+                retry_backoff_ms: 250,
+                budget_window_ms: 30_000,
+                retries_per_window: 1
+            }
+        }
+    );
+    assert_eq!(
+        cli.ok(&["policy"]),
+        "retry backoff: 250ms\nbudget window: 30s\nretries per window: 3\n"
+    );
+    // A timing change keeps the retries.
+    let text = cli.ok(&["policy", "set", "--budget-window", "1m"]);
+    assert!(text.contains("retries per window: 3 (unchanged)"), "{text}");
+    assert_eq!(
+        cli.json::<StoredPolicy>(0, &["policy"]).retries_per_window,
+        3
+    );
+    for attempt in 1..=3 {
+        let doc: RecordCrash = cli.json(0, &["record-crash", "shared/a@1.0.0"]);
+        assert_eq!(
+            (doc.decision.as_str(), doc.attempt),
+            ("retry", Some(attempt))
+        );
+        let show: Show = cli.json(0, &["show", "shared/a@1.0.0"]);
+        assert_eq!(show.state, "recovering");
+        assert_eq!(show.policy.retries_per_window, 3);
+    }
+    let doc: RecordCrash = cli.json(1, &["record-crash", "shared/a@1.0.0"]);
+    assert_eq!(doc.decision, "refuse");
+    assert!(
+        cli.ok(&["show", "shared/a@1.0.0"])
+            .contains("3 retries per window")
+    );
+    let doc: PolicySet = cli.json(0, &["policy", "set", "--retries", "1"]);
+    assert_eq!(doc.previous.retries_per_window, 3);
+    assert_eq!(doc.retries_per_window, 1);
 }
