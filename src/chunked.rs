@@ -121,15 +121,22 @@ impl RecoveryStore {
     ///
     /// A storage error; the chunks committed before it stay removed.
     pub fn prune(&self, now: Timestamp) -> Result<usize, StoreError> {
-        let policy = self.policy()?;
+        // Each entry is judged by the policy that applies to it (key, service, default).
+        let policies = self.policies()?;
         let mut count = 0;
         self.remove_in_chunks(
             "",
-            |_, entry| Ok(entry.is_ok_and(|e| window::ended(e, now, &policy))),
+            |_, entry| {
+                Ok(entry.is_ok_and(|e| {
+                    window::ended(e, now, &policies.for_key(&e.key).policy.recovery)
+                }))
+            },
             |w, raw| {
-                let policy = w.policy()?;
-                Ok(w.get_raw(raw)?
-                    .is_some_and(|e| window::ended(&e, now, &policy)))
+                let Some(e) = w.get_raw(raw)? else {
+                    return Ok(false);
+                };
+                let policy = w.policy_for(&e.key)?.policy;
+                Ok(window::ended(&e, now, &policy.recovery))
             },
             |n| Change::scope(AuditAction::Prune, format!("expired:{n}"), None),
             |_| count += 1,

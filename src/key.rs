@@ -236,6 +236,11 @@ impl FromStr for BackendKey {
     }
 }
 
+/// Checks a service name as a key's `service_name` is checked (for per-service policies).
+pub(crate) fn validate_service_name(name: &str) -> Result<(), KeyError> {
+    validate_name("service name", name)
+}
+
 fn validate_name(part: &'static str, name: &str) -> Result<(), KeyError> {
     if name.is_empty() || name.len() > MAX_NAME_LEN {
         return Err(KeyError::new(

@@ -59,6 +59,7 @@ mod memory;
 mod merge;
 #[path = "../migrations/mod.rs"]
 mod migrations;
+mod overrides;
 mod policy;
 mod record;
 mod snapshot;
@@ -77,6 +78,7 @@ pub use key::{
     BackendKey, BrokerInstanceKey, MAX_EXE_HASH_LEN, MAX_KEY_LEN, MAX_NAME_LEN, MAX_VERSION_LEN,
 };
 pub use memory::BackendRecoveryState;
+pub use overrides::{AppliedPolicy, Policies, PolicyScope};
 pub use policy::{
     BackendRecoveryDecision, BackendRecoveryPolicy, BackendRecoveryRefusalReason, BackendStatus,
     DEFAULT_RECOVERY_BUDGET_WINDOW, DEFAULT_RECOVERY_RETRY_BACKOFF, DEFAULT_SPAWN_BUDGET_WINDOW,

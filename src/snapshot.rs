@@ -77,6 +77,16 @@ impl Snapshot<'_, '_> {
         self.reader.recovery_policy()
     }
 
+    /// The default policy and every per-service and per-key override in this commit; use
+    /// [`Policies::for_key`](crate::Policies::for_key) to judge each entry.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Corrupt`] when a stored policy or scope cannot be decoded.
+    pub fn policies(&self) -> Result<crate::Policies, StoreError> {
+        self.reader.policies()
+    }
+
     /// The schema version of the file.
     ///
     /// # Errors

@@ -7,6 +7,7 @@ use crate::audit::{AuditAction, AuditEvent, Change};
 use crate::error::StoreError;
 use crate::group::{self, GroupCommit};
 use crate::key::BackendKey;
+use crate::overrides::{AppliedPolicy, Policies, PolicyScope};
 use crate::policy::{
     BackendRecoveryDecision, BackendRecoveryPolicy, BackendStatus, RecoveryPolicy,
 };
@@ -195,6 +196,106 @@ impl RecoveryStore {
     /// [`set_recovery_policy`](Self::set_recovery_policy) stored another).
     pub fn recovery_policy(&self) -> Result<RecoveryPolicy, StoreError> {
         self.storage.read(|r| r.recovery_policy())
+    }
+
+    /// The default policy and every per-service and per-key override.
+    pub fn policies(&self) -> Result<Policies, StoreError> {
+        self.storage.read(|r| r.policies())
+    }
+
+    /// Every per-service and per-key override, in scope text order.
+    pub fn overrides(&self) -> Result<Vec<(PolicyScope, RecoveryPolicy)>, StoreError> {
+        Ok(self.policies()?.overrides)
+    }
+
+    /// The policy that judges `key` (its key override, else its service's, else the default),
+    /// and which scope it came from.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::InvalidKey`] for a key the store refuses; storage errors.
+    pub fn policy_for(&self, key: &BackendKey) -> Result<AppliedPolicy, StoreError> {
+        key.validate()?;
+        self.storage.read(|r| r.policy_for(key))
+    }
+
+    /// Stores `policy` as the override for `scope`: from the next decision on, every key in
+    /// the scope is judged by it (a key override beats a service override, which beats the
+    /// default). Returns false, writing nothing, when that override is already stored; a change
+    /// writes an [`AuditAction::PolicySet`](crate::AuditAction) event with the scope text.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::InvalidPolicy`] as for [`set_recovery_policy`](Self::set_recovery_policy);
+    /// storage errors.
+    pub fn set_override(
+        &self,
+        scope: &PolicyScope,
+        policy: RecoveryPolicy,
+        reason: Option<&str>,
+    ) -> Result<bool, StoreError> {
+        policy.validate()?;
+        let stored = |p: &Policies| p.overrides.contains(&(scope.clone(), policy));
+        if self
+            .storage
+            .read(|r| r.policies())
+            .is_ok_and(|p| stored(&p))
+        {
+            return Ok(false);
+        }
+        self.storage.write(|w| {
+            let changed = w.set_override(scope, &policy)?;
+            if changed {
+                w.append_audit(&Change::scope(
+                    AuditAction::PolicySet,
+                    scope.to_string(),
+                    reason,
+                ))?;
+            }
+            Ok(changed)
+        })
+    }
+
+    /// Removes the override for `scope`, so its keys fall back to the next most specific
+    /// policy. Returns whether there was one; a removal writes an
+    /// [`AuditAction::PolicyUnset`](crate::AuditAction) event, and a missing one writes nothing.
+    ///
+    /// # Errors
+    ///
+    /// Storage errors.
+    pub fn remove_override(
+        &self,
+        scope: &PolicyScope,
+        reason: Option<&str>,
+    ) -> Result<bool, StoreError> {
+        let absent = |p: &Policies| !p.overrides.iter().any(|(s, _)| s == scope);
+        if self
+            .storage
+            .read(|r| r.policies())
+            .is_ok_and(|p| absent(&p))
+        {
+            return Ok(false);
+        }
+        self.storage.write(|w| {
+            let removed = w.remove_override(scope)?;
+            if removed {
+                w.append_audit(&Change::scope(
+                    AuditAction::PolicyUnset,
+                    scope.to_string(),
+                    reason,
+                ))?;
+            }
+            Ok(removed)
+        })
+    }
+
+    /// One key's entry and the policy that judges it, read in one snapshot.
+    pub(crate) fn entry_and_policy(
+        &self,
+        key: &BackendKey,
+    ) -> Result<(Option<RecoveryEntry>, RecoveryPolicy), StoreError> {
+        self.storage
+            .read(|r| Ok((r.get(key)?, r.policy_for(key)?.policy)))
     }
 
     /// Persists a policy with its retries per window, as [`set_policy`](Self::set_policy) does
@@ -441,7 +542,7 @@ impl RecoveryStore {
             let Some(entry) = r.get(key)? else {
                 return Ok(BackendStatus::Healthy);
             };
-            let policy = r.recovery_policy()?;
+            let policy = r.policy_for(key)?.policy;
             Ok(crate::window::status_under(&entry, now, &policy))
         })
     }
@@ -618,7 +719,7 @@ fn apply_crash(
     report: CrashReport,
 ) -> Result<BackendRecoveryDecision, StoreError> {
     let now = now.unwrap_or_else(Timestamp::now);
-    let policy = w.recovery_policy()?;
+    let policy = w.policy_for(key)?.policy;
     let (previous, mut history) = w.get_with_history(key)?;
     let (entry, decision) = window::crash(previous.as_ref(), key, now, &policy);
     history.push(CrashRecord::by_this_process(now, report));

@@ -18,6 +18,7 @@ mod inspect;
 mod listing;
 mod metrics;
 mod operator;
+mod overrides;
 mod resilience;
 mod run;
 mod run_lock;

@@ -13,8 +13,8 @@ use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;
 use recovery_store::{
     BackendKey, BackendRecoveryDecision, BackendRecoveryPolicy, BackendRecoveryRefusalReason,
-    BackendRecoveryState, BackendStatus, BootTime, RecoveryPolicy, RecoveryStore, StoreOptions,
-    Timestamp,
+    BackendRecoveryState, BackendStatus, BootTime, PolicyScope, RecoveryPolicy, RecoveryStore,
+    StoreOptions, Timestamp,
 };
 
 use crate::util::{TempStore, base, key};
@@ -45,6 +45,12 @@ enum Op {
     /// Both clocks move forward to exactly one window after the key's window start, plus this
     /// many milliseconds (-1, 0 or 1): the boundary random steps almost never hit.
     ToWindowEdge(usize, i8),
+    /// An override for the key (true) or for its service (false).
+    Override(bool, usize, RecoveryPolicy),
+    /// The override for the key (true) or its service (false) is removed.
+    Unset(bool, usize),
+    /// Entries whose window has ended are removed.
+    Prune,
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -70,6 +76,26 @@ pub(crate) fn policy() -> impl Strategy<Value = BackendRecoveryPolicy> {
             Duration::from_millis(window),
         )
     })
+}
+
+/// [`op`], plus overrides set and removed for each key and its service, and prunes.
+fn op_with_overrides() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        8 => op(),
+        2 => (any::<bool>(), 0..KEYS.len(), policy(), 1u32..=3)
+            .prop_map(|(key, k, p, n)| Op::Override(key, k, RecoveryPolicy::new(p, n))),
+        1 => (any::<bool>(), 0..KEYS.len()).prop_map(|(key, k)| Op::Unset(key, k)),
+        1 => Just(Op::Prune),
+    ]
+}
+
+fn scope(key_scope: bool, k: usize) -> PolicyScope {
+    let key = key(KEYS[k]);
+    if key_scope {
+        PolicyScope::key(key).unwrap()
+    } else {
+        PolicyScope::service(&key.service_name).unwrap()
+    }
 }
 
 pub(crate) fn cases() -> u32 {
@@ -127,9 +153,24 @@ struct Model {
     /// Crashes 1..=retries in a window retry; the next is refused (1 in the reference).
     retries: u32,
     windows: HashMap<usize, Window>,
+    /// Per-key overrides, by key index.
+    key_overrides: HashMap<usize, RecoveryPolicy>,
+    /// Per-service overrides, by the index of a key of that service (every key's service
+    /// differs).
+    service_overrides: HashMap<usize, RecoveryPolicy>,
 }
 
 impl Model {
+    /// The most specific policy for key `k`: its own, its service's, or the default.
+    fn policy_of(&self, k: usize) -> (BackendRecoveryPolicy, u32) {
+        self.key_overrides
+            .get(&k)
+            .or_else(|| self.service_overrides.get(&k))
+            .map_or((self.policy, self.retries), |p| {
+                (p.recovery, p.retries_per_window)
+            })
+    }
+
     fn elapsed(&self, window: &Window, now: Timestamp) -> Option<Duration> {
         if let Some(elapsed) = now.duration_since(&window.started) {
             return Some(elapsed);
@@ -139,7 +180,7 @@ impl Model {
     }
 
     fn crash(&mut self, k: usize, now: Timestamp) -> BackendRecoveryDecision {
-        let p = self.policy;
+        let (p, retries) = self.policy_of(k);
         let fresh = Window {
             started: now,
             crashes: 0,
@@ -164,7 +205,7 @@ impl Model {
             };
         }
         w.crashes += 1;
-        if w.crashes <= self.retries {
+        if w.crashes <= retries {
             return BackendRecoveryDecision::Retry {
                 retry_after: p.retry_backoff,
                 attempt: w.crashes,
@@ -183,17 +224,18 @@ impl Model {
         let Some(elapsed) = self.elapsed(w, now) else {
             return BackendStatus::Healthy;
         };
-        if elapsed >= self.policy.budget_window {
+        let (policy, retries) = self.policy_of(k);
+        if elapsed >= policy.budget_window {
             BackendStatus::Healthy
-        } else if w.crashes <= self.retries {
+        } else if w.crashes <= retries {
             BackendStatus::Recovering {
                 crashes_in_window: w.crashes,
-                window_remaining: self.policy.budget_window - elapsed,
+                window_remaining: policy.budget_window - elapsed,
             }
         } else {
             BackendStatus::Refused {
                 reason: BackendRecoveryRefusalReason::BackendUnavailable,
-                retry_after: self.policy.budget_window - elapsed,
+                retry_after: policy.budget_window - elapsed,
             }
         }
     }
@@ -265,6 +307,8 @@ fn store_matches_model(stored: RecoveryPolicy, ops: &[Op]) -> Result<(), TestCas
         policy,
         retries: stored.retries_per_window,
         windows: HashMap::new(),
+        key_overrides: HashMap::new(),
+        service_overrides: HashMap::new(),
     };
     let mut clock = Clock {
         wall_ms: 0,
@@ -284,7 +328,7 @@ fn store_matches_model(stored: RecoveryPolicy, ops: &[Op]) -> Result<(), TestCas
                 prop_assert_eq!(&got, &want, "crash {} at {:?}", KEYS[k], now);
                 // Whatever the clocks did, a refusal never outlasts one window.
                 if let BackendRecoveryDecision::Refuse { retry_after, .. } = got {
-                    prop_assert!(retry_after <= policy.budget_window);
+                    prop_assert!(retry_after <= model.policy_of(k).0.budget_window);
                 }
             }
             Op::Success(k) => {
@@ -307,13 +351,48 @@ fn store_matches_model(stored: RecoveryPolicy, ops: &[Op]) -> Result<(), TestCas
             Op::ToWindowEdge(k, delta) => {
                 let edge = |w: &Window| {
                     let elapsed = model.elapsed(w, now)?;
-                    let target = policy.budget_window.as_millis() as i64 + i64::from(delta);
+                    let window = model.policy_of(k).0.budget_window;
+                    let target = window.as_millis() as i64 + i64::from(delta);
                     u64::try_from(target - elapsed.as_millis() as i64).ok()
                 };
                 if let Some(ms) = model.windows.get(&k).and_then(edge) {
                     clock.wall_ms += ms as i64;
                     clock.since_boot_ms += ms;
                 }
+            }
+            Op::Override(key_scope, k, p) => {
+                let changed = store.set_override(&scope(key_scope, k), p, None).unwrap();
+                let map = if key_scope {
+                    &mut model.key_overrides
+                } else {
+                    &mut model.service_overrides
+                };
+                prop_assert_eq!(changed, map.insert(k, p) != Some(p));
+            }
+            Op::Unset(key_scope, k) => {
+                let removed = store.remove_override(&scope(key_scope, k), None).unwrap();
+                let map = if key_scope {
+                    &mut model.key_overrides
+                } else {
+                    &mut model.service_overrides
+                };
+                prop_assert_eq!(removed, map.remove(&k).is_some());
+            }
+            Op::Prune => {
+                let ended: Vec<usize> = model
+                    .windows
+                    .iter()
+                    .filter(|(k, w)| {
+                        model
+                            .elapsed(w, now)
+                            .is_some_and(|e| e >= model.policy_of(**k).0.budget_window)
+                    })
+                    .map(|(k, _)| *k)
+                    .collect();
+                for k in &ended {
+                    model.windows.remove(k);
+                }
+                prop_assert_eq!(store.prune(now).unwrap(), ended.len());
             }
             Op::StepBack(ms) => clock.wall_ms -= ms as i64,
             Op::StepForward(ms) => clock.wall_ms += ms as i64,
@@ -326,6 +405,11 @@ fn store_matches_model(stored: RecoveryPolicy, ops: &[Op]) -> Result<(), TestCas
         let now = clock.now();
         for (k, backend) in keys.iter().enumerate() {
             prop_assert_eq!(store.status(backend, now).unwrap(), model.status(k, now));
+            let (p, n) = model.policy_of(k);
+            prop_assert_eq!(
+                store.policy_for(backend).unwrap().policy,
+                RecoveryPolicy::new(p, n)
+            );
             let stored = store.get(backend).unwrap();
             let modelled = model.windows.get(&k);
             prop_assert_eq!(stored.is_some(), modelled.is_some());
@@ -357,6 +441,17 @@ proptest! {
         policy in policy(),
         retries in 1u32..=5,
         ops in proptest::collection::vec(op(), 1..40),
+    ) {
+        store_matches_model(RecoveryPolicy::new(policy, retries), &ops)?;
+    }
+
+    /// Per-key and per-service overrides set and removed at random: every decision, status and
+    /// prune follows the most specific policy (key, then service, then the default).
+    #[test]
+    fn store_with_overrides_matches_model(
+        policy in policy(),
+        retries in 1u32..=3,
+        ops in proptest::collection::vec(op_with_overrides(), 1..48),
     ) {
         store_matches_model(RecoveryPolicy::new(policy, retries), &ops)?;
     }
@@ -418,6 +513,8 @@ proptest! {
                     elapsed += Duration::from_millis(ms);
                 }
                 Op::StepBack(_) => {}
+                // Only `op_with_overrides` makes these; the reference has one policy.
+                Op::Override(..) | Op::Unset(..) | Op::Prune => {}
             }
         }
     }

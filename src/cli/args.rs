@@ -310,6 +310,27 @@ pub enum PolicyAction {
         /// 1 is the reference policy).
         #[arg(long, value_name = "N", value_parser = parse_retries)]
         retries: Option<u32>,
+        /// Set an override for every key of this service instead of the default; fields not
+        /// given are taken from the policy that applies to the service now.
+        #[arg(long, value_name = "NAME", conflicts_with = "key")]
+        service: Option<String>,
+        /// Set an override for this one key (exactly, hash included) instead of the default.
+        #[arg(long, value_parser = parse_key, value_name = "KEY")]
+        key: Option<BackendKey>,
+    },
+    /// Remove a per-service or per-key override: its keys fall back to the next most specific
+    /// policy (the service's, then the default).
+    #[command(group(ArgGroup::new("scope").required(true).args(["service", "key"])))]
+    Unset {
+        /// The service whose override to remove.
+        #[arg(long, value_name = "NAME")]
+        service: Option<String>,
+        /// The key whose override to remove.
+        #[arg(long, value_parser = parse_key, value_name = "KEY")]
+        key: Option<BackendKey>,
+        /// Why, kept in the audit trail (`recovery-store audit`).
+        #[arg(long, value_name = "TEXT", value_parser = parse_reason)]
+        reason: Option<String>,
     },
 }
 

@@ -9,15 +9,16 @@ use std::time::Duration;
 use anyhow::{Context as _, bail};
 use clap::CommandFactory;
 use recovery_store::{
-    BackendKey, BackendRecoveryDecision, BackendRecoveryPolicy, CrashReport, RecoveryPolicy,
-    StoreOptions,
+    AppliedPolicy, BackendKey, BackendRecoveryDecision, BackendRecoveryPolicy, CrashReport,
+    Policies,
 };
 
-use super::args::{Cli, Command, MetricsArgs, PolicyAction};
+use super::args::{Cli, Command, MetricsArgs};
 use super::lookup::{self, Found};
 use super::view::{EntryView, State, millis};
 use super::{
-    Ctx, NEGATIVE, audit, check, json, list, metrics, render, reset, supervise, textfile, transfer,
+    Ctx, NEGATIVE, audit, check, json, list, metrics, policy_cmd, render, reset, supervise,
+    textfile, transfer,
 };
 
 /// Kept for `run`, which imported it from here; the text lives in `render`.
@@ -41,7 +42,7 @@ pub fn dispatch(ctx: &Ctx, command: Command, out: &mut impl Write) -> anyhow::Re
         } => record_crash(ctx, &key, CrashReport { exit_code, signal }, out),
         Command::RecordSuccess { key } => record_success(ctx, &key, out),
         Command::Prune => prune(ctx, out),
-        Command::Policy { action } => policy(ctx, action, out),
+        Command::Policy { action } => super::policy_cmd::policy(ctx, action, out),
         Command::Check(args) => check::check(ctx, &args, out),
         Command::Export => transfer::export(ctx, out),
         Command::Import(args) => transfer::import(ctx, &args, out),
@@ -86,17 +87,19 @@ fn metrics(ctx: &Ctx, args: &MetricsArgs, out: &mut impl Write) -> anyhow::Resul
 fn lookup(
     ctx: &Ctx,
     key: &BackendKey,
-) -> anyhow::Result<(Found, RecoveryPolicy, recovery_store::Timestamp)> {
+) -> anyhow::Result<(Found, Policies, AppliedPolicy, recovery_store::Timestamp)> {
     let store = ctx.open_read()?;
-    let policy = store.recovery_policy()?;
+    let policies = store.policies()?;
     let now = ctx.now();
-    let found = lookup::find(&store, key, now, &policy)
+    let found = lookup::find(&store, key, now, &policies)
         .with_context(|| format!("cannot read the state of {key}"))?;
-    Ok((found, policy, now))
+    // The policy of the worst match, or of the key itself when nothing matched.
+    let applied = policies.for_key(found.worst().map_or(key, |v| &v.entry.key));
+    Ok((found, policies, applied, now))
 }
 
 fn show(ctx: &Ctx, key: &BackendKey, out: &mut impl Write) -> anyhow::Result<ExitCode> {
-    let (found, policy, now) = lookup(ctx, key)?;
+    let (found, policies, policy, now) = lookup(ctx, key)?;
     let histories = if found.views.is_empty() {
         Vec::new()
     } else {
@@ -122,20 +125,21 @@ fn show(ctx: &Ctx, key: &BackendKey, out: &mut impl Write) -> anyhow::Result<Exi
                 evaluated_at: json::Time::of(&now),
                 state: worst.map_or(State::Healthy, |v| v.state),
                 recorded: worst.is_some(),
-                policy: json::StoredPolicy::of(&policy),
+                policy: json::StoredPolicy::of(&policy.policy),
+                policy_scope: policy_cmd::scope_name(&policy),
                 entry: worst.map(with_history),
                 matches: found.views.iter().map(with_history).collect(),
                 similar: found.similar.clone(),
             },
         )?;
     } else {
-        render::show(out, key, &found, &histories, &now, &policy)?;
+        render::show(out, key, &found, &histories, &now, &policies)?;
     }
     Ok(ExitCode::SUCCESS)
 }
 
 fn status(ctx: &Ctx, key: &BackendKey, out: &mut impl Write) -> anyhow::Result<ExitCode> {
-    let (found, _, now) = lookup(ctx, key)?;
+    let (found, _, applied, now) = lookup(ctx, key)?;
     let worst = found.worst();
     let state = worst.map_or(State::Healthy, |v| v.state);
     if ctx.json {
@@ -152,12 +156,14 @@ fn status(ctx: &Ctx, key: &BackendKey, out: &mut impl Write) -> anyhow::Result<E
                 total_crashes: worst.map_or(0, |v| v.entry.total_crashes),
                 window_remaining_ms: worst.map(|v| millis(v.remaining)),
                 retry_after_ms: worst.and_then(EntryView::retry_after).map(millis),
+                policy: json::StoredPolicy::of(&applied.policy),
+                policy_scope: policy_cmd::scope_name(&applied),
                 matches: found.keys(),
                 similar: found.similar.clone(),
             },
         )?;
     } else {
-        render::status(out, key, &found)?;
+        render::status(out, key, &found, &applied)?;
     }
     Ok(if state.may_start() {
         ExitCode::SUCCESS
@@ -273,66 +279,6 @@ fn prune(ctx: &Ctx, out: &mut impl Write) -> anyhow::Result<ExitCode> {
     } else {
         let noun = if pruned == 1 { "entry" } else { "entries" };
         writeln!(out, "pruned {pruned} {noun} whose window had ended")?;
-    }
-    Ok(ExitCode::SUCCESS)
-}
-
-fn policy(
-    ctx: &Ctx,
-    action: Option<PolicyAction>,
-    out: &mut impl Write,
-) -> anyhow::Result<ExitCode> {
-    let Some(PolicyAction::Set {
-        retry_backoff,
-        budget_window,
-        yes,
-        reason,
-        retries,
-    }) = action
-    else {
-        let policy = ctx.open_read()?.recovery_policy()?;
-        if ctx.json {
-            json::emit(out, &json::StoredPolicy::of(&policy))?;
-        } else {
-            render::policy(out, &policy)?;
-        }
-        return Ok(ExitCode::SUCCESS);
-    };
-    // Check the new policy before a missing store is created for it.
-    let existing = if ctx.exists() {
-        Some(ctx.open_existing()?)
-    } else {
-        None
-    };
-    let old = match &existing {
-        Some(store) => store.recovery_policy()?,
-        None => RecoveryPolicy::default(),
-    };
-    let new = RecoveryPolicy::new(
-        BackendRecoveryPolicy::new(
-            retry_backoff.unwrap_or(old.recovery.retry_backoff),
-            budget_window.unwrap_or(old.recovery.budget_window),
-        ),
-        retries.unwrap_or(old.retries_per_window),
-    );
-    check_policy(&new.recovery, yes)?;
-    let store = match existing {
-        Some(store) => store,
-        None => ctx.open_create_with(StoreOptions::default().policy(new.recovery))?,
-    };
-    store
-        .set_recovery_policy(new, reason.as_deref())
-        .with_context(|| format!("cannot set the policy of {}", ctx.shown_path()))?;
-    if ctx.json {
-        json::emit(
-            out,
-            &json::PolicySet {
-                policy: json::StoredPolicy::of(&new),
-                previous: json::StoredPolicy::of(&old),
-            },
-        )?;
-    } else {
-        render::policy_change(out, &old, &new)?;
     }
     Ok(ExitCode::SUCCESS)
 }

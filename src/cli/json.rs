@@ -66,6 +66,31 @@ impl StoredPolicy {
     }
 }
 
+/// `policy`: the default policy, and every override.
+#[derive(Debug, Serialize)]
+pub struct PolicyDoc {
+    #[serde(flatten)]
+    pub policy: StoredPolicy,
+    pub overrides: Vec<Override>,
+}
+
+/// One per-service or per-key override.
+#[derive(Debug, Serialize)]
+pub struct Override {
+    /// `service:NAME` or `key:KEY`.
+    pub scope: String,
+    #[serde(flatten)]
+    pub policy: StoredPolicy,
+}
+
+/// `policy unset`.
+#[derive(Debug, Serialize)]
+pub struct PolicyUnset {
+    pub scope: String,
+    /// False when the scope had no override (nothing was written).
+    pub removed: bool,
+}
+
 #[derive(Debug, Serialize)]
 pub struct Entry {
     pub key: String,
@@ -146,7 +171,10 @@ pub struct Show {
     pub state: State,
     /// False when the key has no recorded state.
     pub recorded: bool,
+    /// The policy that applies to the key (its worst match's).
     pub policy: StoredPolicy,
+    /// Where it comes from: `default`, `service:NAME` or `key:KEY`.
+    pub policy_scope: String,
     /// The entry the key names; for a key without its hash, the worst of `matches`.
     pub entry: Option<Entry>,
     /// Every entry the key names (several for a key without its executable hash).
@@ -171,6 +199,10 @@ pub struct Status {
     /// Null without recorded state; 0 once the window has ended.
     pub window_remaining_ms: Option<u64>,
     pub retry_after_ms: Option<u64>,
+    /// The policy that applies to the key (its worst match's).
+    pub policy: StoredPolicy,
+    /// Where it comes from: `default`, `service:NAME` or `key:KEY`.
+    pub policy_scope: String,
     /// The stored keys consulted (several for a key without its executable hash).
     pub matches: Vec<String>,
     /// Stored keys of the same service, when nothing matched.
@@ -195,6 +227,8 @@ pub struct StorePath {
 /// `policy set`: the new policy, and the one it replaced.
 #[derive(Debug, Serialize)]
 pub struct PolicySet {
+    /// `default`, `service:NAME` or `key:KEY`.
+    pub scope: String,
     #[serde(flatten)]
     pub policy: StoredPolicy,
     pub previous: StoredPolicy,

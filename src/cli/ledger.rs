@@ -136,7 +136,8 @@ impl Ledger {
         })
     }
 
-    /// The policy in force: the store's once read, the default before.
+    /// The policy in force for this key (its override, its service's, or the store's default)
+    /// once read, the default before.
     pub fn policy(&self) -> BackendRecoveryPolicy {
         self.policy
     }
@@ -351,7 +352,8 @@ fn serve(
 
 fn apply(state: &mut DurableRecoveryState, key: &BackendKey, job: Job) -> Answer {
     match job {
-        Job::Policy => Answer::Policy(state.policy()),
+        // The policy that judges this key: an override of it or its service, or the default.
+        Job::Policy => Answer::Policy(state.policy_for(key).recovery),
         Job::Status(now) => Answer::Status(state.status(key, now)),
         // Stamped once the store's lock is held: a wait for a busy store never gives a
         // decision taken at a stale time.

@@ -13,7 +13,7 @@ use std::io::{self, Write};
 use std::process::ExitCode;
 
 use anstream::{AutoStream, ColorChoice};
-use recovery_store::{RecoveryPolicy, RecoveryStore, StoreError, Timestamp};
+use recovery_store::{Policies, RecoveryStore, StoreError, Timestamp};
 
 use super::args::{ListArgs, OutputArg, SortArg, StateArg};
 use super::render::{self, LIST_HEADERS};
@@ -30,7 +30,7 @@ struct Filter<'a> {
     service: Option<&'a str>,
     state: Option<State>,
     now: Timestamp,
-    policy: RecoveryPolicy,
+    policies: Policies,
 }
 
 impl Filter<'_> {
@@ -48,7 +48,7 @@ impl Filter<'_> {
                     if self.service.is_some_and(|s| e.key.service_name != s) {
                         return Ok(());
                     }
-                    let mut view = EntryView::new(e, self.now, &self.policy);
+                    let mut view = EntryView::new(e, self.now, &self.policies);
                     view.last = history.pop();
                     if self.state.is_some_and(|s| s != view.state) {
                         return Ok(());
@@ -85,7 +85,7 @@ pub fn list(ctx: &Ctx, args: &ListArgs, out: &mut impl Write) -> anyhow::Result<
         service: args.service.as_deref(),
         state: args.state_filter().map(state_of),
         now: ctx.now(),
-        policy: store.recovery_policy()?,
+        policies: store.policies()?,
     };
     let sort = args.sort.unwrap_or(if ctx.json {
         SortArg::Key
@@ -247,6 +247,7 @@ fn by_state(
         let one = Filter {
             state: Some(state),
             prefix: filter.prefix.clone(),
+            policies: filter.policies.clone(),
             ..*filter
         };
         let mut stopped = false;

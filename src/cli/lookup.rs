@@ -47,13 +47,13 @@ pub fn find(
     store: &RecoveryStore,
     key: &BackendKey,
     now: Timestamp,
-    policy: &recovery_store::RecoveryPolicy,
+    policies: &recovery_store::Policies,
 ) -> Result<Found, StoreError> {
     let mut views = Vec::new();
     if key.exe_hash.is_empty() {
         store.for_each_entry(&key.to_string(), |entry| {
             match entry {
-                Ok(e) if same_build(&e.key, key) => views.push(EntryView::new(e, now, policy)),
+                Ok(e) if same_build(&e.key, key) => views.push(EntryView::new(e, now, policies)),
                 // Damaged entries are `check`'s and `list`'s to report.
                 Ok(_) | Err(StoreError::CorruptEntry { .. }) => {}
                 Err(other) => return Err(other),
@@ -61,7 +61,7 @@ pub fn find(
             Ok(())
         })?;
     } else if let Some(e) = store.get(key)? {
-        views.push(EntryView::new(e, now, policy));
+        views.push(EntryView::new(e, now, policies));
     }
     let similar = if views.is_empty() {
         similar(store, key)?

@@ -16,8 +16,8 @@ use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Registry;
 use recovery_store::{
-    BackendStatus, CrashRecord, RecoveryEntry, RecoveryPolicy, RecoveryStore, SCHEMA_VERSION,
-    Snapshot, StoreError, Timestamp, status_under,
+    BackendStatus, CrashRecord, Policies, RecoveryEntry, RecoveryStore, SCHEMA_VERSION, Snapshot,
+    StoreError, Timestamp, status_under,
 };
 
 /// The three states a backend can be in, as the `state` label spells them.
@@ -108,7 +108,9 @@ struct Backend {
 }
 
 impl Backend {
-    fn new(entry: RecoveryEntry, now: Timestamp, policy: &RecoveryPolicy) -> Self {
+    /// `entry` at `now`, judged by the policy that applies to its key.
+    fn new(entry: RecoveryEntry, now: Timestamp, policies: &Policies) -> Self {
+        let policy = &policies.for_key(&entry.key).policy;
         // An ended window counts no crashes, as in `status`; the total is kept.
         let (state, crashes_in_window, retry_after) = match status_under(&entry, now, policy) {
             BackendStatus::Healthy => (0, 0, Duration::ZERO),
@@ -159,7 +161,7 @@ fn encode_snapshot(
     encoder: &mut DescriptorEncoder,
     fmt_failed: &mut bool,
 ) -> Result<(), StoreError> {
-    let policy = snap.recovery_policy()?;
+    let policy = snap.policies()?;
     let census = census(snap, report, &policy)?;
     // A formatting error is the writer's (stdout closed, disk full): stop walking at once. The
     // walk can only be stopped with a `StoreError`; this one never leaves this module.
@@ -291,7 +293,7 @@ fn encode_backend(
 fn census(
     snap: &Snapshot<'_, '_>,
     report: &Report,
-    policy: &RecoveryPolicy,
+    policy: &Policies,
 ) -> Result<Census, StoreError> {
     let mut by_state = [0u64; 3];
     let mut damaged = 0;
@@ -315,7 +317,7 @@ fn encode_store_gauges(
     encoder: &mut DescriptorEncoder,
     snap: &Snapshot<'_, '_>,
     report: &Report,
-    policy: &RecoveryPolicy,
+    policy: &Policies,
     census: &Census,
 ) -> Result<(), fmt::Error> {
     let gauge = ConstGauge::new(0i64).metric_type();
@@ -355,12 +357,12 @@ fn encode_store_gauges(
         (
             "recovery_store_policy_retry_backoff_seconds",
             "The store's default retry backoff, in seconds.",
-            policy.recovery.retry_backoff.as_secs_f64(),
+            policy.default.recovery.retry_backoff.as_secs_f64(),
         ),
         (
             "recovery_store_policy_budget_window_seconds",
             "The store's default budget window, in seconds.",
-            policy.recovery.budget_window.as_secs_f64(),
+            policy.default.recovery.budget_window.as_secs_f64(),
         ),
         (
             "recovery_store_report_timestamp_seconds",

@@ -14,6 +14,7 @@ mod list;
 mod locate;
 mod lookup;
 mod metrics;
+mod policy_cmd;
 mod process;
 mod render;
 mod reset;

@@ -4,8 +4,8 @@
 use std::io::{self, Write};
 
 use recovery_store::{
-    BackendKey, BackendRecoveryDecision, BackendRecoveryPolicy, CrashRecord, RecoveryPolicy,
-    StoreError, Timestamp,
+    AppliedPolicy, BackendKey, BackendRecoveryDecision, BackendRecoveryPolicy, CrashRecord,
+    Policies, RecoveryPolicy, StoreError, Timestamp,
 };
 
 use super::crashes;
@@ -107,10 +107,10 @@ pub fn show(
     found: &Found,
     histories: &[Vec<CrashRecord>],
     now: &Timestamp,
-    policy: &RecoveryPolicy,
+    policies: &Policies,
 ) -> io::Result<()> {
     if found.views.is_empty() {
-        return show_one(out, key, None, &found.similar, now, policy);
+        return show_one(out, key, None, &found.similar, now, &policies.for_key(key));
     }
     if found.widened(key) {
         writeln!(
@@ -124,7 +124,8 @@ pub fn show(
         if i > 0 {
             writeln!(out)?;
         }
-        show_one(out, &v.entry.key, Some(v), &[], now, policy)?;
+        let applied = policies.for_key(&v.entry.key);
+        show_one(out, &v.entry.key, Some(v), &[], now, &applied)?;
         crashes::table(out, histories.get(i).map_or(&[], Vec::as_slice), now)?;
     }
     Ok(())
@@ -136,7 +137,7 @@ fn show_one(
     view: Option<&EntryView>,
     similar: &[String],
     now: &Timestamp,
-    policy: &RecoveryPolicy,
+    policy: &AppliedPolicy,
 ) -> io::Result<()> {
     let when = |ts: &Timestamp| format!("{} ({})", rfc3339(ts, true), relative(ts, now));
     let hash = if key.exe_hash.is_empty() {
@@ -185,7 +186,7 @@ fn show_one(
             fields.push((ends, when(&v.window_ends)));
         }
     }
-    fields.push(("policy", stored_policy_text(policy)));
+    fields.push(("policy", applied_policy_text(policy)));
     let width = fields.iter().map(|(name, _)| name.len()).max().unwrap_or(0) + 1;
     for (name, value) in fields {
         writeln!(out, "{:<width$} {value}", format!("{name}:"), width = width)?;
@@ -194,7 +195,20 @@ fn show_one(
 }
 
 /// The one-line `status` answer for the entries a key names (the worst decides).
-pub fn status(out: &mut impl Write, key: &BackendKey, found: &Found) -> io::Result<()> {
+pub fn status(
+    out: &mut impl Write,
+    key: &BackendKey,
+    found: &Found,
+    applied: &AppliedPolicy,
+) -> io::Result<()> {
+    status_line(out, key, found)?;
+    if applied.scope.is_some() {
+        writeln!(out, "policy: {}", applied_policy_text(applied))?;
+    }
+    Ok(())
+}
+
+fn status_line(out: &mut impl Write, key: &BackendKey, found: &Found) -> io::Result<()> {
     let Some(worst) = found.worst() else {
         let near = if found.similar.is_empty() {
             String::new()
@@ -297,6 +311,24 @@ pub fn crashes(n: u32) -> String {
     } else {
         format!("{n} crashes")
     }
+}
+
+/// The policy that applies to a key in one line, naming the override it comes from.
+pub fn applied_policy_text(applied: &AppliedPolicy) -> String {
+    let text = stored_policy_text(&applied.policy);
+    match &applied.scope {
+        None => text,
+        Some(scope) => format!("{text} ({} override {scope})", scope.kind()),
+    }
+}
+
+/// A stored policy in one line with its retries per window, always.
+pub fn stored_policy_text_full(p: &RecoveryPolicy) -> String {
+    format!(
+        "{}, {} retries per window",
+        policy_text(&p.recovery),
+        p.retries_per_window
+    )
 }
 
 /// A stored policy in one line: [`policy_text`], and its retries per window when not the

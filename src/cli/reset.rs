@@ -173,14 +173,14 @@ fn hashed_entries(store: &RecoveryStore, key: &BackendKey) -> anyhow::Result<Vec
 /// `systemctl reset-failed`; more than one needs `--yes`.
 fn clear_refused(ctx: &Ctx, store: &RecoveryStore, args: &ResetArgs) -> anyhow::Result<Cleared> {
     let prefix = instance_prefix(args.instance.as_ref());
-    let policy = store.recovery_policy()?;
+    let policies = store.policies()?;
     let now = ctx.now();
     let service = args.service.as_deref();
     let mut refused = BTreeSet::new();
     store.for_each_entry(&prefix, |entry| {
         match entry {
             Ok(e) if service.is_none_or(|s| e.key.service_name == s) => {
-                if EntryView::new(e.clone(), now, &policy).state == State::Refused {
+                if EntryView::new(e.clone(), now, &policies).state == State::Refused {
                     refused.insert(e.key.to_string());
                 }
             }

@@ -4,8 +4,7 @@
 use std::time::Duration;
 
 use recovery_store::{
-    BackendStatus, BrokerInstanceKey, CrashRecord, RecoveryEntry, RecoveryPolicy, Timestamp,
-    status_under,
+    BackendStatus, BrokerInstanceKey, CrashRecord, Policies, RecoveryEntry, Timestamp, status_under,
 };
 
 /// The three states the CLI reports.
@@ -62,7 +61,9 @@ pub struct EntryView {
 }
 
 impl EntryView {
-    pub fn new(entry: RecoveryEntry, now: Timestamp, policy: &RecoveryPolicy) -> Self {
+    /// `entry` at `now`, judged by the policy that applies to its key.
+    pub fn new(entry: RecoveryEntry, now: Timestamp, policies: &Policies) -> Self {
+        let policy = &policies.for_key(&entry.key).policy;
         let status = status_under(&entry, now, policy);
         // The library judges the window (clock steps included); an entry is healthy only once
         // its window has ended.

@@ -105,8 +105,12 @@ pub struct DurableRecoveryState {
     path: PathBuf,
     options: StoreOptions,
     store: Option<RecoveryStore>,
-    /// The store's policy as it last answered; degraded decisions use it.
+    /// The store's default policy as it last answered.
     policy: RecoveryPolicy,
+    /// The policy that judged each key when the store last answered for it (a per-service or
+    /// per-key override, or the default); degraded decisions for that key use it, and keys not
+    /// in it use `policy`.
+    key_policies: HashMap<BackendKey, RecoveryPolicy>,
     /// State decided in memory while degraded; `None` marks a key cleared in memory.
     shadow: HashMap<BackendKey, Option<RecoveryEntry>>,
     pending: VecDeque<Pending>,
@@ -199,6 +203,7 @@ impl DurableRecoveryState {
             options,
             store,
             policy,
+            key_policies: HashMap::new(),
             shadow: HashMap::new(),
             pending: VecDeque::new(),
             committed: HashMap::new(),
@@ -287,8 +292,11 @@ impl DurableRecoveryState {
             };
             match recorded {
                 Ok(decision) => {
-                    if let Ok(Some(entry)) = store.get(key) {
-                        self.committed.insert(key.clone(), entry);
+                    if let Ok((entry, policy)) = store.entry_and_policy(key) {
+                        if let Some(entry) = entry {
+                            self.committed.insert(key.clone(), entry);
+                        }
+                        self.key_policies.insert(key.clone(), policy);
                     }
                     return decision;
                 }
@@ -297,7 +305,8 @@ impl DurableRecoveryState {
         }
         let now = at.unwrap_or_else(Timestamp::now);
         let previous = self.remembered(key);
-        let (entry, decision) = window::crash(previous.as_ref(), key, now, &self.policy);
+        let policy = self.policy_of(key);
+        let (entry, decision) = window::crash(previous.as_ref(), key, now, &policy);
         self.shadow.insert(key.clone(), Some(entry));
         self.queue(Pending::Crash(key.clone(), now, report));
         decision
@@ -332,10 +341,11 @@ impl DurableRecoveryState {
         } else {
             let current = self
                 .reachable_store()
-                .map(|s| Ok((s.get(key)?, s.recovery_policy()?)));
+                .map(|s| Ok((s.entry_and_policy(key)?, s.recovery_policy()?)));
             match current {
-                Some(Ok((entry, policy))) => {
-                    self.policy = policy;
+                Some(Ok(((entry, policy), default))) => {
+                    self.policy = default;
+                    self.key_policies.insert(key.clone(), policy);
                     entry
                 }
                 Some(Err(err)) => {
@@ -346,7 +356,7 @@ impl DurableRecoveryState {
             }
         };
         entry.map_or(BackendStatus::Healthy, |e| {
-            window::status_under(&e, now, &self.policy)
+            window::status_under(&e, now, &self.policy_of(key))
         })
     }
 
@@ -389,6 +399,33 @@ impl DurableRecoveryState {
     /// [`policy`](Self::policy) with its retries per window.
     pub fn recovery_policy(&self) -> RecoveryPolicy {
         self.policy
+    }
+
+    /// The policy that judges `key` now: read from the store (its key override, its service's,
+    /// or the default) and remembered for degraded decisions; while degraded, the remembered
+    /// one ([`policy_of`](Self::policy_of)).
+    pub fn policy_for(&mut self, key: &BackendKey) -> RecoveryPolicy {
+        if key.validate().is_ok() {
+            let read = self
+                .reachable_store()
+                .map(|s| Ok((s.entry_and_policy(key)?.1, s.recovery_policy()?)));
+            match read {
+                Some(Ok((policy, default))) => {
+                    self.policy = default;
+                    self.key_policies.insert(key.clone(), policy);
+                }
+                Some(Err(err)) => self.degrade(&err),
+                None => {}
+            }
+        }
+        self.policy_of(key)
+    }
+
+    /// The policy `key` is judged by while degraded: the one (override or default) the store
+    /// applied to it when it last answered for this key, else the store's default as last read.
+    /// While the store answers, the store applies the current one itself.
+    pub fn policy_of(&self, key: &BackendKey) -> RecoveryPolicy {
+        self.key_policies.get(key).copied().unwrap_or(self.policy)
     }
 
     /// The store file's path.

@@ -14,6 +14,7 @@ use crate::audit::{self, AuditEvent, Change};
 use crate::error::StoreError;
 use crate::key::BackendKey;
 use crate::migrations::{self, CURRENT_VERSION, FORMAT_NAME, current as schema};
+use crate::overrides::{self, AppliedPolicy, Policies, PolicyScope};
 use crate::policy::{BackendRecoveryPolicy, RecoveryPolicy};
 use crate::record::{self, CrashRecord, RecoveryEntry};
 
@@ -63,6 +64,32 @@ impl<'a> Reader<'a> {
     /// The store's policy with its retries per window.
     pub fn recovery_policy(&self) -> Result<RecoveryPolicy, StoreError> {
         read_policy(&self.meta, self.schema, self.path)
+    }
+
+    /// The default policy and every override (none in a store without the overrides table).
+    pub fn policies(&self) -> Result<Policies, StoreError> {
+        let default = self.recovery_policy()?;
+        match self.txn.open_table(OVERRIDES) {
+            Ok(table) => read_policies(&table, default, self.path),
+            Err(TableError::TableDoesNotExist(_)) => Ok(Policies {
+                default,
+                overrides: Vec::new(),
+            }),
+            Err(e) => Err(engine_err(self.path, e)),
+        }
+    }
+
+    /// The policy that judges `key`: its key override, its service's, or the default.
+    pub fn policy_for(&self, key: &BackendKey) -> Result<AppliedPolicy, StoreError> {
+        let default = self.recovery_policy()?;
+        match self.txn.open_table(OVERRIDES) {
+            Ok(table) => applied_policy(&table, key, default, self.path),
+            Err(TableError::TableDoesNotExist(_)) => Ok(AppliedPolicy {
+                policy: default,
+                scope: None,
+            }),
+            Err(e) => Err(engine_err(self.path, e)),
+        }
     }
 
     /// One backend's entry.
@@ -230,6 +257,51 @@ impl<'a> Writer<'a> {
             Err(e) => return Err(engine_err(self.path, e)),
         };
         self.set_recovery_policy(&RecoveryPolicy::new(*policy, retries))
+    }
+
+    /// The policy that judges `key` as of this transaction.
+    pub fn policy_for(&self, key: &BackendKey) -> Result<AppliedPolicy, StoreError> {
+        let default = self.recovery_policy()?;
+        let table = self
+            .txn
+            .open_table(OVERRIDES)
+            .map_err(|e| engine_err(self.path, e))?;
+        applied_policy(&table, key, default, self.path)
+    }
+
+    /// Stores `policy` as the override for `scope`; returns false when it was already stored.
+    pub fn set_override(
+        &mut self,
+        scope: &PolicyScope,
+        policy: &RecoveryPolicy,
+    ) -> Result<bool, StoreError> {
+        policy.validate()?;
+        let path = self.path;
+        let bytes = record::encode_policy(&policy.recovery, policy.retries_per_window, self.path)?;
+        let mut table = self
+            .txn
+            .open_table(OVERRIDES)
+            .map_err(|e| engine_err(path, e))?;
+        let text = scope.to_string();
+        let old = table
+            .insert(text.as_bytes(), bytes.as_slice())
+            .map_err(|e| engine_err(path, e))?
+            .map(|v| v.value().to_vec());
+        Ok(old.as_deref() != Some(bytes.as_slice()))
+    }
+
+    /// Removes the override for `scope`; returns whether there was one.
+    pub fn remove_override(&mut self, scope: &PolicyScope) -> Result<bool, StoreError> {
+        let path = self.path;
+        let mut table = self
+            .txn
+            .open_table(OVERRIDES)
+            .map_err(|e| engine_err(path, e))?;
+        let removed = table
+            .remove(scope.to_string().as_bytes())
+            .map_err(|e| engine_err(path, e))?
+            .is_some();
+        Ok(removed)
     }
 
     /// Persists a new policy with its retries per window.
@@ -511,6 +583,65 @@ pub(super) fn read_policy(
             path: path.to_owned(),
             detail: format!("meta policy: {e}"),
         })
+}
+
+fn decode_override(
+    scope: &[u8],
+    value: &[u8],
+    path: &Path,
+) -> Result<(PolicyScope, RecoveryPolicy), StoreError> {
+    let corrupt = |detail: String| StoreError::Corrupt {
+        path: path.to_owned(),
+        detail,
+    };
+    let text = std::str::from_utf8(scope)
+        .map_err(|_| corrupt(format!("policy override scope {scope:?} is not UTF-8")))?;
+    let scope = PolicyScope::parse(text)
+        .map_err(|e| corrupt(format!("policy override scope {text:?}: {e}")))?;
+    let (policy, retries) = record::decode_policy(value, CURRENT_VERSION)
+        .map_err(|e| corrupt(format!("policy override {text}: {e}")))?;
+    Ok((scope, RecoveryPolicy::new(policy, retries)))
+}
+
+fn read_policies(
+    table: &impl ReadableTable<&'static [u8], &'static [u8]>,
+    default: RecoveryPolicy,
+    path: &Path,
+) -> Result<Policies, StoreError> {
+    let mut out = Vec::new();
+    for item in table.iter().map_err(|e| engine_err(path, e))? {
+        let (scope, value) = item.map_err(|e| engine_err(path, e))?;
+        out.push(decode_override(scope.value(), value.value(), path)?);
+    }
+    Ok(Policies {
+        default,
+        overrides: out,
+    })
+}
+
+// Two point lookups, most specific first: no scan, whatever the number of overrides.
+fn applied_policy(
+    table: &impl ReadableTable<&'static [u8], &'static [u8]>,
+    key: &BackendKey,
+    default: RecoveryPolicy,
+    path: &Path,
+) -> Result<AppliedPolicy, StoreError> {
+    for scope in overrides::scopes_of(key) {
+        if let Some(value) = table
+            .get(scope.as_bytes())
+            .map_err(|e| engine_err(path, e))?
+        {
+            let (scope, policy) = decode_override(scope.as_bytes(), value.value(), path)?;
+            return Ok(AppliedPolicy {
+                policy,
+                scope: Some(scope),
+            });
+        }
+    }
+    Ok(AppliedPolicy {
+        policy: default,
+        scope: None,
+    })
 }
 
 pub(super) fn get_entry(

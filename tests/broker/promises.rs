@@ -328,3 +328,49 @@ fn retries_per_window_stored_by_another_process_decide() {
         .unwrap();
     assert_eq!(store.recovery_policy().unwrap().retries_per_window, 3);
 }
+
+// An override stored by another process decides the durable type's crashes of that key, and
+// the handle remembers it as the policy for its degraded decisions about the key.
+#[test]
+fn an_override_decides_and_is_remembered_for_its_key() {
+    let t = TempStore::new();
+    let mut state = DurableRecoveryState::open(&t.path).unwrap();
+    let fast = recovery_store::RecoveryPolicy::new(
+        BackendRecoveryPolicy::new(Duration::from_millis(5), 10 * SEC),
+        2,
+    );
+    let scope = recovery_store::PolicyScope::service("zccache").unwrap();
+    let store = RecoveryStore::open(&t.path).unwrap();
+    assert!(store.set_override(&scope, fast, None).unwrap());
+    assert!(
+        !store.set_override(&scope, fast, None).unwrap(),
+        "already stored"
+    );
+    let now = recovery_store::Timestamp::now();
+    assert_eq!(
+        state.record_crash_at(&zccache(), now),
+        BackendRecoveryDecision::Retry {
+            retry_after: Duration::from_millis(5),
+            attempt: 1
+        }
+    );
+    assert_eq!(state.policy_of(&zccache()), fast);
+    assert_eq!(
+        state.policy_of(&key("shared/other@1.0.0")),
+        state.recovery_policy()
+    );
+    assert!(matches!(
+        state.record_crash_at(&zccache(), now),
+        BackendRecoveryDecision::Retry { attempt: 2, .. }
+    ));
+    assert!(matches!(
+        state.record_crash_at(&zccache(), now),
+        BackendRecoveryDecision::Refuse { retry_after, .. } if retry_after == 10 * SEC
+    ));
+    assert!(store.remove_override(&scope, None).unwrap());
+    assert!(
+        !store.remove_override(&scope, None).unwrap(),
+        "already gone"
+    );
+    assert_eq!(store.policy_for(&zccache()).unwrap().scope, None);
+}

@@ -233,11 +233,12 @@ fn policy_set_checks_the_change_and_says_what_it_did() {
     ]);
     assert_error(&out, "a retry backoff of 2h is over 1 hour");
     assert_eq!(
-        cli.json::<StoredPolicy>(0, &["policy"]),
-        StoredPolicy {
+        cli.json::<PolicyDoc>(0, &["policy"]),
+        PolicyDoc {
             retry_backoff_ms: 250,
             budget_window_ms: 30_000,
-            retries_per_window: 1
+            retries_per_window: 1,
+            overrides: vec![]
         }
     );
     let doc: PolicySet = cli.json(0, &["policy", "set", "--budget-window", "2d", "--yes"]);

@@ -36,6 +36,33 @@ pub struct StoredPolicy {
     pub retries_per_window: u32,
 }
 
+/// `policy`: the default policy and every override.
+#[derive(Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyDoc {
+    pub retry_backoff_ms: u64,
+    pub budget_window_ms: u64,
+    pub retries_per_window: u32,
+    pub overrides: Vec<Override>,
+}
+
+#[derive(Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Override {
+    pub scope: String,
+    pub retry_backoff_ms: u64,
+    pub budget_window_ms: u64,
+    pub retries_per_window: u32,
+}
+
+/// `policy unset`.
+#[derive(Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyUnset {
+    pub scope: String,
+    pub removed: bool,
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Entry {
@@ -101,6 +128,8 @@ pub struct Show {
     pub state: String,
     pub recorded: bool,
     pub policy: StoredPolicy,
+    /// `default`, `service:NAME` or `key:KEY`.
+    pub policy_scope: String,
     #[serde(deserialize_with = "present")]
     pub entry: Option<Entry>,
     pub matches: Vec<Entry>,
@@ -122,6 +151,8 @@ pub struct Status {
     pub window_remaining_ms: Option<u64>,
     #[serde(deserialize_with = "present")]
     pub retry_after_ms: Option<u64>,
+    pub policy: StoredPolicy,
+    pub policy_scope: String,
     pub matches: Vec<String>,
     pub similar: Vec<String>,
 }
@@ -136,6 +167,7 @@ pub struct Reset {
 #[derive(Debug, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct PolicySet {
+    pub scope: String,
     pub retry_backoff_ms: u64,
     pub budget_window_ms: u64,
     pub retries_per_window: u32,

@@ -131,6 +131,7 @@ fn policy_shows_and_sets() {
     assert_eq!(
         doc,
         PolicySet {
+            scope: "default".into(),
             retry_backoff_ms: 10,
             budget_window_ms: 60_000,
             retries_per_window: 1,
@@ -141,13 +142,14 @@ fn policy_shows_and_sets() {
             }
         }
     );
-    let doc: StoredPolicy = cli.json(0, &["policy"]);
+    let doc: PolicyDoc = cli.json(0, &["policy"]);
     assert_eq!(
         doc,
-        StoredPolicy {
+        PolicyDoc {
             retry_backoff_ms: 10,
             budget_window_ms: 60_000,
-            retries_per_window: 1
+            retries_per_window: 1,
+            overrides: vec![]
         }
     );
     let doc: RecordCrash = cli.json(0, &["record-crash", "shared/a@1.0.0"]);
@@ -189,6 +191,7 @@ fn policy_set_retries_allows_n_retries_per_window() {
     assert_eq!(
         doc,
         PolicySet {
+            scope: "default".into(),
             retry_backoff_ms: 250,
             budget_window_ms: 30_000,
             retries_per_window: 3,
@@ -206,10 +209,7 @@ fn policy_set_retries_allows_n_retries_per_window() {
     // A timing change keeps the retries.
     let text = cli.ok(&["policy", "set", "--budget-window", "1m"]);
     assert!(text.contains("retries per window: 3 (unchanged)"), "{text}");
-    assert_eq!(
-        cli.json::<StoredPolicy>(0, &["policy"]).retries_per_window,
-        3
-    );
+    assert_eq!(cli.json::<PolicyDoc>(0, &["policy"]).retries_per_window, 3);
     for attempt in 1..=3 {
         let doc: RecordCrash = cli.json(0, &["record-crash", "shared/a@1.0.0"]);
         assert_eq!(

@@ -1,0 +1,205 @@
+//! `policy`, `policy set` and `policy unset`: the store's default policy and its per-service
+//! and per-key overrides.
+
+use std::io::Write;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use recovery_store::{
+    AppliedPolicy, BackendKey, BackendRecoveryPolicy, PolicyScope, RecoveryPolicy, StoreOptions,
+};
+
+use super::args::PolicyAction;
+use super::commands::check_policy;
+use super::{Ctx, json, render};
+
+/// `default`, or the scope text of the override that applies.
+pub fn scope_name(applied: &AppliedPolicy) -> String {
+    applied
+        .scope
+        .as_ref()
+        .map_or_else(|| "default".to_owned(), ToString::to_string)
+}
+
+fn scope_of(
+    service: Option<String>,
+    key: Option<BackendKey>,
+) -> anyhow::Result<Option<PolicyScope>> {
+    Ok(match (service, key) {
+        (Some(name), _) => Some(PolicyScope::service(&name).with_context(|| {
+            format!("--service {name:?} is not a service name: give one like zccache")
+        })?),
+        (None, Some(key)) => Some(PolicyScope::key(key)?),
+        (None, None) => None,
+    })
+}
+
+pub fn policy(
+    ctx: &Ctx,
+    action: Option<PolicyAction>,
+    out: &mut impl Write,
+) -> anyhow::Result<ExitCode> {
+    match action {
+        None => show(ctx, out),
+        Some(PolicyAction::Set {
+            retry_backoff,
+            budget_window,
+            yes,
+            reason,
+            retries,
+            service,
+            key,
+        }) => {
+            let scope = scope_of(service, key)?;
+            let change = Change {
+                retry_backoff,
+                budget_window,
+                retries,
+            };
+            set(ctx, scope, change, yes, reason.as_deref(), out)
+        }
+        Some(PolicyAction::Unset {
+            service,
+            key,
+            reason,
+        }) => {
+            let scope = scope_of(service, key)?.context("policy unset needs --service or --key")?;
+            unset(ctx, &scope, reason.as_deref(), out)
+        }
+    }
+}
+
+fn show(ctx: &Ctx, out: &mut impl Write) -> anyhow::Result<ExitCode> {
+    let policies = ctx.open_read()?.policies()?;
+    if ctx.json {
+        json::emit(
+            out,
+            &json::PolicyDoc {
+                policy: json::StoredPolicy::of(&policies.default),
+                overrides: policies
+                    .overrides
+                    .iter()
+                    .map(|(scope, p)| json::Override {
+                        scope: scope.to_string(),
+                        policy: json::StoredPolicy::of(p),
+                    })
+                    .collect(),
+            },
+        )?;
+    } else {
+        render::policy(out, &policies.default)?;
+        for (scope, p) in &policies.overrides {
+            writeln!(
+                out,
+                "override {scope}: {}",
+                render::stored_policy_text_full(p)
+            )?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+struct Change {
+    retry_backoff: Option<std::time::Duration>,
+    budget_window: Option<std::time::Duration>,
+    retries: Option<u32>,
+}
+
+fn set(
+    ctx: &Ctx,
+    scope: Option<PolicyScope>,
+    change: Change,
+    yes: bool,
+    reason: Option<&str>,
+    out: &mut impl Write,
+) -> anyhow::Result<ExitCode> {
+    // Check the new policy before a missing store is created for it.
+    let existing = if ctx.exists() {
+        Some(ctx.open_existing()?)
+    } else {
+        None
+    };
+    let policies = match &existing {
+        Some(store) => store.policies()?,
+        None => recovery_store::Policies::default(),
+    };
+    // Unspecified fields come from the policy that applies to the scope now.
+    let old = match &scope {
+        None => policies.default,
+        Some(PolicyScope::Key(key)) => policies.for_key(key).policy,
+        Some(PolicyScope::Service(name)) => policies
+            .overrides
+            .iter()
+            .find(|(s, _)| matches!(s, PolicyScope::Service(n) if n == name))
+            .map_or(policies.default, |(_, p)| *p),
+    };
+    let new = RecoveryPolicy::new(
+        BackendRecoveryPolicy::new(
+            change.retry_backoff.unwrap_or(old.recovery.retry_backoff),
+            change.budget_window.unwrap_or(old.recovery.budget_window),
+        ),
+        change.retries.unwrap_or(old.retries_per_window),
+    );
+    check_policy(&new.recovery, yes)?;
+    let store = match existing {
+        Some(store) => store,
+        None => ctx.open_create_with(match &scope {
+            None => StoreOptions::default().policy(new.recovery),
+            Some(_) => StoreOptions::default(),
+        })?,
+    };
+    let shown = scope
+        .as_ref()
+        .map_or_else(|| "default".to_owned(), ToString::to_string);
+    match &scope {
+        None => store.set_recovery_policy(new, reason),
+        Some(scope) => store.set_override(scope, new, reason).map(drop),
+    }
+    .with_context(|| format!("cannot set the {shown} policy of {}", ctx.shown_path()))?;
+    if ctx.json {
+        json::emit(
+            out,
+            &json::PolicySet {
+                scope: shown,
+                policy: json::StoredPolicy::of(&new),
+                previous: json::StoredPolicy::of(&old),
+            },
+        )?;
+    } else {
+        if scope.is_some() {
+            writeln!(out, "override {shown}:")?;
+        }
+        render::policy_change(out, &old, &new)?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn unset(
+    ctx: &Ctx,
+    scope: &PolicyScope,
+    reason: Option<&str>,
+    out: &mut impl Write,
+) -> anyhow::Result<ExitCode> {
+    let store = ctx.open_existing()?;
+    let removed = store
+        .remove_override(scope, reason)
+        .with_context(|| format!("cannot remove the {scope} policy of {}", ctx.shown_path()))?;
+    if ctx.json {
+        json::emit(
+            out,
+            &json::PolicyUnset {
+                scope: scope.to_string(),
+                removed,
+            },
+        )?;
+    } else if removed {
+        writeln!(
+            out,
+            "removed the {scope} override: its keys are judged by the next most specific policy \
+             from their next decision"
+        )?;
+    } else {
+        writeln!(out, "no {scope} override is stored: nothing was written")?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
