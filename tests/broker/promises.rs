@@ -374,3 +374,51 @@ fn an_override_decides_and_is_remembered_for_its_key() {
     );
     assert_eq!(store.policy_for(&zccache()).unwrap().scope, None);
 }
+
+// Degraded, a key is judged by the override the store last applied to it, not by the default:
+// a service allowed two retries keeps its second one when the file turns unreadable.
+#[test]
+fn a_degraded_handle_judges_a_key_by_its_last_read_override() {
+    let t = TempStore::new();
+    let mut state = DurableRecoveryState::open(&t.path).unwrap();
+    let fast = recovery_store::RecoveryPolicy::new(
+        BackendRecoveryPolicy::new(Duration::from_millis(5), 10 * SEC),
+        2,
+    );
+    RecoveryStore::open(&t.path)
+        .unwrap()
+        .set_override(
+            &recovery_store::PolicyScope::service("zccache").unwrap(),
+            fast,
+            None,
+        )
+        .unwrap();
+    let now = Instant::now();
+    assert!(matches!(
+        state.record_crash(zccache(), now),
+        BackendRecoveryDecision::Retry { attempt: 1, .. }
+    ));
+    std::fs::write(&t.path, vec![0x5Au8; 8192]).unwrap();
+    assert_eq!(
+        state.record_crash(zccache(), now + SEC),
+        BackendRecoveryDecision::Retry {
+            retry_after: Duration::from_millis(5),
+            attempt: 2
+        }
+    );
+    assert!(matches!(state.health(), StoreHealth::Degraded { .. }));
+    assert!(matches!(
+        state.record_crash(zccache(), now + 2 * SEC),
+        BackendRecoveryDecision::Refuse { retry_after, .. } if retry_after == 8 * SEC
+    ));
+    // A key the store never judged for this handle gets the default as last read.
+    let other = key("shared/other@1.0.0");
+    assert_eq!(
+        state.policy_of(&other),
+        recovery_store::RecoveryPolicy::default()
+    );
+    assert!(matches!(
+        state.record_crash(other.clone(), now),
+        BackendRecoveryDecision::Retry { retry_after, .. } if retry_after == Duration::from_millis(250)
+    ));
+}

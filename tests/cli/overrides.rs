@@ -230,3 +230,29 @@ fn run_is_judged_by_the_policy_of_its_key() {
     let doc: Run = cli.json(75, &["run", OTHER, "--", "sh", "-c", "exit 3"]);
     assert_eq!((doc.starts, doc.crashes), (2, 2));
 }
+
+#[test]
+fn metrics_judge_each_backend_by_its_policy() {
+    let cli = Cli::new();
+    cli.ok(&["policy", "set", "--service", "zc", "--retries", "2"]);
+    for key in [A, OTHER] {
+        cli.ok(&["record-crash", key]);
+        cli.run(&["record-crash", key]);
+    }
+    let text = cli.ok(&["metrics"]);
+    let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_owned())))
+        .expect("parses as Prometheus text");
+    let state_of = |key: &str| -> Vec<String> {
+        scrape
+            .samples
+            .iter()
+            .filter(|s| s.metric == "recovery_store_backend_state")
+            .filter(|s| s.labels.get("key") == Some(key))
+            .filter(|s| matches!(s.value, prometheus_parse::Value::Gauge(v) if v == 1.0))
+            .map(|s| s.labels.get("state").unwrap_or("").to_owned())
+            .collect()
+    };
+    // Two crashes: the second of two allowed retries for zc, a refusal under the default.
+    assert_eq!(state_of(A), ["recovering"]);
+    assert_eq!(state_of(OTHER), ["refused"]);
+}
