@@ -151,9 +151,9 @@ fn set(
     let shown = scope
         .as_ref()
         .map_or_else(|| "default".to_owned(), ToString::to_string);
-    match &scope {
-        None => store.set_recovery_policy(new, reason),
-        Some(scope) => store.set_override(scope, new, reason).map(drop),
+    let written = match &scope {
+        None => store.set_recovery_policy(new, reason).map(|()| old != new),
+        Some(scope) => store.set_override(scope, new, reason),
     }
     .with_context(|| format!("cannot set the {shown} policy of {}", ctx.shown_path()))?;
     if ctx.json {
@@ -169,7 +169,7 @@ fn set(
         if scope.is_some() {
             writeln!(out, "override {shown}:")?;
         }
-        render::policy_change(out, &old, &new)?;
+        render::policy_change(out, &old, &new, written)?;
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -348,11 +348,14 @@ pub fn policy_text(p: &BackendRecoveryPolicy) -> String {
     )
 }
 
-/// `policy set`: each duration as old → new, and when the change applies.
+/// `policy set`: each duration as old → new, and when the change applies; `written` is false
+/// when the store already held it (an override equal to the policy it replaces is still
+/// written when the scope had none).
 pub fn policy_change(
     out: &mut impl Write,
     old: &RecoveryPolicy,
     new: &RecoveryPolicy,
+    written: bool,
 ) -> io::Result<()> {
     let change = |a, b| {
         let (a, b) = (humantime::format_duration(a), humantime::format_duration(b));
@@ -378,7 +381,7 @@ pub fn policy_change(
     } else {
         writeln!(out, "retries per window: {a} → {b}")?;
     }
-    if old == new {
+    if !written {
         return writeln!(out, "the policy is unchanged: nothing was written");
     }
     writeln!(

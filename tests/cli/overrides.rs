@@ -75,6 +75,12 @@ fn the_most_specific_policy_decides_and_is_named() {
         ),
         "{text}"
     );
+    // A key override equal to the policy applying now is still stored, and says so.
+    let text = cli.ok(&["policy", "set", "--key", B, "--retries", "2"]);
+    assert!(text.contains("judged by the new policy"), "{text}");
+    let text = cli.ok(&["policy", "set", "--key", B, "--retries", "2"]);
+    assert!(text.contains("nothing was written"), "{text}");
+    cli.ok(&["policy", "unset", "--key", B]);
     // Decisions: A by its key override, B by its service's, OTHER by the default.
     for (key, backoff) in [(A, 5), (B, 250)] {
         for attempt in 1..=2 {
@@ -153,6 +159,16 @@ fn the_most_specific_policy_decides_and_is_named() {
             (
                 "policy_set".into(),
                 Some("key:shared/zc@1.0.0".into()),
+                None
+            ),
+            (
+                "policy_set".into(),
+                Some("key:private:zc/zc@2.0.0".into()),
+                None
+            ),
+            (
+                "policy_unset".into(),
+                Some("key:private:zc/zc@2.0.0".into()),
                 None
             ),
             (
