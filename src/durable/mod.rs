@@ -5,7 +5,7 @@
 //! fails (locked past its bound, disk full, damaged, unreadable) they come from the same policy
 //! held in memory, and the state reaches the file once the store is back.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -20,7 +20,9 @@ use crate::time::Timestamp;
 use crate::window;
 
 mod anchor;
+mod queue;
 use anchor::Anchor;
+use queue::Pending;
 
 /// First wait before a degraded handle tries its store again; it doubles up to
 /// [`MAX_RETRY_INTERVAL`] while the store keeps failing.
@@ -49,21 +51,6 @@ pub enum StoreHealth {
         /// Decisions dropped because more than [`MAX_PENDING`] were waiting.
         dropped: u64,
     },
-}
-
-/// One decision taken in memory, waiting for the store.
-#[derive(Clone, Debug)]
-enum Pending {
-    Crash(BackendKey, Timestamp, CrashReport),
-    Success(BackendKey),
-}
-
-impl Pending {
-    fn key(&self) -> &BackendKey {
-        match self {
-            Self::Crash(key, ..) | Self::Success(key) => key,
-        }
-    }
 }
 
 #[derive(Debug)]
@@ -533,34 +520,10 @@ impl DurableRecoveryState {
     }
 
     fn queue(&mut self, op: Pending) {
-        if self.pending.len() >= MAX_PENDING {
-            self.compact();
+        let dropped = queue::push(&mut self.pending, op);
+        if let Some(d) = &mut self.degraded {
+            d.dropped += dropped;
         }
-        // Compaction freed too little: drop the oldest, counted in `health`.
-        while self.pending.len() >= MAX_PENDING {
-            self.pending.pop_front();
-            if let Some(d) = &mut self.degraded {
-                d.dropped += 1;
-            }
-        }
-        self.pending.push_back(op);
-    }
-
-    // A success makes everything queued before it for the same key moot. Runs only when the
-    // queue is full, and keeps the order of what it keeps.
-    fn compact(&mut self) {
-        let mut cleared = HashSet::new();
-        let mut kept = VecDeque::with_capacity(self.pending.len());
-        while let Some(op) = self.pending.pop_back() {
-            if cleared.contains(op.key()) {
-                continue;
-            }
-            if let Pending::Success(key) = &op {
-                cleared.insert(key.clone());
-            }
-            kept.push_front(op);
-        }
-        self.pending = kept;
     }
 }
 
