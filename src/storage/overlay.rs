@@ -125,6 +125,39 @@ fn spans(offset: u64, len: usize) -> impl Iterator<Item = (u64, usize, usize)> {
     })
 }
 
+/// Byte-range locks for a backend only this process uses: every lock is granted at once.
+macro_rules! private_locks {
+    () => {
+        fn try_lock_range(&self, _: Bound<u64>, _: Bound<u64>) -> Result<bool, BackendError> {
+            Ok(true)
+        }
+
+        fn try_lock_shared_range(
+            &self,
+            _: Bound<u64>,
+            _: Bound<u64>,
+        ) -> Result<bool, BackendError> {
+            Ok(true)
+        }
+
+        fn lock_range(&self, _: Bound<u64>, _: Bound<u64>) -> Result<(), BackendError> {
+            Ok(())
+        }
+
+        fn lock_shared_range(&self, _: Bound<u64>, _: Bound<u64>) -> Result<(), BackendError> {
+            Ok(())
+        }
+
+        fn unlock_range(&self, _: Bound<u64>, _: Bound<u64>) -> Result<(), BackendError> {
+            Ok(())
+        }
+
+        fn query_lock_range(&self, _: Bound<u64>, _: Bound<u64>) -> Result<bool, BackendError> {
+            Ok(false)
+        }
+    };
+}
+
 impl StorageBackend for Overlay {
     fn len(&self) -> io::Result<u64> {
         Ok(self.state().len)
@@ -183,29 +216,7 @@ impl StorageBackend for Overlay {
         Ok(())
     }
 
-    fn try_lock_range(&self, _: Bound<u64>, _: Bound<u64>) -> Result<bool, BackendError> {
-        Ok(true)
-    }
-
-    fn try_lock_shared_range(&self, _: Bound<u64>, _: Bound<u64>) -> Result<bool, BackendError> {
-        Ok(true)
-    }
-
-    fn lock_range(&self, _: Bound<u64>, _: Bound<u64>) -> Result<(), BackendError> {
-        Ok(())
-    }
-
-    fn lock_shared_range(&self, _: Bound<u64>, _: Bound<u64>) -> Result<(), BackendError> {
-        Ok(())
-    }
-
-    fn unlock_range(&self, _: Bound<u64>, _: Bound<u64>) -> Result<(), BackendError> {
-        Ok(())
-    }
-
-    fn query_lock_range(&self, _: Bound<u64>, _: Bound<u64>) -> Result<bool, BackendError> {
-        Ok(false)
-    }
+    private_locks!();
 }
 
 /// A file that only this process uses (a creator's temporary file): plain positioned I/O and
@@ -234,29 +245,7 @@ impl StorageBackend for PrivateFile {
         self.0.write_all_at(data, offset)
     }
 
-    fn try_lock_range(&self, _: Bound<u64>, _: Bound<u64>) -> Result<bool, BackendError> {
-        Ok(true)
-    }
-
-    fn try_lock_shared_range(&self, _: Bound<u64>, _: Bound<u64>) -> Result<bool, BackendError> {
-        Ok(true)
-    }
-
-    fn lock_range(&self, _: Bound<u64>, _: Bound<u64>) -> Result<(), BackendError> {
-        Ok(())
-    }
-
-    fn lock_shared_range(&self, _: Bound<u64>, _: Bound<u64>) -> Result<(), BackendError> {
-        Ok(())
-    }
-
-    fn unlock_range(&self, _: Bound<u64>, _: Bound<u64>) -> Result<(), BackendError> {
-        Ok(())
-    }
-
-    fn query_lock_range(&self, _: Bound<u64>, _: Bound<u64>) -> Result<bool, BackendError> {
-        Ok(false)
-    }
+    private_locks!();
 }
 
 #[cfg(test)]
