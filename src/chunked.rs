@@ -111,7 +111,9 @@ impl RecoveryStore {
     }
 
     /// Drops every entry whose window has ended at `now`, in chunks of at most [`CHUNK`] per
-    /// transaction; returns how many. Damaged entries are left for `check` and `reset --raw`.
+    /// transaction; returns how many. Damaged entries are left for `check` and `reset --raw`,
+    /// and so are the entries a damaged policy override would judge (whether their window has
+    /// ended depends on the policy it held): `check` names the row, `policy unset` removes it.
     /// Nothing is committed, and nothing synced, when no window has ended.
     ///
     /// Each committed chunk writes one [`AuditAction::Prune`](crate::AuditAction) event in its
@@ -122,21 +124,27 @@ impl RecoveryStore {
     /// A storage error; the chunks committed before it stay removed.
     pub fn prune(&self, now: Timestamp) -> Result<usize, StoreError> {
         // Each entry is judged by the policy that applies to it (key, service, default).
-        let policies = self.policies()?;
+        let policies = self.storage().read(|r| r.stored_policies())?;
         let mut count = 0;
         self.remove_in_chunks(
             "",
             |_, entry| {
                 Ok(entry.is_ok_and(|e| {
-                    window::ended(e, now, &policies.for_key(&e.key).policy.recovery)
+                    policies
+                        .judge(&e.key)
+                        .is_ok_and(|applied| window::ended(e, now, &applied.policy.recovery))
                 }))
             },
             |w, raw| {
                 let Some(e) = w.get_raw(raw)? else {
                     return Ok(false);
                 };
-                let policy = w.policy_for(&e.key)?.policy;
-                Ok(window::ended(&e, now, &policy.recovery))
+                match w.policy_for(&e.key) {
+                    Ok(applied) => Ok(window::ended(&e, now, &applied.policy.recovery)),
+                    // Damaged since the pick: left, as at the pick.
+                    Err(StoreError::CorruptOverride { .. }) => Ok(false),
+                    Err(other) => Err(other),
+                }
             },
             |n| Change::scope(AuditAction::Prune, format!("expired:{n}"), None),
             |_| count += 1,

@@ -94,6 +94,40 @@ pub enum StoreError {
         detail: String,
     },
 
+    /// One per-service or per-key policy override row could not be decoded. Only the keys it
+    /// would judge (its key, or its service's keys without a key override) are affected: every
+    /// call that judges one of them fails with this error rather than judging it by another
+    /// policy. The message names the `policy unset` command that removes the row.
+    #[error(
+        "policy override {scope:?} in {path} cannot be decoded ({detail}): {}",
+        crate::overrides::remedy(scope)
+    )]
+    CorruptOverride {
+        /// The store file.
+        path: PathBuf,
+        /// The stored scope text, `service:NAME` or `key:KEY` (lossy UTF-8; sanitize before
+        /// printing it to a terminal).
+        scope: String,
+        /// Why decoding failed.
+        detail: String,
+    },
+
+    /// One audit event could not be decoded. It changes no decision; the other events are
+    /// still read.
+    #[error(
+        "audit event {seq} in {path} cannot be decoded ({detail}): it changes no decision and \
+         the other events are still read; it is dropped with the oldest events once 10,000 newer \
+         ones are recorded"
+    )]
+    CorruptAuditEvent {
+        /// The store file.
+        path: PathBuf,
+        /// The event's sequence number.
+        seq: u64,
+        /// Why decoding failed.
+        detail: String,
+    },
+
     /// An I/O error on the store file or its directory. The call that met it changed nothing;
     /// the handle stays usable and works again once the condition clears. The message names the
     /// cause: a full filesystem (`ENOSPC`, `EDQUOT`), a read-only one (`EROFS`), a failing device
@@ -237,6 +271,7 @@ impl StoreError {
                 | Self::NewerSchema { .. }
                 | Self::Corrupt { .. }
                 | Self::CorruptEntry { .. }
+                | Self::CorruptOverride { .. }
         )
     }
 }

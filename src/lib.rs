@@ -79,6 +79,7 @@ pub use key::{
 };
 pub use memory::BackendRecoveryState;
 pub use overrides::{AppliedPolicy, Policies, PolicyScope};
+pub use overrides::{DamagedOverride, StoredPolicies};
 pub use policy::{
     BackendRecoveryDecision, BackendRecoveryPolicy, BackendRecoveryRefusalReason, BackendStatus,
     DEFAULT_RECOVERY_BUDGET_WINDOW, DEFAULT_RECOVERY_RETRY_BACKOFF, DEFAULT_SPAWN_BUDGET_WINDOW,

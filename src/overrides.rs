@@ -7,6 +7,7 @@
 //! layer reads the overrides and this module picks one.
 
 use std::fmt;
+use std::path::PathBuf;
 
 use crate::error::StoreError;
 use crate::key::{BackendKey, validate_service_name};
@@ -128,6 +129,161 @@ impl Policies {
     }
 }
 
+/// A stored override row that cannot be decoded: its scope text as stored, and why.
+///
+/// Found by [`Snapshot::stored_policies`](crate::Snapshot::stored_policies); `check` reports
+/// each one, and [`error`](Self::error) is what judging a key it would decide returns.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DamagedOverride {
+    /// The stored scope text, `service:NAME` or `key:KEY` when intact (lossy UTF-8; sanitize
+    /// before printing it to a terminal).
+    pub scope: String,
+    /// Why decoding failed.
+    pub detail: String,
+    path: PathBuf,
+}
+
+impl DamagedOverride {
+    pub(crate) fn new(path: PathBuf, scope: String, detail: String) -> Self {
+        Self {
+            scope,
+            detail,
+            path,
+        }
+    }
+
+    /// What to do about this row: the `policy unset` or `policy set` command that repairs it.
+    pub fn remedy(&self) -> String {
+        remedy(&self.scope)
+    }
+
+    /// The error naming this row and the command that removes it:
+    /// [`StoreError::CorruptOverride`].
+    pub fn error(&self) -> StoreError {
+        StoreError::CorruptOverride {
+            path: self.path.clone(),
+            scope: self.scope.clone(),
+            detail: self.detail.clone(),
+        }
+    }
+}
+
+/// Every override row of a store at one moment, decodable or not: what reports read so that
+/// one damaged row stops only the keys it would judge.
+///
+/// The only way to judge a key from it is [`judge`](Self::judge), which refuses a key whose
+/// key scope or service scope is a damaged row, so no key is ever judged by a less specific
+/// policy than the one stored for it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct StoredPolicies {
+    decoded: Policies,
+    damaged: Vec<DamagedOverride>,
+}
+
+impl StoredPolicies {
+    pub(crate) fn new(decoded: Policies, damaged: Vec<DamagedOverride>) -> Self {
+        Self { decoded, damaged }
+    }
+
+    /// The store's default policy.
+    pub fn default_policy(&self) -> RecoveryPolicy {
+        self.decoded.default
+    }
+
+    /// The overrides that decode, by scope text order.
+    pub fn overrides(&self) -> &[(PolicyScope, RecoveryPolicy)] {
+        &self.decoded.overrides
+    }
+
+    /// The override rows that do not decode, by scope text order (empty in an intact store).
+    pub fn damaged(&self) -> &[DamagedOverride] {
+        &self.damaged
+    }
+
+    /// The policy that judges `key`, as [`Policies::for_key`].
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::CorruptOverride`] when the scope that would decide (the key's own, else
+    /// its service's) is a damaged row.
+    pub fn judge(&self, key: &BackendKey) -> Result<AppliedPolicy, StoreError> {
+        if !self.damaged.is_empty() {
+            for text in scopes_of(key) {
+                if let Some(row) = self.damaged.iter().find(|d| d.scope == text) {
+                    return Err(row.error());
+                }
+                if self
+                    .decoded
+                    .overrides
+                    .iter()
+                    .any(|(s, _)| s.to_string() == text)
+                {
+                    break;
+                }
+            }
+        }
+        Ok(self.decoded.for_key(key))
+    }
+
+    /// These policies with the damaged row of `scope` left out (`policy set` replaces it).
+    pub fn without_damaged(&self, scope: &PolicyScope) -> Self {
+        let text = scope.to_string();
+        Self {
+            decoded: self.decoded.clone(),
+            damaged: self
+                .damaged
+                .iter()
+                .filter(|d| d.scope != text)
+                .cloned()
+                .collect(),
+        }
+    }
+
+    /// Every policy, when every row decodes.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::CorruptOverride`] naming the first damaged row.
+    pub fn checked(self) -> Result<Policies, StoreError> {
+        match self.damaged.first() {
+            Some(row) => Err(row.error()),
+            None => Ok(self.decoded),
+        }
+    }
+}
+
+/// What to do about a damaged override row with this stored scope text.
+pub(crate) fn remedy(scope: &str) -> String {
+    let quoted = |text: &str| {
+        if text
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-./@#:".contains(&b))
+        {
+            text.to_owned()
+        } else {
+            format!("'{}'", text.replace('\'', r"'\''"))
+        }
+    };
+    let flag = if let Some(name) = scope.strip_prefix(schema::SCOPE_SERVICE) {
+        format!("--service {}", quoted(name))
+    } else if let Some(key) = scope
+        .strip_prefix(schema::SCOPE_KEY)
+        .filter(|k| k.parse::<BackendKey>().is_ok())
+    {
+        format!("--key {key}")
+    } else {
+        return "its scope is neither service:NAME nor key:KEY, so it judges no backend; \
+                `recovery-store check` reports it until the store is re-created from \
+                `recovery-store export` and `policy set`"
+            .to_owned();
+    };
+    format!(
+        "the keys it would judge get no decision from the store until it is removed with \
+         `recovery-store policy unset {flag}` (they are then judged by the next most specific \
+         policy) or replaced with `recovery-store policy set {flag} ...`"
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
@@ -164,6 +320,55 @@ mod tests {
                 scope: None
             }
         );
+    }
+
+    #[test]
+    fn a_damaged_row_stops_only_the_keys_it_would_judge() {
+        let a: BackendKey = "shared/zccache@1.0.0".parse().unwrap();
+        let b: BackendKey = "shared/zccache@2.0.0".parse().unwrap();
+        let c: BackendKey = "shared/other@1.0.0".parse().unwrap();
+        let d: BackendKey = "shared/other@2.0.0".parse().unwrap();
+        let damaged = |scope: &str| {
+            DamagedOverride::new("/s".into(), scope.to_owned(), "value: bad".to_owned())
+        };
+        let stored = StoredPolicies::new(
+            Policies {
+                default: p(1),
+                overrides: vec![(PolicyScope::key(a.clone()).unwrap(), p(2))],
+            },
+            vec![
+                damaged("key:shared/other@2.0.0"),
+                damaged("service:zccache"),
+            ],
+        );
+        // A's key override decides before its damaged service row.
+        assert_eq!(stored.judge(&a).unwrap().policy, p(2));
+        // B would be judged by the damaged service row; D by its damaged key row.
+        for (key, scope) in [(&b, "service:zccache"), (&d, "key:shared/other@2.0.0")] {
+            let err = stored.judge(key).unwrap_err();
+            assert!(
+                matches!(&err, StoreError::CorruptOverride { scope: s, .. } if s == scope),
+                "{err}"
+            );
+        }
+        assert_eq!(stored.judge(&c).unwrap().policy, p(1));
+        assert!(stored.clone().checked().is_err());
+        let service = PolicyScope::service("zccache").unwrap();
+        assert_eq!(
+            stored.without_damaged(&service).judge(&b).unwrap().policy,
+            p(1)
+        );
+    }
+
+    #[test]
+    fn remedies_name_the_command_that_removes_the_row() {
+        assert!(remedy("service:zc").contains("`recovery-store policy unset --service zc`"));
+        assert!(
+            remedy("key:shared/zc@1.0.0")
+                .contains("`recovery-store policy unset --key shared/zc@1.0.0`")
+        );
+        assert!(remedy("service:it's").contains(r"--service 'it'\''s'"));
+        assert!(remedy("key:not a key").contains("judges no backend"));
     }
 
     #[test]

@@ -82,9 +82,36 @@ impl Snapshot<'_, '_> {
     ///
     /// # Errors
     ///
-    /// [`StoreError::Corrupt`] when a stored policy or scope cannot be decoded.
+    /// [`StoreError::Corrupt`] when the default policy cannot be decoded;
+    /// [`StoreError::CorruptOverride`] naming the first override row that cannot be
+    /// ([`stored_policies`](Self::stored_policies) reads past it).
     pub fn policies(&self) -> Result<crate::Policies, StoreError> {
         self.reader.policies()
+    }
+
+    /// The default policy and every override row in this commit, decodable or not: a report
+    /// judges each entry with [`StoredPolicies::judge`](crate::StoredPolicies::judge), which
+    /// refuses only the keys a damaged row would decide.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Corrupt`] when the default policy cannot be decoded; a storage error.
+    pub fn stored_policies(&self) -> Result<crate::StoredPolicies, StoreError> {
+        self.reader.stored_policies()
+    }
+
+    /// Streams the audit trail, oldest first, to `visit`. Each event is decoded separately: a
+    /// damaged one reaches `visit` as [`StoreError::CorruptAuditEvent`] (naming its sequence
+    /// number) and the walk goes on. A store written before schema 2 has no events.
+    ///
+    /// # Errors
+    ///
+    /// The first error `visit` returns, or a storage error.
+    pub fn for_each_audit_event(
+        &self,
+        visit: impl FnMut(Result<crate::AuditEvent, StoreError>) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        self.reader.audit_rows(visit)
     }
 
     /// The schema version of the file.

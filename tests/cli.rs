@@ -12,6 +12,7 @@ use crate::util::{TempStore, bin};
 
 mod audit;
 mod crash_detail;
+mod damaged_rows;
 mod diagnose;
 mod files;
 mod inspect;

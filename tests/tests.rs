@@ -8,6 +8,7 @@ mod cli;
 mod clockview;
 mod crash;
 mod creators;
+mod damaged_rows;
 mod format;
 mod group;
 mod handle;

@@ -1,17 +1,21 @@
 //! `audit`: the audit trail, oldest first, as a table or as
 //! `{events: [{at, action, key, scope, uid, user, pid, reason}]}`. Opens the store read-only and
 //! never creates one.
+//!
+//! Each event is decoded on its own: the events that decode are listed, and each one that does
+//! not is named on stderr by its sequence number, with exit 1 (as `export` leaves out a damaged
+//! entry). A damaged event may be one about `--key KEY`, so it is named under `--key` too.
 
 use std::io::Write;
 use std::process::ExitCode;
 
-use recovery_store::{AuditEvent, BackendKey};
+use recovery_store::{AuditEvent, BackendKey, StoreError};
 use serde::Serialize;
 
-use super::Ctx;
 use super::json::{self, Time};
 use super::sanitize::sanitize;
 use super::view::rfc3339;
+use super::{Ctx, NEGATIVE};
 
 /// The `audit --json` document.
 #[derive(Debug, Serialize)]
@@ -52,7 +56,15 @@ pub fn audit(
     key: Option<&BackendKey>,
     out: &mut impl Write,
 ) -> anyhow::Result<ExitCode> {
-    let events = ctx.open_read()?.audit(key)?;
+    let (events, damaged) = read(ctx, key)?;
+    for err in &damaged {
+        eprintln!("recovery-store: {}", sanitize(&err.to_string()));
+    }
+    let code = if damaged.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(NEGATIVE)
+    };
     if ctx.json {
         json::emit(
             out,
@@ -60,12 +72,12 @@ pub fn audit(
                 events: events.iter().map(Event::of).collect(),
             },
         )?;
-        return Ok(ExitCode::SUCCESS);
+        return Ok(code);
     }
     if events.is_empty() {
         let what = key.map_or(String::new(), |k| format!(" for {k}"));
         writeln!(out, "no audit events{what}")?;
-        return Ok(ExitCode::SUCCESS);
+        return Ok(code);
     }
     let header = ["TIME", "ACTION", "KEY/SCOPE", "USER (UID)", "PID", "REASON"];
     let rows: Vec<[String; 6]> = events.iter().map(row).collect();
@@ -90,7 +102,7 @@ pub fn audit(
     for r in &rows {
         writeln!(out, "{}", line(r.each_ref().map(String::as_str)))?;
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(code)
 }
 
 fn row(e: &AuditEvent) -> [String; 6] {
@@ -114,4 +126,24 @@ fn row(e: &AuditEvent) -> [String; 6] {
         known(e.pid.map(|p| p.to_string())),
         known(e.reason.as_deref().map(|t| sanitize(t).into_owned())),
     ]
+}
+
+/// The events (those about `key`, when given) that decode, oldest first, and the errors naming
+/// each that does not, all from one snapshot.
+fn read(ctx: &Ctx, key: Option<&BackendKey>) -> anyhow::Result<(Vec<AuditEvent>, Vec<StoreError>)> {
+    let store = ctx.open_read()?;
+    let key = key.map(ToString::to_string);
+    let (mut events, mut damaged) = (Vec::new(), Vec::new());
+    store.snapshot(|snap| {
+        snap.for_each_audit_event(|event| {
+            match event {
+                Ok(e) if key.is_none() || e.key == key => events.push(e),
+                Ok(_) => {}
+                Err(err @ StoreError::CorruptAuditEvent { .. }) => damaged.push(err),
+                Err(other) => return Err(other),
+            }
+            Ok(())
+        })
+    })?;
+    Ok((events, damaged))
 }

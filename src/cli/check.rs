@@ -1,8 +1,13 @@
-//! `check`: the storage engine's integrity check, the schema, the policy and every entry, each
-//! problem reported rather than the first one only, streamed so memory stays flat. A file that
-//! cannot be opened is diagnosed (see `salvage`) instead of failing with the error that sent
-//! the operator here.
+//! `check`: the storage engine's integrity check, the schema, the policy, every entry, every
+//! policy override row and every audit event, each problem reported rather than the first one
+//! only, streamed so memory stays flat. A file that cannot be opened is diagnosed (see
+//! `salvage`) instead of failing with the error that sent the operator here.
+//!
+//! A damaged override row is a problem naming its scope text, how many entries it would judge
+//! (they get no decision until it is removed), and the `policy unset` that removes it. A
+//! damaged audit event is a problem naming its sequence number; it changes no decision.
 
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::process::ExitCode;
 
@@ -42,7 +47,7 @@ pub fn check(ctx: &Ctx, args: &CheckArgs, out: &mut impl Write) -> anyhow::Resul
             return unopenable(ctx, args, &diagnosis, out);
         }
     };
-    let (doc, policy) = examine(ctx, &mut store)?;
+    let (doc, policy, rows) = examine(ctx, &mut store)?;
     let saved = match &args.salvage {
         Some(target) => Some(salvage::write(ctx, &store, target)?),
         None => None,
@@ -68,6 +73,16 @@ pub fn check(ctx: &Ctx, args: &CheckArgs, out: &mut impl Write) -> anyhow::Resul
             out,
             "entries:   {} ok, {} damaged",
             doc.entries, doc.damaged
+        )?;
+        writeln!(
+            out,
+            "overrides: {} ok, {} damaged",
+            rows.overrides[0], rows.overrides[1]
+        )?;
+        writeln!(
+            out,
+            "audit:     {} ok, {} damaged",
+            rows.audit[0], rows.audit[1]
         )?;
         for problem in &doc.problems {
             writeln!(out, "problem:   {}", sanitize(problem))?;
@@ -149,15 +164,22 @@ fn unopenable(
     Ok(ExitCode::from(NEGATIVE))
 }
 
+/// How many policy override rows and audit events decode (`[ok, damaged]`).
+#[derive(Default)]
+struct Rows {
+    overrides: [usize; 2],
+    audit: [usize; 2],
+}
+
 /// Runs every check, collecting each problem instead of stopping at the first; also returns
-/// the policy, when it could be read.
+/// the policy, when it could be read, and the counts of schema 2's other rows.
 ///
 /// A store held by another process past the lock timeout is not a problem with the file: that
 /// is an error (exit 2), so a busy store never reads as a damaged one.
 fn examine(
     ctx: &Ctx,
     store: &mut RecoveryStore,
-) -> anyhow::Result<(json::Check, Option<BackendRecoveryPolicy>)> {
+) -> anyhow::Result<(json::Check, Option<BackendRecoveryPolicy>, Rows)> {
     let mut problems = Vec::new();
     let integrity = match store.check_integrity() {
         Err(busy @ StoreError::Busy { .. }) => return Err(busy.into()),
@@ -178,6 +200,20 @@ fn examine(
         .policy()
         .map_err(|e| problems.push(problem_text(&e)))
         .ok();
+    // Without a readable default policy (already a problem) the overrides are not examined.
+    let overrides = match store.snapshot(|s| s.stored_policies()) {
+        Ok(p) => Some(p),
+        Err(StoreError::Corrupt { .. }) if policy.is_none() => None,
+        Err(e) => {
+            problems.push(problem_text(&e));
+            None
+        }
+    };
+    // Entries each damaged override row would judge, by its scope text.
+    let mut judged_by: BTreeMap<String, usize> = BTreeMap::new();
+    // Override problems go before the entries' (there are few rows, and many damaged entries
+    // must not push them past the list's bound).
+    let overrides_at = problems.len();
     let (mut good, mut bad, mut unlisted) = (0usize, 0usize, 0usize);
     let mut note = |problems: &mut Vec<String>, text: String| {
         if problems.len() < MAX_PROBLEMS {
@@ -190,6 +226,11 @@ fn examine(
         match entry {
             Ok(e) => {
                 good += 1;
+                if let Some(Err(StoreError::CorruptOverride { scope, .. })) =
+                    overrides.as_ref().map(|p| p.judge(&e.key))
+                {
+                    *judged_by.entry(scope).or_default() += 1;
+                }
                 if e.total_crashes < u64::from(e.crashes_in_window) {
                     note(
                         &mut problems,
@@ -212,10 +253,42 @@ fn examine(
     if let Err(e) = walked {
         problems.push(problem_text(&e));
     }
+    let mut rows = Rows::default();
+    if let Some(overrides) = &overrides {
+        rows.overrides = [overrides.overrides().len(), overrides.damaged().len()];
+        let texts = overrides.damaged().iter().map(|row| {
+            let n = judged_by.get(&row.scope).copied().unwrap_or(0);
+            format!(
+                "policy override {:?} cannot be decoded ({}) and would judge {}: {}",
+                row.scope,
+                row.detail,
+                render::entries(n),
+                row.remedy()
+            )
+        });
+        problems.splice(overrides_at..overrides_at, texts);
+    }
+    let audited = store.snapshot(|s| {
+        s.for_each_audit_event(|event| {
+            match event {
+                Ok(_) => rows.audit[0] += 1,
+                Err(err @ StoreError::CorruptAuditEvent { .. }) => {
+                    rows.audit[1] += 1;
+                    note(&mut problems, err.to_string());
+                }
+                Err(other) => return Err(other),
+            }
+            Ok(())
+        })
+    });
+    if let Err(e) = audited {
+        problems.push(problem_text(&e));
+    }
     if unlisted > 0 {
         problems.push(format!(
             "{unlisted} more problem(s) not listed: `recovery-store --json list` names every \
-             damaged entry"
+             damaged entry, `recovery-store policy` every damaged override and `recovery-store \
+             audit` every damaged audit event"
         ));
     }
     let doc = json::Check {
@@ -229,7 +302,7 @@ fn examine(
         problems,
         diagnosis: None,
     };
-    Ok((doc, policy))
+    Ok((doc, policy, rows))
 }
 
 // This process may read the file but not write it: a read-only mount, or a reader's account.

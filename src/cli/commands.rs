@@ -89,12 +89,21 @@ fn lookup(
     key: &BackendKey,
 ) -> anyhow::Result<(Found, Policies, AppliedPolicy, recovery_store::Timestamp)> {
     let store = ctx.open_read()?;
-    let policies = store.policies()?;
+    let stored = store.snapshot(|s| s.stored_policies())?;
+    let policies = Policies {
+        default: stored.default_policy(),
+        overrides: stored.overrides().to_vec(),
+    };
     let now = ctx.now();
     let found = lookup::find(&store, key, now, &policies)
         .with_context(|| format!("cannot read the state of {key}"))?;
+    // A damaged override of another service does not matter here; one that would judge a
+    // matched key fails the lookup rather than judge it by another policy.
+    for k in std::iter::once(key).chain(found.views.iter().map(|v| &v.entry.key)) {
+        stored.judge(k)?;
+    }
     // The policy of the worst match, or of the key itself when nothing matched.
-    let applied = policies.for_key(found.worst().map_or(key, |v| &v.entry.key));
+    let applied = stored.judge(found.worst().map_or(key, |v| &v.entry.key))?;
     Ok((found, policies, applied, now))
 }
 
@@ -280,7 +289,19 @@ fn prune(ctx: &Ctx, out: &mut impl Write) -> anyhow::Result<ExitCode> {
         let noun = if pruned == 1 { "entry" } else { "entries" };
         writeln!(out, "pruned {pruned} {noun} whose window had ended")?;
     }
-    Ok(ExitCode::SUCCESS)
+    // The entries a damaged override would judge were left: name each such row.
+    let damaged = store.snapshot(|s| s.stored_policies())?;
+    for row in damaged.damaged() {
+        eprintln!(
+            "recovery-store: left the entries it would judge: {}",
+            super::sanitize::sanitize(&row.error().to_string())
+        );
+    }
+    Ok(if damaged.damaged().is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(NEGATIVE)
+    })
 }
 
 /// Refuses a policy that could never refuse a backend, and asks for `--yes` before one that

@@ -7,13 +7,18 @@
 //! reads its own snapshot, so an entry that changes state between walks may show twice or not
 //! at all. `--json` takes one walk in key order (and one more for damaged entries). Only
 //! `--sort last-crash` holds every matching row in memory, to sort them.
+//!
+//! An entry whose policy override cannot be decoded (its key's, or its service's when the key
+//! has none) is reported as a damaged entry is, naming the override and the `policy unset`
+//! that removes it: its state depends on that policy, so it is never shown as judged by
+//! another one. Every other entry is listed as usual.
 
 use std::cell::RefCell;
 use std::io::{self, Write};
 use std::process::ExitCode;
 
 use anstream::{AutoStream, ColorChoice};
-use recovery_store::{Policies, RecoveryStore, StoreError, Timestamp};
+use recovery_store::{RecoveryStore, StoreError, StoredPolicies, Timestamp};
 
 use super::args::{ListArgs, OutputArg, SortArg, StateArg};
 use super::render::{self, LIST_HEADERS};
@@ -30,7 +35,32 @@ struct Filter<'a> {
     service: Option<&'a str>,
     state: Option<State>,
     now: Timestamp,
-    policies: Policies,
+    policies: StoredPolicies,
+}
+
+/// An entry `list` cannot show: its stored key text, and why, with what to do next.
+struct Damaged {
+    key: String,
+    text: String,
+}
+
+impl Damaged {
+    fn of(err: &StoreError) -> Self {
+        let key = match err {
+            StoreError::CorruptEntry { key, .. } => key.clone(),
+            _ => String::new(),
+        };
+        Self {
+            key,
+            text: render::damaged_text(err),
+        }
+    }
+
+    /// An entry judged by a damaged override.
+    fn unjudged(key: String, err: &StoreError) -> Self {
+        let text = format!("entry {key} cannot be judged: {err}");
+        Self { key, text }
+    }
 }
 
 impl Filter<'_> {
@@ -40,7 +70,7 @@ impl Filter<'_> {
         &self,
         store: &RecoveryStore,
         mut visit: impl FnMut(EntryView) -> bool,
-        mut damaged: impl FnMut(&StoreError) -> bool,
+        mut damaged: impl FnMut(&Damaged) -> bool,
     ) -> Result<(), StoreError> {
         store.for_each_entry_with_history(&self.prefix, |entry| {
             let go_on = match entry {
@@ -48,7 +78,16 @@ impl Filter<'_> {
                     if self.service.is_some_and(|s| e.key.service_name != s) {
                         return Ok(());
                     }
-                    let mut view = EntryView::new(e, self.now, &self.policies);
+                    let applied = match self.policies.judge(&e.key) {
+                        Ok(applied) => applied,
+                        // Its state is unknown: a state filter rules it out, as a damaged entry.
+                        Err(_) if self.state.is_some() => return Ok(()),
+                        Err(err) => {
+                            let go_on = damaged(&Damaged::unjudged(e.key.to_string(), &err));
+                            return if go_on { Ok(()) } else { Err(json::stop()) };
+                        }
+                    };
+                    let mut view = EntryView::under(e, self.now, &applied.policy);
                     view.last = history.pop();
                     if self.state.is_some_and(|s| s != view.state) {
                         return Ok(());
@@ -59,7 +98,7 @@ impl Filter<'_> {
                     if !self.damaged_shown(&err) {
                         return Ok(());
                     }
-                    damaged(&err)
+                    damaged(&Damaged::of(&err))
                 }
                 Err(other) => return Err(other),
             };
@@ -85,7 +124,7 @@ pub fn list(ctx: &Ctx, args: &ListArgs, out: &mut impl Write) -> anyhow::Result<
         service: args.service.as_deref(),
         state: args.state_filter().map(state_of),
         now: ctx.now(),
-        policies: store.policies()?,
+        policies: store.snapshot(|s| s.stored_policies())?,
     };
     let sort = args.sort.unwrap_or(if ctx.json {
         SortArg::Key
@@ -142,7 +181,7 @@ fn plan(
     store: &RecoveryStore,
     filter: &Filter<'_>,
     mut size: impl FnMut(&EntryView),
-    damaged: impl FnMut(&StoreError) -> bool,
+    damaged: impl FnMut(&Damaged) -> bool,
 ) -> Result<Plan, StoreError> {
     let mut counts = [0usize; 3];
     let mut unhealthy = Some(Vec::new());
@@ -295,8 +334,8 @@ fn table(
         store,
         filter,
         |v| render::fit(&mut widths, &render::list_row(v, &filter.now, wide)),
-        |err| {
-            eprintln!("recovery-store: {}", sanitize(&render::damaged_text(err)));
+        |damaged| {
+            eprintln!("recovery-store: {}", sanitize(&damaged.text));
             true
         },
     )?;
@@ -356,21 +395,14 @@ fn json_list(
             filter.walk(
                 store,
                 |_| true,
-                |err| {
+                |damaged| {
                     visit(json::Damaged {
-                        key: damaged_key(err),
-                        error: render::damaged_text(err),
+                        key: damaged.key.clone(),
+                        error: damaged.text.clone(),
                     })
                 },
             )
         }),
     };
     json::emit_streamed(out, &doc, &failed)
-}
-
-fn damaged_key(err: &StoreError) -> String {
-    match err {
-        StoreError::CorruptEntry { key, .. } => key.clone(),
-        _ => String::new(),
-    }
 }

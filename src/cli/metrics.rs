@@ -3,6 +3,11 @@
 //!
 //! The whole report comes from one snapshot of the store, walked once per metric family, so
 //! memory stays flat however many backends there are and every family agrees with the others.
+//!
+//! A backend whose policy override cannot be decoded (its key's, or its service's when the key
+//! has none) has no per-backend series and counts in `recovery_store_damaged_entries`, as a
+//! damaged entry does: its state depends on that policy, so it is never reported as judged by
+//! another one. `recovery_store_damaged_policy_overrides` counts the damaged rows.
 
 use std::fmt;
 use std::io::Write;
@@ -16,8 +21,8 @@ use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Registry;
 use recovery_store::{
-    BackendStatus, CrashRecord, Policies, RecoveryEntry, RecoveryStore, SCHEMA_VERSION, Snapshot,
-    StoreError, Timestamp, status_under,
+    BackendStatus, CrashRecord, RecoveryEntry, RecoveryStore, SCHEMA_VERSION, Snapshot, StoreError,
+    StoredPolicies, Timestamp, status_under,
 };
 
 /// The three states a backend can be in, as the `state` label spells them.
@@ -108,9 +113,10 @@ struct Backend {
 }
 
 impl Backend {
-    /// `entry` at `now`, judged by the policy that applies to its key.
-    fn new(entry: RecoveryEntry, now: Timestamp, policies: &Policies) -> Self {
-        let policy = &policies.for_key(&entry.key).policy;
+    /// `entry` at `now`, judged by the policy that applies to its key; `None` when that
+    /// policy is a damaged override.
+    fn judged(entry: RecoveryEntry, now: Timestamp, policies: &StoredPolicies) -> Option<Self> {
+        let policy = &policies.judge(&entry.key).ok()?.policy;
         // An ended window counts no crashes, as in `status`; the total is kept.
         let (state, crashes_in_window, retry_after) = match status_under(&entry, now, policy) {
             BackendStatus::Healthy => (0, 0, Duration::ZERO),
@@ -119,12 +125,12 @@ impl Backend {
             } => (1, crashes_in_window, Duration::ZERO),
             BackendStatus::Refused { retry_after, .. } => (2, entry.crashes_in_window, retry_after),
         };
-        Self {
+        Some(Self {
             entry,
             state,
             crashes_in_window,
             retry_after,
-        }
+        })
     }
 
     fn labels(&self) -> [(&'static str, Escaped); 4] {
@@ -161,7 +167,7 @@ fn encode_snapshot(
     encoder: &mut DescriptorEncoder,
     fmt_failed: &mut bool,
 ) -> Result<(), StoreError> {
-    let policy = snap.policies()?;
+    let policy = snap.stored_policies()?;
     let census = census(snap, report, &policy)?;
     // A formatting error is the writer's (stdout closed, disk full): stop walking at once. The
     // walk can only be stopped with a `StoreError`; this one never leaves this module.
@@ -218,8 +224,12 @@ fn encode_snapshot(
             .map_err(|_| fmt_err(fmt_failed))?;
         let mut seen = [0u64; 2]; // others, refused
         snap.for_each_entry("", |entry| {
-            let Ok(entry) = entry else { return Ok(()) };
-            let backend = Backend::new(entry, report.now, &policy);
+            let Some(backend) = entry
+                .ok()
+                .and_then(|e| Backend::judged(e, report.now, &policy))
+            else {
+                return Ok(());
+            };
             let refused = usize::from(backend.state == 2);
             let quota = [census.other_quota, census.refused_quota][refused];
             if seen[refused] >= quota {
@@ -293,13 +303,16 @@ fn encode_backend(
 fn census(
     snap: &Snapshot<'_, '_>,
     report: &Report,
-    policy: &Policies,
+    policy: &StoredPolicies,
 ) -> Result<Census, StoreError> {
     let mut by_state = [0u64; 3];
     let mut damaged = 0;
     snap.for_each_entry("", |entry| {
         match entry {
-            Ok(entry) => by_state[Backend::new(entry, report.now, policy).state] += 1,
+            Ok(entry) => match Backend::judged(entry, report.now, policy) {
+                Some(backend) => by_state[backend.state] += 1,
+                None => damaged += 1,
+            },
             Err(_) => damaged += 1,
         }
         Ok(())
@@ -317,7 +330,7 @@ fn encode_store_gauges(
     encoder: &mut DescriptorEncoder,
     snap: &Snapshot<'_, '_>,
     report: &Report,
-    policy: &Policies,
+    policy: &StoredPolicies,
     census: &Census,
 ) -> Result<(), fmt::Error> {
     let gauge = ConstGauge::new(0i64).metric_type();
@@ -333,11 +346,16 @@ fn encode_store_gauges(
             .encode(backends.encode_family(&labels)?)?;
     }
     let schema = snap.schema_version().unwrap_or(SCHEMA_VERSION);
-    let plain: [(&str, &str, f64); 7] = [
+    let plain: [(&str, &str, f64); 8] = [
         (
             "recovery_store_damaged_entries",
-            "Entries that cannot be decoded; `recovery-store check` names them.",
+            "Entries that cannot be decoded, or whose policy override cannot be; `recovery-store check` names them.",
             census.damaged as f64,
+        ),
+        (
+            "recovery_store_damaged_policy_overrides",
+            "Policy override rows that cannot be decoded; `recovery-store check` names them.",
+            policy.damaged().len() as f64,
         ),
         (
             "recovery_store_series_omitted_backends",
@@ -357,12 +375,12 @@ fn encode_store_gauges(
         (
             "recovery_store_policy_retry_backoff_seconds",
             "The store's default retry backoff, in seconds.",
-            policy.default.recovery.retry_backoff.as_secs_f64(),
+            policy.default_policy().recovery.retry_backoff.as_secs_f64(),
         ),
         (
             "recovery_store_policy_budget_window_seconds",
             "The store's default budget window, in seconds.",
-            policy.default.recovery.budget_window.as_secs_f64(),
+            policy.default_policy().recovery.budget_window.as_secs_f64(),
         ),
         (
             "recovery_store_report_timestamp_seconds",

@@ -1,5 +1,11 @@
 //! `policy`, `policy set` and `policy unset`: the store's default policy and its per-service
 //! and per-key overrides.
+//!
+//! A damaged override row never stops these commands: `policy` shows the rows that decode and
+//! names each damaged one on stderr (exit 1); `policy set` replaces a damaged row of its scope
+//! (fields not given then come from the next most specific policy); `policy unset` removes a
+//! row whatever its value holds, and `--service` takes a stored name that is not valid, so a
+//! row whose scope text was damaged can be removed too.
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -11,7 +17,8 @@ use recovery_store::{
 
 use super::args::PolicyAction;
 use super::commands::check_policy;
-use super::{Ctx, json, render};
+use super::sanitize::sanitize;
+use super::{Ctx, NEGATIVE, json, render};
 
 /// `default`, or the scope text of the override that applies.
 pub fn scope_name(applied: &AppliedPolicy) -> String {
@@ -63,21 +70,37 @@ pub fn policy(
             key,
             reason,
         }) => {
-            let scope = scope_of(service, key)?.context("policy unset needs --service or --key")?;
+            let scope = match (service, key) {
+                // Any stored name, so that a row whose name was damaged can be removed.
+                (Some(name), _) if PolicyScope::service(&name).is_err() => {
+                    PolicyScope::Service(name)
+                }
+                (service, key) => {
+                    scope_of(service, key)?.context("policy unset needs --service or --key")?
+                }
+            };
             unset(ctx, &scope, reason.as_deref(), out)
         }
     }
 }
 
 fn show(ctx: &Ctx, out: &mut impl Write) -> anyhow::Result<ExitCode> {
-    let policies = ctx.open_read()?.policies()?;
+    let policies = ctx.open_read()?.snapshot(|s| s.stored_policies())?;
+    for row in policies.damaged() {
+        eprintln!("recovery-store: {}", sanitize(&row.error().to_string()));
+    }
+    let code = if policies.damaged().is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(NEGATIVE)
+    };
     if ctx.json {
         json::emit(
             out,
             &json::PolicyDoc {
-                policy: json::StoredPolicy::of(&policies.default),
+                policy: json::StoredPolicy::of(&policies.default_policy()),
                 overrides: policies
-                    .overrides
+                    .overrides()
                     .iter()
                     .map(|(scope, p)| json::Override {
                         scope: scope.to_string(),
@@ -87,16 +110,19 @@ fn show(ctx: &Ctx, out: &mut impl Write) -> anyhow::Result<ExitCode> {
             },
         )?;
     } else {
-        render::policy(out, &policies.default)?;
-        for (scope, p) in &policies.overrides {
+        render::policy(out, &policies.default_policy())?;
+        for (scope, p) in policies.overrides() {
             writeln!(
                 out,
                 "override {scope}: {}",
                 render::stored_policy_text_full(p)
             )?;
         }
+        for row in policies.damaged() {
+            writeln!(out, "override {}: damaged", sanitize(&row.scope))?;
+        }
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(code)
 }
 
 struct Change {
@@ -119,19 +145,24 @@ fn set(
     } else {
         None
     };
-    let policies = match &existing {
-        Some(store) => store.policies()?,
-        None => recovery_store::Policies::default(),
+    let stored = match &existing {
+        Some(store) => store.snapshot(|s| s.stored_policies())?,
+        None => recovery_store::StoredPolicies::default(),
+    };
+    // A damaged row of this scope is replaced: the fields not given come from the policy below.
+    let policies = match &scope {
+        Some(scope) => stored.without_damaged(scope),
+        None => stored,
     };
     // Unspecified fields come from the policy that applies to the scope now.
     let old = match &scope {
-        None => policies.default,
-        Some(PolicyScope::Key(key)) => policies.for_key(key).policy,
+        None => policies.default_policy(),
+        Some(PolicyScope::Key(key)) => policies.judge(key)?.policy,
         Some(PolicyScope::Service(name)) => policies
-            .overrides
+            .overrides()
             .iter()
             .find(|(s, _)| matches!(s, PolicyScope::Service(n) if n == name))
-            .map_or(policies.default, |(_, p)| *p),
+            .map_or(policies.default_policy(), |(_, p)| *p),
     };
     let new = RecoveryPolicy::new(
         BackendRecoveryPolicy::new(

@@ -2,6 +2,10 @@
 //! clears its entries under every hash only with `--all-hashes`), damaged entries by their
 //! stored text, the backends refused now (`--refused`, like `systemctl reset-failed`), one
 //! service or instance, or everything. Each key named that had no state is listed.
+//!
+//! `reset --refused` cannot tell whether a backend whose policy override is damaged is refused
+//! (that depends on the policy): it leaves such a backend, names it and the override on stderr,
+//! and exits 1. Naming the key, or removing the override first, clears it.
 
 use std::collections::BTreeSet;
 use std::io::Write;
@@ -36,11 +40,11 @@ pub fn reset(ctx: &Ctx, args: &ResetArgs, out: &mut impl Write) -> anyhow::Resul
         json::emit(
             out,
             &json::Reset {
-                cleared: outcome.cleared,
-                no_state: outcome.no_state.into_iter().map(|(k, _)| k).collect(),
+                cleared: outcome.cleared.clone(),
+                no_state: outcome.no_state.iter().map(|(k, _)| k.clone()).collect(),
             },
         )?;
-        return Ok(ExitCode::SUCCESS);
+        return Ok(left_unjudged(&outcome));
     }
     for key in &outcome.cleared {
         writeln!(out, "cleared {}", sanitize(key))?;
@@ -56,7 +60,19 @@ pub fn reset(ctx: &Ctx, args: &ResetArgs, out: &mut impl Write) -> anyhow::Resul
     if outcome.cleared.is_empty() && outcome.no_state.is_empty() {
         writeln!(out, "nothing to reset: {}", sanitize(&outcome.nothing))?;
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(left_unjudged(&outcome))
+}
+
+/// Names on stderr each backend left because its state could not be judged; exit 1 if any.
+fn left_unjudged(outcome: &Cleared) -> ExitCode {
+    for text in &outcome.unjudged {
+        eprintln!("recovery-store: {}", sanitize(text));
+    }
+    if outcome.unjudged.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(super::NEGATIVE)
+    }
 }
 
 /// What a reset did.
@@ -67,6 +83,8 @@ struct Cleared {
     no_state: Vec<(String, Vec<String>)>,
     /// What to say when a filter cleared nothing.
     nothing: String,
+    /// Backends left because a damaged policy override hides their state, each with why.
+    unjudged: Vec<String>,
 }
 
 /// `reset KEY… [--raw TEXT…]`: a key without its hash clears its entries under every hash
@@ -150,6 +168,7 @@ fn clear_keys(store: &RecoveryStore, args: &ResetArgs) -> anyhow::Result<Cleared
         cleared,
         no_state,
         nothing: String::new(),
+        unjudged: Vec::new(),
     })
 }
 
@@ -173,15 +192,26 @@ fn hashed_entries(store: &RecoveryStore, key: &BackendKey) -> anyhow::Result<Vec
 /// `systemctl reset-failed`; more than one needs `--yes`.
 fn clear_refused(ctx: &Ctx, store: &RecoveryStore, args: &ResetArgs) -> anyhow::Result<Cleared> {
     let prefix = instance_prefix(args.instance.as_ref());
-    let policies = store.policies()?;
+    let policies = store.snapshot(|s| s.stored_policies())?;
     let now = ctx.now();
     let service = args.service.as_deref();
     let mut refused = BTreeSet::new();
+    let mut unjudged = Vec::new();
     store.for_each_entry(&prefix, |entry| {
         match entry {
             Ok(e) if service.is_none_or(|s| e.key.service_name == s) => {
-                if EntryView::new(e.clone(), now, &policies).state == State::Refused {
-                    refused.insert(e.key.to_string());
+                match policies.judge(&e.key) {
+                    Ok(applied) => {
+                        let key = e.key.to_string();
+                        if EntryView::under(e, now, &applied.policy).state == State::Refused {
+                            refused.insert(key);
+                        }
+                    }
+                    Err(err) => unjudged.push(format!(
+                        "left {}: whether it is refused depends on its policy: {err}; or clear \
+                         it by name with `recovery-store reset {}`",
+                        e.key, e.key
+                    )),
                 }
             }
             Ok(_) | Err(StoreError::CorruptEntry { .. }) => {}
@@ -212,6 +242,7 @@ fn clear_refused(ctx: &Ctx, store: &RecoveryStore, args: &ResetArgs) -> anyhow::
         cleared,
         no_state: Vec::new(),
         nothing: "no backend is refused now".into(),
+        unjudged,
     })
 }
 
@@ -222,6 +253,7 @@ fn clear_prefix(store: &RecoveryStore, args: &ResetArgs) -> anyhow::Result<Clear
             cleared: store.reset_prefix_with_reason("", args.reason.as_deref())?,
             no_state: Vec::new(),
             nothing: "the store is empty".into(),
+            unjudged: Vec::new(),
         });
     }
     let prefix = instance_prefix(args.instance.as_ref());
@@ -244,6 +276,7 @@ fn clear_prefix(store: &RecoveryStore, args: &ResetArgs) -> anyhow::Result<Clear
         cleared,
         no_state: Vec::new(),
         nothing,
+        unjudged: Vec::new(),
     })
 }
 

@@ -4,7 +4,8 @@
 use std::time::Duration;
 
 use recovery_store::{
-    BackendStatus, BrokerInstanceKey, CrashRecord, Policies, RecoveryEntry, Timestamp, status_under,
+    BackendStatus, BrokerInstanceKey, CrashRecord, Policies, RecoveryEntry, RecoveryPolicy,
+    Timestamp, status_under,
 };
 
 /// The three states the CLI reports.
@@ -63,7 +64,12 @@ pub struct EntryView {
 impl EntryView {
     /// `entry` at `now`, judged by the policy that applies to its key.
     pub fn new(entry: RecoveryEntry, now: Timestamp, policies: &Policies) -> Self {
-        let policy = &policies.for_key(&entry.key).policy;
+        let policy = policies.for_key(&entry.key).policy;
+        Self::under(entry, now, &policy)
+    }
+
+    /// `entry` at `now`, judged by `policy`.
+    pub fn under(entry: RecoveryEntry, now: Timestamp, policy: &RecoveryPolicy) -> Self {
         let status = status_under(&entry, now, policy);
         // The library judges the window (clock steps included); an entry is healthy only once
         // its window has ended.

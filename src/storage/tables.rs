@@ -14,7 +14,9 @@ use crate::audit::{self, AuditEvent, Change};
 use crate::error::StoreError;
 use crate::key::BackendKey;
 use crate::migrations::{self, CURRENT_VERSION, FORMAT_NAME, current as schema};
-use crate::overrides::{self, AppliedPolicy, Policies, PolicyScope};
+use crate::overrides::{
+    self, AppliedPolicy, DamagedOverride, Policies, PolicyScope, StoredPolicies,
+};
 use crate::policy::{BackendRecoveryPolicy, RecoveryPolicy};
 use crate::record::{self, CrashRecord, RecoveryEntry};
 
@@ -67,14 +69,24 @@ impl<'a> Reader<'a> {
     }
 
     /// The default policy and every override (none in a store without the overrides table).
+    /// Fails with [`StoreError::CorruptOverride`] naming the first row that does not decode;
+    /// [`stored_policies`](Self::stored_policies) reads past damaged rows.
     pub fn policies(&self) -> Result<Policies, StoreError> {
+        self.stored_policies()?.checked()
+    }
+
+    /// The default policy and every override row, decodable or not.
+    pub fn stored_policies(&self) -> Result<StoredPolicies, StoreError> {
         let default = self.recovery_policy()?;
         match self.txn.open_table(OVERRIDES) {
             Ok(table) => read_policies(&table, default, self.path),
-            Err(TableError::TableDoesNotExist(_)) => Ok(Policies {
-                default,
-                overrides: Vec::new(),
-            }),
+            Err(TableError::TableDoesNotExist(_)) => Ok(StoredPolicies::new(
+                Policies {
+                    default,
+                    overrides: Vec::new(),
+                },
+                Vec::new(),
+            )),
             Err(e) => Err(engine_err(self.path, e)),
         }
     }
@@ -182,27 +194,45 @@ impl<'a> Reader<'a> {
     }
 
     /// Every audit event, oldest first, keeping those `keep` accepts (none in a store written
-    /// before schema 2, which has no audit table).
+    /// before schema 2, which has no audit table). Fails with
+    /// [`StoreError::CorruptAuditEvent`] naming the first event that does not decode;
+    /// [`audit_rows`](Self::audit_rows) reads past damaged events.
     pub fn audit(&self, keep: impl Fn(&AuditEvent) -> bool) -> Result<Vec<AuditEvent>, StoreError> {
-        let path = self.path;
-        let table = match self.txn.open_table(AUDIT) {
-            Ok(table) => table,
-            Err(TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
-            Err(e) => return Err(engine_err(path, e)),
-        };
         let mut events = Vec::new();
-        for item in table.iter().map_err(|e| engine_err(path, e))? {
-            let (seq, value) = item.map_err(|e| engine_err(path, e))?;
-            let event =
-                audit::decode(seq.value(), value.value()).map_err(|e| StoreError::Corrupt {
-                    path: path.to_owned(),
-                    detail: format!("audit event {}: {e}", seq.value()),
-                })?;
+        self.audit_rows(|event| {
+            let event = event?;
             if keep(&event) {
                 events.push(event);
             }
-        }
+            Ok(())
+        })?;
         Ok(events)
+    }
+
+    /// Visits every audit event, oldest first, each decoded separately: a damaged one reaches
+    /// `visit` as [`StoreError::CorruptAuditEvent`] and the walk goes on.
+    pub fn audit_rows(
+        &self,
+        mut visit: impl FnMut(Result<AuditEvent, StoreError>) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        let path = self.path;
+        let table = match self.txn.open_table(AUDIT) {
+            Ok(table) => table,
+            Err(TableError::TableDoesNotExist(_)) => return Ok(()),
+            Err(e) => return Err(engine_err(path, e)),
+        };
+        for item in table.iter().map_err(|e| engine_err(path, e))? {
+            let (seq, value) = item.map_err(|e| engine_err(path, e))?;
+            let seq = seq.value();
+            visit(
+                audit::decode(seq, value.value()).map_err(|e| StoreError::CorruptAuditEvent {
+                    path: path.to_owned(),
+                    seq,
+                    detail: e.to_string(),
+                }),
+            )?;
+        }
+        Ok(())
     }
 
     /// The number of entries.
@@ -589,34 +619,36 @@ fn decode_override(
     scope: &[u8],
     value: &[u8],
     path: &Path,
-) -> Result<(PolicyScope, RecoveryPolicy), StoreError> {
-    let corrupt = |detail: String| StoreError::Corrupt {
-        path: path.to_owned(),
-        detail,
+) -> Result<(PolicyScope, RecoveryPolicy), DamagedOverride> {
+    let text = String::from_utf8_lossy(scope);
+    let damaged = |detail: String| DamagedOverride::new(path.to_owned(), text.to_string(), detail);
+    let Ok(utf8) = std::str::from_utf8(scope) else {
+        return Err(damaged("its scope text is not UTF-8".into()));
     };
-    let text = std::str::from_utf8(scope)
-        .map_err(|_| corrupt(format!("policy override scope {scope:?} is not UTF-8")))?;
-    let scope = PolicyScope::parse(text)
-        .map_err(|e| corrupt(format!("policy override scope {text:?}: {e}")))?;
+    let parsed = PolicyScope::parse(utf8).map_err(|e| damaged(format!("scope: {e}")))?;
     let (policy, retries) = record::decode_policy(value, CURRENT_VERSION)
-        .map_err(|e| corrupt(format!("policy override {text}: {e}")))?;
-    Ok((scope, RecoveryPolicy::new(policy, retries)))
+        .map_err(|e| damaged(format!("value: {e}")))?;
+    Ok((parsed, RecoveryPolicy::new(policy, retries)))
 }
 
+// Each row is decoded separately, so one damaged row does not hide the others.
 fn read_policies(
     table: &impl ReadableTable<&'static [u8], &'static [u8]>,
     default: RecoveryPolicy,
     path: &Path,
-) -> Result<Policies, StoreError> {
-    let mut out = Vec::new();
+) -> Result<StoredPolicies, StoreError> {
+    let (mut overrides, mut damaged) = (Vec::new(), Vec::new());
     for item in table.iter().map_err(|e| engine_err(path, e))? {
         let (scope, value) = item.map_err(|e| engine_err(path, e))?;
-        out.push(decode_override(scope.value(), value.value(), path)?);
+        match decode_override(scope.value(), value.value(), path) {
+            Ok(row) => overrides.push(row),
+            Err(row) => damaged.push(row),
+        }
     }
-    Ok(Policies {
-        default,
-        overrides: out,
-    })
+    Ok(StoredPolicies::new(
+        Policies { default, overrides },
+        damaged,
+    ))
 }
 
 // Two point lookups, most specific first: no scan, whatever the number of overrides.
@@ -631,7 +663,9 @@ fn applied_policy(
             .get(scope.as_bytes())
             .map_err(|e| engine_err(path, e))?
         {
-            let (scope, policy) = decode_override(scope.as_bytes(), value.value(), path)?;
+            // A damaged row of the deciding scope fails the key: never judged by another policy.
+            let (scope, policy) = decode_override(scope.as_bytes(), value.value(), path)
+                .map_err(|row| row.error())?;
             return Ok(AppliedPolicy {
                 policy,
                 scope: Some(scope),

@@ -1,0 +1,286 @@
+//! Damaged rows of schema 2's `policy_overrides` and `audit` tables, written as raw bytes
+//! beside the library: `check` names each one; `list`, `metrics`, `prune`, `reset --refused`,
+//! `status`, `policy` and `audit` keep serving what is not damaged, and never judge a key by
+//! another policy than the damaged override stored for it; `policy unset` and `policy set`
+//! repair a damaged row.
+
+use super::*;
+use crate::damaged_rows::{GARBAGE, damage_first_audit_event, put_override};
+
+/// Judged by the damaged `service:zc` override.
+const ZC: &str = "shared/zc@1.0.0";
+/// Judged by the default policy.
+const OTHER: &str = "shared/other@1.0.0";
+/// Judged by the intact `service:good` override (3 retries: recovering after two crashes).
+const GOOD: &str = "shared/good@1.0.0";
+/// A window long ended: pruned, unless a damaged override judges it.
+const OLD: &str = "shared/old@1.0.0";
+
+fn crash(cli: &Cli, now: &str, key: &str) {
+    let now = at(now);
+    let out = cli.run(&with_now(&now, &["record-crash", key]));
+    // 1: refused.
+    assert!(
+        matches!(out.status.code(), Some(0 | 1)),
+        "{}",
+        describe(&out)
+    );
+}
+
+/// Two crashes at T0 for ZC, OTHER and GOOD, one long before for OLD; a good override for
+/// `good` and one for `zc`, whose value is then damaged.
+fn store_with_damaged_override() -> Cli {
+    let cli = Cli::new();
+    crash(&cli, "2025-12-01T00:00:00Z", OLD);
+    for key in [ZC, OTHER, GOOD] {
+        crash(&cli, T0, key);
+        crash(&cli, "2026-01-01T00:00:01Z", key);
+    }
+    cli.ok(&["policy", "set", "--service", "good", "--retries", "3"]);
+    cli.ok(&["policy", "set", "--service", "zc", "--retries", "5"]);
+    put_override(cli.path(), b"service:zc", GARBAGE);
+    cli
+}
+
+fn assert_names_the_row(text: &str) {
+    assert!(text.contains("\"service:zc\""), "{text}");
+    assert!(
+        text.contains("recovery-store policy unset --service zc"),
+        "{text}"
+    );
+}
+
+#[test]
+fn check_reports_each_damaged_override_row_and_audit_event() {
+    let cli = store_with_damaged_override();
+    let seq = damage_first_audit_event(cli.path());
+
+    let text = cli.expect(1, &["check"]);
+    assert!(text.contains("overrides: 1 ok, 1 damaged"), "{text}");
+    assert!(text.contains("audit:     "), "{text}");
+    assert!(text.contains(" 1 damaged\n"), "{text}");
+    let problem = text
+        .lines()
+        .find(|l| l.starts_with("problem:   policy override"))
+        .unwrap_or_else(|| panic!("no override problem in {text}"));
+    assert_names_the_row(problem);
+    assert!(problem.contains("would judge 1 entry"), "{problem}");
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with(&format!("problem:   audit event {seq} "))),
+        "{text}"
+    );
+
+    let doc: Check = cli.json(1, &["check"]);
+    assert!(!doc.ok);
+    assert_eq!(doc.problems.len(), 2, "{:?}", doc.problems);
+    assert_names_the_row(&doc.problems[0]);
+    assert!(doc.problems[1].starts_with(&format!("audit event {seq} ")));
+}
+
+#[test]
+fn list_serves_every_key_not_judged_by_the_damaged_override() {
+    let cli = store_with_damaged_override();
+    let now = at("2026-01-01T00:00:02Z");
+    let doc: List = cli.json(0, &with_now(&now, &["list"]));
+    let states: Vec<(&str, &str)> = doc
+        .entries
+        .iter()
+        .map(|e| (e.key.as_str(), e.state.as_str()))
+        .collect();
+    assert_eq!(
+        states,
+        [(GOOD, "recovering"), (OLD, "healthy"), (OTHER, "refused")],
+        "ZC is never shown as judged by the default policy"
+    );
+    assert_eq!(doc.damaged.len(), 1, "{:?}", doc.damaged);
+    assert_eq!(doc.damaged[0].key, ZC);
+    assert_names_the_row(&doc.damaged[0].error);
+
+    let out = cli.run(&with_now(&now, &["list"]));
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(table.contains(OTHER) && !table.contains(ZC), "{table}");
+    assert!(stderr(&out).contains(ZC), "{}", describe(&out));
+    assert_names_the_row(&stderr(&out));
+    // A state filter cannot place ZC: it is left out, as a damaged entry is.
+    let refused: List = cli.json(0, &with_now(&now, &["list", "--state", "refused"]));
+    assert_eq!(refused.entries.len(), 1);
+    assert!(refused.damaged.is_empty());
+}
+
+#[test]
+fn metrics_count_the_unjudged_key_as_damaged_and_serve_the_others() {
+    let cli = store_with_damaged_override();
+    let now = at("2026-01-01T00:00:02Z");
+    let text = cli.expect(0, &with_now(&now, &["metrics"]));
+    let sample = |line_start: &str| {
+        text.lines()
+            .find(|l| l.starts_with(line_start))
+            .unwrap_or_else(|| panic!("no {line_start} in {text}"))
+            .rsplit(' ')
+            .next()
+            .unwrap()
+            .parse::<f64>()
+            .unwrap()
+    };
+    assert_eq!(sample("recovery_store_damaged_entries "), 1.0);
+    assert_eq!(sample("recovery_store_damaged_policy_overrides "), 1.0);
+    assert_eq!(
+        sample(&format!(
+            "recovery_store_backend_state{{key=\"{OTHER}\",instance=\"shared\",service=\"other\",version=\"1.0.0\",state=\"refused\"}}"
+        )),
+        1.0
+    );
+    assert!(!text.contains(&format!("key=\"{ZC}\"")), "{text}");
+}
+
+#[test]
+fn prune_leaves_the_keys_a_damaged_override_judges() {
+    let cli = store_with_damaged_override();
+    // Every window has ended under the default policy, ZC's too.
+    let now = at("2026-02-01T00:00:00Z");
+    let out = cli.run(&with_now(&now, &["--json", "prune"]));
+    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
+    let doc: Prune = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(doc.pruned, 3, "OLD, OTHER and GOOD");
+    assert_names_the_row(&stderr(&out));
+    let left: List = cli.json(0, &with_now(&now, &["list"]));
+    assert!(left.entries.is_empty());
+    assert_eq!(left.damaged.len(), 1);
+    assert_eq!(
+        left.damaged[0].key, ZC,
+        "kept: its window depends on the policy"
+    );
+}
+
+#[test]
+fn reset_refused_clears_the_others_and_names_the_unjudged_key() {
+    let cli = store_with_damaged_override();
+    let now = at("2026-01-01T00:00:02Z");
+    let out = cli.run(&with_now(&now, &["reset", "--refused", "--yes"]));
+    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        format!("cleared {OTHER}\n")
+    );
+    let err = stderr(&out);
+    assert!(err.contains(&format!("left {ZC}")), "{err}");
+    assert_names_the_row(&err);
+    // Named, it is cleared whatever its policy.
+    cli.ok(&["reset", ZC]);
+}
+
+#[test]
+fn status_and_record_crash_answer_for_other_keys_and_fail_clearly_for_the_judged_one() {
+    let cli = store_with_damaged_override();
+    let now = at("2026-01-01T00:00:02Z");
+    let doc: Status = cli.json(1, &with_now(&now, &["status", OTHER]));
+    assert_eq!(doc.state, "refused");
+    cli.expect(0, &with_now(&now, &["show", GOOD]));
+    for args in [&["status", ZC][..], &["show", ZC], &["record-crash", ZC]] {
+        let out = cli.run(&with_now(&now, args));
+        assert_error(&out, "policy override \"service:zc\"");
+        assert_names_the_row(&stderr(&out));
+    }
+    cli.expect(1, &with_now(&now, &["record-crash", OTHER]));
+}
+
+#[test]
+fn audit_lists_the_events_that_decode_and_names_the_damaged_one() {
+    let cli = store_with_damaged_override();
+    let all: Audit = cli.json(0, &["audit"]);
+    assert_eq!(all.events.len(), 2, "the two policy sets");
+    let seq = damage_first_audit_event(cli.path());
+    let out = cli.run(&["--json", "audit"]);
+    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
+    let doc: Audit = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(doc.events.len(), 1);
+    assert_eq!(doc.events[0].scope.as_deref(), Some("service:zc"));
+    assert!(
+        stderr(&out).contains(&format!("audit event {seq} ")),
+        "{}",
+        describe(&out)
+    );
+    let text = cli.expect(1, &["audit"]);
+    assert!(text.contains("service:zc"), "{text}");
+}
+
+#[test]
+fn policy_shows_the_rest_and_unset_removes_the_damaged_row() {
+    let cli = store_with_damaged_override();
+    let out = cli.run(&["--json", "policy"]);
+    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
+    let doc: PolicyDoc = serde_json::from_slice(&out.stdout).unwrap();
+    let scopes: Vec<&str> = doc.overrides.iter().map(|o| o.scope.as_str()).collect();
+    assert_eq!(scopes, ["service:good"]);
+    assert_names_the_row(&stderr(&out));
+
+    let removed: PolicyUnset = cli.json(0, &["policy", "unset", "--service", "zc"]);
+    assert!(removed.removed);
+    assert!(cli.ok(&["check"]).contains("no problems found"));
+    // ZC is judged again, by the default policy now.
+    let now = at("2026-01-01T00:00:02Z");
+    let doc: Status = cli.json(1, &with_now(&now, &["status", ZC]));
+    assert_eq!(doc.policy_scope, "default");
+}
+
+#[test]
+fn policy_set_replaces_a_damaged_row_of_its_scope() {
+    let cli = store_with_damaged_override();
+    let doc: PolicySet = cli.json(0, &["policy", "set", "--service", "zc", "--retries", "4"]);
+    assert_eq!(doc.retries_per_window, 4);
+    assert_eq!(
+        doc.previous.retries_per_window, 1,
+        "fields not given come from the policy below the damaged row"
+    );
+    assert!(cli.ok(&["check"]).contains("no problems found"));
+    let now = at("2026-01-01T00:00:02Z");
+    let status: Status = cli.json(0, &with_now(&now, &["status", ZC]));
+    assert_eq!(status.policy_scope, "service:zc");
+}
+
+#[test]
+fn damaged_key_rows_and_damaged_scope_text_can_be_removed_too() {
+    let cli = store_with_damaged_override();
+    cli.ok(&["policy", "unset", "--service", "zc"]);
+    put_override(cli.path(), format!("key:{OTHER}").as_bytes(), GARBAGE);
+    put_override(cli.path(), b"service:Bad Name", GARBAGE);
+    let doc: Check = cli.json(1, &["check"]);
+    assert_eq!(doc.problems.len(), 2, "{:?}", doc.problems);
+    assert!(
+        doc.problems
+            .iter()
+            .any(|p| p.contains(&format!("policy unset --key {OTHER}"))),
+        "{:?}",
+        doc.problems
+    );
+    assert!(
+        doc.problems
+            .iter()
+            .any(|p| p.contains("policy unset --service 'Bad Name'")),
+        "{:?}",
+        doc.problems
+    );
+    let now = at("2026-01-01T00:00:02Z");
+    assert_error(
+        &cli.run(&with_now(&now, &["status", OTHER])),
+        &format!("\"key:{OTHER}\""),
+    );
+    cli.ok(&["policy", "unset", "--key", OTHER]);
+    cli.ok(&["policy", "unset", "--service", "Bad Name"]);
+    assert!(cli.ok(&["check"]).contains("no problems found"));
+}
+
+#[test]
+fn salvage_of_a_store_with_damaged_rows_keeps_every_entry() {
+    let cli = store_with_damaged_override();
+    damage_first_audit_event(cli.path());
+    let dir = tempfile::tempdir().unwrap();
+    let saved = dir.path().join("saved.json");
+    let text = cli.expect(1, &["check", "--salvage", saved.to_str().unwrap()]);
+    assert!(text.contains("salvaged: 4 entries"), "{text}");
+    assert_names_the_row(&text);
+    let doc: serde_json::Value = serde_json::from_slice(&std::fs::read(&saved).unwrap()).unwrap();
+    assert_eq!(doc["entries"].as_array().unwrap().len(), 4);
+}
