@@ -207,22 +207,18 @@ impl StoredPolicies {
     /// [`StoreError::CorruptOverride`] when the scope that would decide (the key's own, else
     /// its service's) is a damaged row.
     pub fn judge(&self, key: &BackendKey) -> Result<AppliedPolicy, StoreError> {
-        if !self.damaged.is_empty() {
-            for text in scopes_of(key) {
-                if let Some(row) = self.damaged.iter().find(|d| d.scope == text) {
-                    return Err(row.error());
-                }
-                if self
-                    .decoded
-                    .overrides
-                    .iter()
-                    .any(|(s, _)| s.to_string() == text)
-                {
-                    break;
-                }
+        let applied = self.decoded.for_key(key);
+        // A decoded key override decides before any service row, damaged or not.
+        if self.damaged.is_empty() || matches!(applied.scope, Some(PolicyScope::Key(_))) {
+            return Ok(applied);
+        }
+        // Otherwise a damaged key row would decide, else a damaged service row.
+        for text in scopes_of(key) {
+            if let Some(row) = self.damaged.iter().find(|d| d.scope == text) {
+                return Err(row.error());
             }
         }
-        Ok(self.decoded.for_key(key))
+        Ok(applied)
     }
 
     /// These policies with the damaged row of `scope` left out (`policy set` replaces it).
