@@ -644,71 +644,11 @@ impl RecoveryStore {
         Ok(self.len()? == 0)
     }
 
-    /// Replaces the whole state with `entries` (and the policy, if given) in one transaction,
-    /// with an [`AuditAction::Import`](crate::AuditAction) event (scope `all`).
-    ///
-    /// Entries the store could not have written are refused with
-    /// [`StoreError::InvalidImport`] before anything changes: a key given twice, no crash in
-    /// the window, or fewer crashes in total than in the window.
-    pub fn replace_all(
-        &self,
-        policy: Option<BackendRecoveryPolicy>,
-        entries: &[RecoveryEntry],
-    ) -> Result<(), StoreError> {
-        let entries: Vec<_> = entries.iter().map(|e| (e.clone(), Vec::new())).collect();
-        self.replace_all_with_history(policy, &entries)
-    }
-
-    /// [`replace_all`](Self::replace_all), each entry with its crash history (the last
-    /// [`HISTORY_LIMIT`](crate::HISTORY_LIMIT) crashes of it are kept).
-    pub fn replace_all_with_history(
-        &self,
-        policy: Option<BackendRecoveryPolicy>,
-        entries: &[(RecoveryEntry, Vec<CrashRecord>)],
-    ) -> Result<(), StoreError> {
-        let plain: Vec<RecoveryEntry> = entries.iter().map(|(e, _)| e.clone()).collect();
-        validate_entries(&plain)?;
-        self.storage.write(|w| {
-            for raw in &w.keys("")? {
-                w.remove_raw(raw)?;
-            }
-            for (entry, history) in entries {
-                w.put_with_history(entry, history)?;
-            }
-            if let Some(policy) = policy {
-                w.set_policy(&policy)?;
-            }
-            w.append_audit(&Change::scope(AuditAction::Import, "all".into(), None))
-        })
-    }
-
     /// Runs the storage engine's full integrity check, repairing what it can. Returns true when
     /// the file was sound. Needs the only handle in this process.
     pub fn check_integrity(&mut self) -> Result<bool, StoreError> {
         self.storage.check_integrity()
     }
-}
-
-/// Refuses entries the store could not have written: an invalid or repeated key, no crash in
-/// the window, or fewer crashes in total than in the window.
-pub(crate) fn validate_entries(entries: &[RecoveryEntry]) -> Result<(), StoreError> {
-    let mut seen = std::collections::HashSet::new();
-    for entry in entries {
-        entry.key.validate()?;
-        let problem = if !seen.insert(&entry.key) {
-            "appears more than once"
-        } else if entry.crashes_in_window == 0 {
-            "has no crash in its window"
-        } else if entry.total_crashes < u64::from(entry.crashes_in_window) {
-            "has fewer crashes in total than in its window"
-        } else {
-            continue;
-        };
-        return Err(StoreError::InvalidImport {
-            detail: format!("entry {} {problem}", entry.key),
-        });
-    }
-    Ok(())
 }
 
 // `now` is `None` for a crash stamped inside the transaction (`record_crash_now`).
