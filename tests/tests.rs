@@ -18,4 +18,5 @@ mod model;
 mod ownership;
 mod processes;
 mod recovery;
+mod restore;
 mod store;

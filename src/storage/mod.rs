@@ -11,6 +11,7 @@ mod files;
 #[cfg(test)]
 mod fixture;
 mod guard;
+mod imports;
 mod migration;
 mod opening;
 mod overlay;
