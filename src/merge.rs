@@ -46,7 +46,7 @@ impl RecoveryStore {
         };
         let mode = ImportMode::Merge { overwrite };
         Ok(self
-            .import_with(&image, DefaultPolicy::Keep, mode)?
+            .import_with(&image, DefaultPolicy::Keep, mode, None)?
             .overwritten)
     }
 }

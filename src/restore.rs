@@ -96,11 +96,22 @@ impl RecoveryStore {
         image: &StoreImage,
         mode: ImportMode,
     ) -> Result<ImportOutcome, StoreError> {
+        self.import_with_reason(image, mode, None)
+    }
+
+    /// [`import`](Self::import), with the operator's reason kept in its
+    /// [`AuditAction::Import`] event.
+    pub fn import_with_reason(
+        &self,
+        image: &StoreImage,
+        mode: ImportMode,
+        reason: Option<&str>,
+    ) -> Result<ImportOutcome, StoreError> {
         let default = match image.policy {
             Some(policy) => DefaultPolicy::Full(policy),
             None => DefaultPolicy::Keep,
         };
-        self.import_with(image, default, mode)
+        self.import_with(image, default, mode, reason)
     }
 
     /// Replaces the whole state with `entries` (and the policy, if given) in one transaction,
@@ -131,7 +142,7 @@ impl RecoveryStore {
             ..StoreImage::default()
         };
         let default = policy.map_or(DefaultPolicy::Keep, DefaultPolicy::Timing);
-        self.import_with(&image, default, ImportMode::Replace)
+        self.import_with(&image, default, ImportMode::Replace, None)
             .map(drop)
     }
 
@@ -140,6 +151,7 @@ impl RecoveryStore {
         image: &StoreImage,
         default: DefaultPolicy,
         mode: ImportMode,
+        reason: Option<&str>,
     ) -> Result<ImportOutcome, StoreError> {
         validate(image, default)?;
         let audit = recent(&image.audit);
@@ -166,7 +178,7 @@ impl RecoveryStore {
                 ImportMode::Replace => "all",
                 ImportMode::Merge { .. } => "merge",
             };
-            w.append_audit(&Change::scope(AuditAction::Import, scope.into(), None))?;
+            w.append_audit(&Change::scope(AuditAction::Import, scope.into(), reason))?;
             Ok(outcome)
         })
     }

@@ -78,7 +78,7 @@ fn import_restores_every_part_and_an_export_of_the_copy_matches() {
     let (text, doc) = export(&cli);
     let copy = Cli::new();
     let file = write_doc(&copy, "export.json", &text);
-    let done: Import = copy.json(0, &["import", &file]);
+    let done: Import = copy.json(0, &["import", &file, "--reason", "new host"]);
     assert_eq!(
         (done.imported, done.overrides, done.audit_added),
         (3, 2, doc.audit.len())
@@ -109,8 +109,12 @@ fn import_restores_every_part_and_an_export_of_the_copy_matches() {
     assert_eq!(restored[..original.len()], original[..]);
     let last = again.audit.last().unwrap();
     assert_eq!(
-        (last.action.as_str(), last.scope.as_deref()),
-        ("import", Some("all"))
+        (
+            last.action.as_str(),
+            last.scope.as_deref(),
+            last.reason.as_deref()
+        ),
+        ("import", Some("all"), Some("new host"))
     );
     // A decision in the copy follows the restored key override (5 retries).
     for n in 1..=5 {

@@ -5,6 +5,8 @@ use std::path::PathBuf;
 
 use clap::Args;
 
+use super::values::parse_reason;
+
 #[derive(Debug, Args)]
 pub struct CheckArgs {
     /// Write an export document of every entry that can still be decoded to FILE (`-` for
@@ -18,13 +20,19 @@ pub struct CheckArgs {
 pub struct ImportArgs {
     /// The document, or `-` for stdin.
     pub file: PathBuf,
-    /// Add the document's entries and keep the others (and the store's policy); a key in both
-    /// is an error unless --yes is given, when the document's entry wins.
+    /// Add the document's entries and overrides and keep the others (and the store's default
+    /// policy); a key in both, or a scope with another policy in the store, is an error unless
+    /// --yes is given, when the document's wins.
     #[arg(long)]
     pub merge: bool,
-    /// Confirm replacing a store that holds state (or, with --merge, overwriting keys in both).
+    /// Confirm replacing a store that holds state (or, with --merge, overwriting keys and
+    /// overrides in both).
     #[arg(long)]
     pub yes: bool,
+    /// Why, kept in the import's audit event (`recovery-store audit`), e.g. "restore after
+    /// disk replacement".
+    #[arg(long, value_name = "TEXT", value_parser = parse_reason)]
+    pub reason: Option<String>,
 }
 
 #[derive(Debug, Args)]

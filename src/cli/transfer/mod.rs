@@ -165,7 +165,7 @@ pub fn import(ctx: &Ctx, args: &ImportArgs, out: &mut impl Write) -> anyhow::Res
         image.policy = None;
     }
     let outcome = store
-        .import(&image, mode)
+        .import_with_reason(&image, mode, args.reason.as_deref())
         .with_context(|| format!("cannot import {shown} into {}", ctx.shown_path()))?;
     let applied = store.recovery_policy()?;
     drop(store);
