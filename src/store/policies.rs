@@ -136,20 +136,7 @@ impl RecoveryStore {
         reason: Option<&str>,
     ) -> Result<(), StoreError> {
         policy.validate()?;
-        if self.storage.read(|r| r.recovery_policy()).ok() == Some(policy) {
-            return Ok(());
-        }
-        self.storage.write(|w| {
-            if w.recovery_policy().ok() != Some(policy) {
-                w.set_recovery_policy(&policy)?;
-                w.append_audit(&Change::scope(
-                    AuditAction::PolicySet,
-                    "default".into(),
-                    reason,
-                ))?;
-            }
-            Ok(())
-        })
+        self.change_default(|_| policy, reason)
     }
 
     /// Persists a new policy for every process sharing the store. Windows already open are
@@ -168,12 +155,31 @@ impl RecoveryStore {
         policy: BackendRecoveryPolicy,
         reason: Option<&str>,
     ) -> Result<(), StoreError> {
-        if self.storage.read(|r| r.policy()).ok() == Some(policy) {
+        policy.validate()?;
+        self.change_default(
+            |now| RecoveryPolicy::new(policy, now.retries_per_window),
+            reason,
+        )
+    }
+
+    /// Stores `change(stored default)` as the default with one audit event (scope `default`),
+    /// or writes nothing when that is what is stored. A default that cannot be read is taken
+    /// as the reference's and replaced.
+    fn change_default(
+        &self,
+        change: impl Fn(RecoveryPolicy) -> RecoveryPolicy,
+        reason: Option<&str>,
+    ) -> Result<(), StoreError> {
+        if let Ok(now) = self.storage.read(|r| r.recovery_policy())
+            && change(now) == now
+        {
             return Ok(());
         }
         self.storage.write(|w| {
-            if w.policy().ok() != Some(policy) {
-                w.set_policy(&policy)?;
+            let now = w.recovery_policy().ok();
+            let new = change(now.unwrap_or_default());
+            if now != Some(new) {
+                w.set_recovery_policy(&new)?;
                 w.append_audit(&Change::scope(
                     AuditAction::PolicySet,
                     "default".into(),
