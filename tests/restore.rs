@@ -6,26 +6,16 @@ use std::time::Duration;
 
 use recovery_store::{
     AUDIT_LIMIT, AuditAction, AuditEvent, BackendRecoveryPolicy, ImportMode, PolicyScope,
-    RecoveryEntry, RecoveryPolicy, StoreError, StoreImage,
+    RecoveryPolicy, StoreError, StoreImage,
 };
 
-use crate::util::{TempStore, at, key};
+use crate::util::{TempStore, at, entry, key};
 
 fn policy(backoff_ms: u64, retries: u32) -> RecoveryPolicy {
     RecoveryPolicy::new(
         BackendRecoveryPolicy::new(Duration::from_millis(backoff_ms), Duration::from_secs(30)),
         retries,
     )
-}
-
-fn entry(text: &str) -> RecoveryEntry {
-    RecoveryEntry {
-        key: key(text),
-        window_started_at: at(0.0),
-        crashes_in_window: 1,
-        last_crash: at(0.0),
-        total_crashes: 1,
-    }
 }
 
 fn event(n: u64) -> AuditEvent {
