@@ -35,6 +35,28 @@ pub enum AuditAction {
 }
 
 impl AuditAction {
+    /// Every action, in the order the schema numbers them.
+    pub const ALL: [Self; 7] = [
+        Self::Reset,
+        Self::ResetScope,
+        Self::Success,
+        Self::PolicySet,
+        Self::PolicyUnset,
+        Self::Import,
+        Self::Prune,
+    ];
+
+    /// The action named `name` ([`as_str`](Self::as_str)'s text), if any.
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|a| a.as_str() == name)
+    }
+
+    /// True for the actions on one key ([`AuditEvent::key`] set): [`Reset`](Self::Reset) and
+    /// [`Success`](Self::Success); every other action names a scope.
+    pub fn is_one_key(self) -> bool {
+        matches!(self, Self::Reset | Self::Success)
+    }
+
     /// The action's snake_case name, as the CLI prints it: `reset`, `reset_scope`, `success`,
     /// `policy_set`, `policy_unset`, `import`, `prune`.
     pub fn as_str(self) -> &'static str {
@@ -172,6 +194,20 @@ fn from_stored(action: stored::AuditAction) -> AuditAction {
         stored::AuditAction::PolicyUnset => AuditAction::PolicyUnset,
         stored::AuditAction::Import => AuditAction::Import,
         stored::AuditAction::Prune => AuditAction::Prune,
+    }
+}
+
+/// `event` as stored (its sequence number is the table's key, not part of the value).
+pub(crate) fn to_stored_event(event: &AuditEvent) -> stored::AuditEvent {
+    stored::AuditEvent {
+        at: record::stamp(&event.at),
+        action: to_stored(event.action),
+        key: event.key.clone(),
+        scope: event.scope.clone(),
+        uid: event.uid,
+        user: event.user.clone(),
+        pid: event.pid,
+        reason: event.reason.clone(),
     }
 }
 

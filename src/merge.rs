@@ -1,10 +1,10 @@
 //! [`RecoveryStore::merge_entries`]: adding entries (an `import --merge`) to a live store in one
 //! write transaction, so that a crash another process records meanwhile is never lost.
 
-use crate::audit::{AuditAction, Change};
 use crate::error::StoreError;
 use crate::key::BackendKey;
 use crate::record::{CrashRecord, RecoveryEntry};
+use crate::restore::{DefaultPolicy, ImportMode, StoreImage};
 use crate::store::RecoveryStore;
 
 impl RecoveryStore {
@@ -40,35 +40,14 @@ impl RecoveryStore {
         entries: &[(RecoveryEntry, Vec<CrashRecord>)],
         overwrite: bool,
     ) -> Result<Vec<BackendKey>, StoreError> {
-        let plain: Vec<RecoveryEntry> = entries.iter().map(|(e, _)| e.clone()).collect();
-        crate::store::validate_entries(&plain)?;
-        if entries.is_empty() {
-            // Nothing to add: no transaction, no sync.
-            return Ok(Vec::new());
-        }
-        self.storage().write(|w| {
-            let mut in_both = Vec::new();
-            for (entry, _) in entries {
-                if w.get(&entry.key)?.is_some() {
-                    in_both.push(entry.key.clone());
-                }
-            }
-            if !in_both.is_empty() && !overwrite {
-                let named: Vec<String> = in_both.iter().map(ToString::to_string).collect();
-                return Err(StoreError::InvalidImport {
-                    detail: format!(
-                        "{} already in the store ({}), and overwriting was not asked for",
-                        in_both.len(),
-                        named.join(", ")
-                    ),
-                });
-            }
-            for (entry, history) in entries {
-                w.put_with_history(entry, history)?;
-            }
-            w.append_audit(&Change::scope(AuditAction::Import, "merge".into(), None))?;
-            Ok(in_both)
-        })
+        let image = StoreImage {
+            entries: entries.to_vec(),
+            ..StoreImage::default()
+        };
+        let mode = ImportMode::Merge { overwrite };
+        Ok(self
+            .import_with(&image, DefaultPolicy::Keep, mode, None)?
+            .overwritten)
     }
 }
 

@@ -122,6 +122,15 @@ impl Snapshot<'_, '_> {
     pub fn schema_version(&self) -> Result<u32, StoreError> {
         self.reader.schema_version()
     }
+
+    /// The audit trail, oldest first, as in [`RecoveryStore::audit`] with no key.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Corrupt`] naming an event that cannot be decoded; a storage error.
+    pub fn audit(&self) -> Result<Vec<crate::AuditEvent>, StoreError> {
+        self.reader.audit(|_| true)
+    }
 }
 
 impl RecoveryStore {

@@ -3,11 +3,9 @@
 
 use std::time::Duration;
 
-use recovery_store::{
-    AuditAction, AuditEvent, BackendRecoveryPolicy, RecoveryEntry, RecoveryStore, StoreOptions,
-};
+use recovery_store::{AuditAction, AuditEvent, BackendRecoveryPolicy, RecoveryStore, StoreOptions};
 
-use crate::util::{TempStore, at, key};
+use crate::util::{TempStore, at, entry, key};
 
 fn actions(events: &[AuditEvent]) -> Vec<(AuditAction, Option<&str>, Option<&str>)> {
     events
@@ -18,16 +16,6 @@ fn actions(events: &[AuditEvent]) -> Vec<(AuditAction, Option<&str>, Option<&str
 
 fn crash(store: &RecoveryStore, text: &str, secs: f64) {
     store.record_crash(&key(text), at(secs)).unwrap();
-}
-
-fn entry(text: &str) -> RecoveryEntry {
-    RecoveryEntry {
-        key: key(text),
-        window_started_at: at(0.0),
-        crashes_in_window: 1,
-        last_crash: at(0.0),
-        total_crashes: 1,
-    }
 }
 
 #[test]

@@ -27,6 +27,7 @@ mod run_signals;
 mod run_store;
 mod schema;
 mod transfer;
+mod transfer_v2;
 mod write;
 
 use schema::*;

@@ -19,4 +19,5 @@ mod model;
 mod ownership;
 mod processes;
 mod recovery;
+mod restore;
 mod store;

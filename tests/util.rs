@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use recovery_store::{BackendKey, RecoveryStore, Timestamp};
+use recovery_store::{BackendKey, RecoveryEntry, RecoveryStore, Timestamp};
 
 /// A temporary directory holding a store path (the file is not created).
 pub struct TempStore {
@@ -27,6 +27,17 @@ impl TempStore {
 
 pub fn key(text: &str) -> BackendKey {
     text.parse().expect("valid key")
+}
+
+/// An entry of `text` with one crash, its window opened at [`at`]`(0.0)`.
+pub fn entry(text: &str) -> RecoveryEntry {
+    RecoveryEntry {
+        key: key(text),
+        window_started_at: at(0.0),
+        crashes_in_window: 1,
+        last_crash: at(0.0),
+        total_crashes: 1,
+    }
 }
 
 /// A wall-clock-only timestamp `secs` seconds after a fixed base (2026-01-01).

@@ -295,13 +295,22 @@ pub struct Diagnosis {
 #[derive(Debug, Serialize)]
 pub struct Import {
     pub store: String,
+    /// Entries in the document.
     pub imported: usize,
-    /// The store's policy after the import.
-    pub policy: Policy,
+    /// The store's default policy after the import.
+    pub policy: StoredPolicy,
+    /// Overrides in the document.
+    pub overrides: usize,
     /// True for `--merge`.
     pub merged: bool,
     /// Keys in both the store and the document, overwritten under `--merge --yes`.
     pub overwritten: Vec<String>,
+    /// Scopes whose override the document's replaced under `--merge --yes`.
+    pub overrides_overwritten: Vec<String>,
+    /// Audit events of the document appended to the store's trail.
+    pub audit_added: usize,
+    /// Audit events of the document the trail already held (not added twice).
+    pub audit_already_held: usize,
 }
 
 #[derive(Debug, Serialize)]

@@ -7,21 +7,23 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant, SystemTime};
+#[cfg(doc)]
+use std::time::Instant;
+use std::time::{Duration, SystemTime};
 
 use crate::error::StoreError;
 use crate::key::BackendKey;
-use crate::policy::{
-    BackendRecoveryDecision, BackendRecoveryPolicy, BackendStatus, RecoveryPolicy,
-};
-use crate::record::{CrashReport, RecoveryEntry};
+use crate::policy::{BackendRecoveryPolicy, RecoveryPolicy};
+use crate::record::RecoveryEntry;
 use crate::store::{RecoveryStore, StoreOptions};
+#[cfg(doc)]
 use crate::time::Timestamp;
-use crate::window;
 
 mod anchor;
+mod decide;
+mod degraded;
 mod queue;
-use anchor::Anchor;
+use degraded::Degraded;
 use queue::Pending;
 
 /// First wait before a degraded handle tries its store again; it doubles up to
@@ -51,15 +53,6 @@ pub enum StoreHealth {
         /// Decisions dropped because more than [`MAX_PENDING`] were waiting.
         dropped: u64,
     },
-}
-
-#[derive(Debug)]
-struct Degraded {
-    since: SystemTime,
-    cause: String,
-    next_try: Instant,
-    interval: Duration,
-    dropped: u64,
 }
 
 /// Recovery state kept in a store file, with the reference module's API: `record_crash(key,
@@ -203,176 +196,6 @@ impl DurableRecoveryState {
         state
     }
 
-    /// Records one observed crash of `key` at `now` and returns the recovery decision, exactly
-    /// as the reference module does.
-    ///
-    /// The decision is durable before this returns unless the handle is degraded (see
-    /// [`health`](Self::health)); then it comes from memory and is written through later.
-    pub fn record_crash(&mut self, key: BackendKey, now: Instant) -> BackendRecoveryDecision {
-        self.record_crash_with(key, now, CrashReport::default())
-    }
-
-    /// [`record_crash`](Self::record_crash) with how the process ended, kept in the entry's
-    /// history (see [`RecoveryStore::record_crash_with`]); a degraded handle queues the report
-    /// with the crash and writes both through later.
-    pub fn record_crash_with(
-        &mut self,
-        key: BackendKey,
-        now: Instant,
-        report: CrashReport,
-    ) -> BackendRecoveryDecision {
-        let at = Anchor::stamp(now);
-        self.record_crash_at_with(&key, at, report)
-    }
-
-    /// Records one crash of `key` at the stored time `now`; see
-    /// [`record_crash`](Self::record_crash).
-    pub fn record_crash_at(&mut self, key: &BackendKey, now: Timestamp) -> BackendRecoveryDecision {
-        self.crash(key, Some(now), CrashReport::default())
-    }
-
-    /// [`record_crash_at`](Self::record_crash_at) with how the process ended.
-    pub fn record_crash_at_with(
-        &mut self,
-        key: &BackendKey,
-        now: Timestamp,
-        report: CrashReport,
-    ) -> BackendRecoveryDecision {
-        self.crash(key, Some(now), report)
-    }
-
-    /// Records one crash of `key`, stamped once the store's write lock is held (as
-    /// [`RecoveryStore::record_crash_now`]), so that a wait for a busy store never yields a
-    /// decision taken at a stale time; degraded, it is stamped at the moment of the decision.
-    pub fn record_crash_now(&mut self, key: &BackendKey) -> BackendRecoveryDecision {
-        self.crash(key, None, CrashReport::default())
-    }
-
-    /// [`record_crash_now`](Self::record_crash_now) with how the process ended, kept in the
-    /// entry's history (queued with the crash while degraded).
-    pub fn record_crash_now_with(
-        &mut self,
-        key: &BackendKey,
-        report: CrashReport,
-    ) -> BackendRecoveryDecision {
-        self.crash(key, None, report)
-    }
-
-    // `at`: the crash's time, or `None` for "when the lock is held".
-    fn crash(
-        &mut self,
-        key: &BackendKey,
-        at: Option<Timestamp>,
-        report: CrashReport,
-    ) -> BackendRecoveryDecision {
-        if key.validate().is_err() {
-            let now = at.unwrap_or_else(Timestamp::now);
-            let previous = self.memory_only.get(key);
-            let (entry, decision) = window::crash(previous, key, now, &self.policy);
-            self.memory_only.insert(key.clone(), entry);
-            return decision;
-        }
-        if let Some(store) = self.reachable_store() {
-            let recorded = match at {
-                Some(now) => store.record_crash_with(key, now, report),
-                None => store.record_crash_now_with(key, report),
-            };
-            match recorded {
-                Ok(decision) => {
-                    if let Ok((entry, policy)) = store.entry_and_policy(key) {
-                        if let Some(entry) = entry {
-                            self.committed.insert(key.clone(), entry);
-                        }
-                        self.key_policies.insert(key.clone(), policy);
-                    }
-                    return decision;
-                }
-                Err(err) => self.degrade(&err),
-            }
-        }
-        let now = at.unwrap_or_else(Timestamp::now);
-        let previous = self.remembered(key);
-        let policy = self.policy_of(key);
-        let (entry, decision) = window::crash(previous.as_ref(), key, now, &policy);
-        self.shadow.insert(key.clone(), Some(entry));
-        self.queue(Pending::Crash(key.clone(), now, report));
-        decision
-    }
-
-    /// Clears `key`'s state after the backend is verified healthy again.
-    ///
-    /// A backend with no state costs a read, never a commit.
-    pub fn record_success(&mut self, key: &BackendKey) {
-        if key.validate().is_err() {
-            self.memory_only.remove(key);
-            return;
-        }
-        self.committed.remove(key);
-        if let Some(store) = self.reachable_store() {
-            match store.record_success(key) {
-                Ok(_) => return,
-                Err(err) => self.degrade(&err),
-            }
-        }
-        self.shadow.insert(key.clone(), None);
-        self.queue(Pending::Success(key.clone()));
-    }
-
-    /// Where `key` stands at `now`, from the store, or from memory while degraded.
-    ///
-    /// While the store answers, the entry is judged by the policy stored now (another
-    /// process may have changed it), which this handle then keeps for its degraded decisions.
-    pub fn status(&mut self, key: &BackendKey, now: Timestamp) -> BackendStatus {
-        let entry = if key.validate().is_err() {
-            self.memory_only.get(key).cloned()
-        } else {
-            let current = self
-                .reachable_store()
-                .map(|s| Ok((s.entry_and_policy(key)?, s.recovery_policy()?)));
-            match current {
-                Some(Ok(((entry, policy), default))) => {
-                    self.policy = default;
-                    self.key_policies.insert(key.clone(), policy);
-                    entry
-                }
-                Some(Err(err)) => {
-                    self.degrade(&err);
-                    self.remembered(key)
-                }
-                None => self.remembered(key),
-            }
-        };
-        entry.map_or(BackendStatus::Healthy, |e| {
-            window::status_under(&e, now, &self.policy_of(key))
-        })
-    }
-
-    /// Whether decisions are reaching the file, and if not, why and how many wait.
-    pub fn health(&self) -> StoreHealth {
-        match &self.degraded {
-            None => StoreHealth::Durable,
-            Some(d) => StoreHealth::Degraded {
-                since: d.since,
-                cause: d.cause.clone(),
-                pending: self.pending.len(),
-                dropped: d.dropped,
-            },
-        }
-    }
-
-    /// Tries the store now, whatever the retry schedule, and writes through every pending
-    /// decision.
-    ///
-    /// # Errors
-    ///
-    /// The store's error when it still fails; the handle stays degraded and keeps its queue.
-    pub fn flush(&mut self) -> Result<(), StoreError> {
-        if self.degraded.is_none() {
-            return Ok(());
-        }
-        self.write_through().inspect_err(|err| self.degrade(err))
-    }
-
     /// Keys the store refuses ([`BackendKey::validate`]), decided in memory only.
     pub fn memory_only_keys(&self) -> usize {
         self.memory_only.len()
@@ -424,125 +247,12 @@ impl DurableRecoveryState {
     pub fn store(&self) -> Option<&RecoveryStore> {
         self.store.as_ref().filter(|_| self.degraded.is_none())
     }
-
-    // The store, once it is open and every pending decision is in it; `None` while degraded
-    // and before the next retry is due.
-    fn reachable_store(&mut self) -> Option<&RecoveryStore> {
-        if let Some(d) = &self.degraded {
-            if Instant::now() < d.next_try {
-                return None;
-            }
-            if let Err(err) = self.write_through() {
-                self.degrade(&err);
-                return None;
-            }
-        }
-        self.store.as_ref()
-    }
-
-    // Replays the pending decisions in order; on success the handle is durable again. A
-    // handle that fails for any reason but a lock held elsewhere is replaced by a fresh open
-    // at once: an engine that latched an error may not recover in place.
-    fn write_through(&mut self) -> Result<(), StoreError> {
-        match self.replay() {
-            Err(err) if self.store.is_some() && !is_contention(&err) => {
-                self.store = None;
-                self.replay()
-            }
-            other => other,
-        }
-    }
-
-    fn replay(&mut self) -> Result<(), StoreError> {
-        let store = match &mut self.store {
-            Some(store) => store,
-            slot @ None => slot.insert(RecoveryStore::open_with(&self.path, self.options.clone())?),
-        };
-        let mut done = 0;
-        let result: Result<(), StoreError> = self.pending.iter().try_for_each(|op| {
-            match op {
-                Pending::Crash(key, at, report) => {
-                    store.record_crash_with(key, *at, *report).map(drop)
-                }
-                Pending::Success(key) => store.record_success(key).map(drop),
-            }?;
-            done += 1;
-            Ok(())
-        });
-        // What was committed is in the file: never replay it.
-        self.pending.drain(..done);
-        result?;
-        self.policy = store.recovery_policy()?;
-        // What was decided in memory is now what the file holds.
-        for (key, entry) in self.shadow.drain() {
-            match entry {
-                Some(entry) => self.committed.insert(key, entry),
-                None => self.committed.remove(&key),
-            };
-        }
-        self.degraded = None;
-        Ok(())
-    }
-
-    fn degrade(&mut self, err: &StoreError) {
-        let now = Instant::now();
-        match &mut self.degraded {
-            Some(d) => {
-                d.cause = err.to_string();
-                d.interval = (d.interval * 2).min(MAX_RETRY_INTERVAL);
-                d.next_try = now + d.interval;
-            }
-            None => {
-                self.degraded = Some(Degraded {
-                    since: SystemTime::now(),
-                    cause: err.to_string(),
-                    next_try: now + FIRST_RETRY_INTERVAL,
-                    interval: FIRST_RETRY_INTERVAL,
-                    dropped: 0,
-                });
-            }
-        }
-    }
-
-    // The state of `key` as this handle last knew it: decided in memory, else read from the
-    // store if it still answers reads, else as last committed through this handle. Never
-    // opens the file: a degraded decision must not wait.
-    fn remembered(&self, key: &BackendKey) -> Option<RecoveryEntry> {
-        if let Some(entry) = self.shadow.get(key) {
-            return entry.clone();
-        }
-        // Reads often still work where writes fail (a full disk, a stalled writer); a file
-        // that cannot be read leaves what this handle last saw committed.
-        match self.store.as_ref().map(|s| s.get(key)) {
-            Some(Ok(entry)) => entry,
-            _ => self.committed.get(key).cloned(),
-        }
-    }
-
-    fn queue(&mut self, op: Pending) {
-        let dropped = queue::push(&mut self.pending, op);
-        if let Some(d) = &mut self.degraded {
-            d.dropped += dropped;
-        }
-    }
-}
-
-impl Drop for DurableRecoveryState {
-    fn drop(&mut self) {
-        if !self.pending.is_empty() {
-            let _ = self.flush();
-        }
-    }
-}
-
-// A lock held by another process: the handle itself is sound, and opening another would
-// wait as long again.
-fn is_contention(err: &StoreError) -> bool {
-    matches!(err, StoreError::Locked { .. } | StoreError::Busy { .. })
 }
 
 #[cfg(test)]
 mod tests {
+    use std::time::Instant;
+
     use super::*;
 
     fn key(i: usize) -> BackendKey {

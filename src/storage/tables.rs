@@ -246,10 +246,10 @@ impl<'a> Reader<'a> {
 
 /// Reads and writes inside one write transaction.
 pub(crate) struct Writer<'a> {
-    txn: &'a WriteTransaction,
+    pub(super) txn: &'a WriteTransaction,
     meta: Table<'a, &'static [u8], &'static [u8]>,
     entries: Table<'a, &'static [u8], &'static [u8]>,
-    path: &'a Path,
+    pub(super) path: &'a Path,
 }
 
 impl<'a> Writer<'a> {
@@ -443,9 +443,15 @@ impl<'a> Writer<'a> {
         self.set_policy(&policy)
     }
 
-    /// Appends one audit event under the next sequence number, then drops the oldest events
-    /// beyond [`AUDIT_LIMIT`](schema::AUDIT_LIMIT), all in this transaction.
+    /// Appends one audit event for `change`, stamped now by this process (see
+    /// [`append_stored_audit`](Self::append_stored_audit)).
     pub fn append_audit(&mut self, change: &Change) -> Result<(), StoreError> {
+        self.append_stored_audit(&change.stamped())
+    }
+
+    /// Appends `event` under the next sequence number, then drops the oldest events beyond
+    /// [`AUDIT_LIMIT`](schema::AUDIT_LIMIT), all in this transaction.
+    pub fn append_stored_audit(&mut self, event: &schema::AuditEvent) -> Result<(), StoreError> {
         let path = self.path;
         let err = |e: redb::StorageError| engine_err(path, e);
         let mut table = self
@@ -457,7 +463,7 @@ impl<'a> Writer<'a> {
             Some((seq, _)) => seq.value().saturating_add(1),
             None => 1,
         };
-        let value = audit::encode(&change.stamped()).map_err(|e| encode_err(path, e))?;
+        let value = audit::encode(event).map_err(|e| encode_err(path, e))?;
         table.insert(next, value.as_slice()).map_err(err)?;
         let mut len = table.len().map_err(err)?;
         while len > schema::AUDIT_LIMIT {

@@ -242,9 +242,13 @@ pub struct Check {
 pub struct Import {
     pub store: String,
     pub imported: usize,
-    pub policy: Policy,
+    pub policy: StoredPolicy,
+    pub overrides: usize,
     pub merged: bool,
     pub overwritten: Vec<String>,
+    pub overrides_overwritten: Vec<String>,
+    pub audit_added: usize,
+    pub audit_already_held: usize,
 }
 
 #[derive(Debug, Deserialize)]
@@ -308,8 +312,32 @@ pub struct Export {
     pub format: String,
     pub version: u32,
     pub exported_at: Stamp,
-    pub policy: Policy,
+    pub policy: StoredPolicy,
+    pub overrides: Vec<Override>,
     pub entries: Vec<ExportEntry>,
+    pub audit: Vec<ExportAudit>,
+}
+
+/// One audit event of an export (version 2): `audit --json`'s fields with a lossless time and
+/// the exporting store's sequence number.
+#[derive(Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ExportAudit {
+    pub seq: u64,
+    pub at: Stamp,
+    pub action: String,
+    #[serde(deserialize_with = "present")]
+    pub key: Option<String>,
+    #[serde(deserialize_with = "present")]
+    pub scope: Option<String>,
+    #[serde(deserialize_with = "present")]
+    pub uid: Option<u32>,
+    #[serde(deserialize_with = "present")]
+    pub user: Option<String>,
+    #[serde(deserialize_with = "present")]
+    pub pid: Option<u32>,
+    #[serde(deserialize_with = "present")]
+    pub reason: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -102,9 +102,10 @@ fn export_then_import_restores_everything() {
     );
     assert_eq!(
         doc.policy,
-        Policy {
+        StoredPolicy {
             retry_backoff_ms: 100,
-            budget_window_ms: 30_000
+            budget_window_ms: 30_000,
+            retries_per_window: 1,
         }
     );
     assert_eq!(doc.entries.len(), 3);
@@ -149,7 +150,7 @@ fn export_then_import_restores_everything() {
     assert_eq!(
         other.ok(&["import", file_arg, "--yes"]),
         format!(
-            "imported 3 entries and the policy (retry backoff 100ms, budget window 30s) into {}, replacing its previous state\n",
+            "imported 3 entries and the policy (retry backoff 100ms, budget window 30s) into {}, replacing its previous state; restored 0 audit events (1 already held)\n",
             other.path().display()
         )
     );

@@ -1,5 +1,6 @@
 //! `run`: the supervision policy. The OS plumbing is in [`super::process`], the store seam in
-//! [`super::ledger`].
+//! [`super::ledger`]. Here: the loop of starts and decisions; a command's run is watched in
+//! `watch`, the waits between runs are in `waits`, and how `run` ends is in `end`.
 //!
 //! - Before each start `run` asks the store; a refused key is not started.
 //! - A crash (non-zero exit, or death by a signal nobody asked for) is recorded: `Retry` waits
@@ -23,36 +24,22 @@ use anyhow::Context as _;
 use recovery_store::{BackendRecoveryDecision, CrashReport, StoreOptions};
 
 use super::args::RunArgs;
-use super::ledger::{Health, Ledger, Outcome, Pending, Standing};
-use super::process::{self, Locked, STOP_SIGNALS, Wakeups};
+use super::ledger::{Ledger, Standing};
+use super::process::{self, Locked, Wakeups};
 use super::sanitize::sanitize_lossy;
-use super::view::{millis, span};
-use super::{Ctx, TEMPFAIL, commands::decision_text, json};
+use super::view::span;
+use super::{Ctx, commands::decision_text};
 
+mod end;
+mod waits;
 mod watch;
+use end::{End, finish};
 use watch::{Run, describe, exit_code, signal_name};
 
-/// How often `run --wait` rechecks a refusal in the store, so an operator's `reset` starts the
-/// command at once. The store sends no notice of changes, so this one wait is a recheck.
-const RECHECK: Duration = Duration::from_millis(250);
 /// How much longer than `--lock-timeout` `run` waits for the store before deciding from memory
 /// itself: the store's own bound (`Busy`) normally answers first; this is the backstop for a
 /// wait the lock bound does not cover (an open or a read stuck in the kernel).
 const STORE_GRACE: Duration = Duration::from_secs(1);
-
-/// How `run` ends.
-enum End {
-    /// The command exited 0 without being asked to stop.
-    Exited,
-    /// Stopped on request (a signal): exit with this status; nothing recorded.
-    Stopped(u8),
-    /// Refused, with this long until the window ends.
-    Refused(Duration),
-    /// The command could not be started (126 or 127).
-    ExecFailed(u8),
-    /// Another live `run` supervises this key.
-    Duplicate,
-}
 
 /// `recovery-store run`: supervises `args.command` as `args.key` until it exits 0, is refused,
 /// cannot be started, or is stopped on request; returns the exit status documented in
@@ -120,37 +107,6 @@ pub fn run(ctx: &Ctx, args: RunArgs, out: &mut impl Write) -> anyhow::Result<Exi
     };
     let end = sup.supervise()?;
     finish(ctx, out, &key, end, sup.starts, sup.crashes)
-}
-
-fn finish(
-    ctx: &Ctx,
-    out: &mut impl Write,
-    key: &str,
-    end: End,
-    starts: u32,
-    crashes: u32,
-) -> anyhow::Result<ExitCode> {
-    let (outcome, code, retry_after) = match end {
-        End::Exited => (json::Outcome::Exited, 0, None),
-        End::Stopped(code) => (json::Outcome::Interrupted, code, None),
-        End::Refused(wait) => (json::Outcome::Refused, TEMPFAIL, Some(millis(wait))),
-        End::ExecFailed(code) => (json::Outcome::ExecFailed, code, None),
-        End::Duplicate => (json::Outcome::Duplicate, TEMPFAIL, None),
-    };
-    if ctx.json {
-        json::emit(
-            out,
-            &json::Run {
-                key: key.to_owned(),
-                outcome,
-                exit_code: code,
-                starts,
-                crashes,
-                retry_after_ms: retry_after,
-            },
-        )?;
-    }
-    Ok(ExitCode::from(code))
 }
 
 /// Progress lines on stderr: `<RFC 3339 time> recovery-store: run <key>: <message>`.
@@ -383,87 +339,5 @@ impl Supervisor {
             128 + sig
         ));
         End::Stopped(128 + sig as u8)
-    }
-
-    /// Prints a change in the store's health: the first failure once, and its return.
-    fn report(&self, health: Health) {
-        match health {
-            Health::Same => {}
-            Health::Lost(cause) => {
-                let policy = self.ledger.policy();
-                self.say.line(format_args!(
-                    "warning: the store at {} is unavailable ({}): supervising with the policy \
-                     in memory (retry after {}, budget window {}); its state is written to the \
-                     store once it is back",
-                    self.store,
-                    sanitize_lossy(cause.as_str()),
-                    span(policy.retry_backoff, false),
-                    span(policy.budget_window, false)
-                ));
-            }
-            Health::Back => self.say.line(format_args!(
-                "the store at {} is back: state written through",
-                self.store
-            )),
-        }
-    }
-
-    /// Waits for the store's answer to `pending` (or the patience bound, after which memory
-    /// decides). `Err(signal)` when a stop arrives first.
-    fn await_store(&mut self, pending: &Pending) -> anyhow::Result<Result<Outcome, i32>> {
-        loop {
-            let (health, outcome) = self.ledger.settle(Some(pending));
-            self.report(health);
-            if let Some(outcome) = outcome {
-                return Ok(Ok(outcome));
-            }
-            let arrived = self.wake.wait(Some(pending.deadline()))?;
-            if let Some(sig) = arrived.into_iter().find(|s| STOP_SIGNALS.contains(s)) {
-                return Ok(Err(sig));
-            }
-        }
-    }
-
-    /// Sleeps until `until` while no command runs: a stop signal ends it.
-    fn pause(&mut self, until: Instant) -> anyhow::Result<Option<i32>> {
-        loop {
-            let (health, _) = self.ledger.settle(None);
-            self.report(health);
-            if Instant::now() >= until {
-                return Ok(None);
-            }
-            let arrived = self.wake.wait(Some(until))?;
-            if let Some(sig) = arrived.into_iter().find(|s| STOP_SIGNALS.contains(s)) {
-                return Ok(Some(sig));
-            }
-        }
-    }
-
-    /// Exits 75, or with `--wait` sleeps through the refusal (`None`: try again), rechecking
-    /// the store so that an operator's `reset` starts the command at once.
-    fn refused(&mut self, retry_after: Duration) -> anyhow::Result<Option<End>> {
-        if !self.args.wait {
-            return Ok(Some(End::Refused(retry_after)));
-        }
-        let until = Instant::now() + retry_after;
-        loop {
-            let next = (Instant::now() + RECHECK).min(until);
-            if let Some(sig) = self.pause(next)? {
-                return Ok(Some(self.stopped_idle(sig)));
-            }
-            if next >= until {
-                return Ok(None);
-            }
-            let pending = self.ledger.ask_status();
-            let outcome = match self.await_store(&pending)? {
-                Ok(outcome) => outcome,
-                Err(sig) => return Ok(Some(self.stopped_idle(sig))),
-            };
-            if let Standing::Free = self.ledger.standing(outcome) {
-                self.say
-                    .line(format_args!("no longer refused: trying again"));
-                return Ok(None);
-            }
-        }
     }
 }

@@ -1,0 +1,49 @@
+//! Arguments of the commands that take in the whole store: `check` (and its salvage),
+//! `import`, and `metrics`.
+
+use std::path::PathBuf;
+
+use clap::Args;
+
+use super::values::parse_reason;
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// Write an export document of every entry that can still be decoded to FILE (`-` for
+    /// stdout), even from a file that cannot be opened as it stands. The store is never
+    /// changed by this.
+    #[arg(long, value_name = "FILE")]
+    pub salvage: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    /// The document, or `-` for stdin.
+    pub file: PathBuf,
+    /// Add the document's entries and overrides and keep the others (and the store's default
+    /// policy); a key in both, or a scope with another policy in the store, is an error unless
+    /// --yes is given, when the document's wins.
+    #[arg(long)]
+    pub merge: bool,
+    /// Confirm replacing a store that holds state (or, with --merge, overwriting keys and
+    /// overrides in both).
+    #[arg(long)]
+    pub yes: bool,
+    /// Why, kept in the import's audit event (`recovery-store audit`), e.g. "restore after
+    /// disk replacement".
+    #[arg(long, value_name = "TEXT", value_parser = parse_reason)]
+    pub reason: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct MetricsArgs {
+    /// Write the metrics to FILE atomically (temporary file in the same directory, fsync,
+    /// mode 0644, rename) instead of stdout, e.g.
+    /// /var/lib/node_exporter/textfile_collector/recovery-store.prom.
+    #[arg(long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+    /// Most backends given per-backend series; refused backends are kept first, and
+    /// recovery_store_series_omitted_backends counts the rest.
+    #[arg(long, value_name = "N", default_value_t = 100_000)]
+    pub max_series: u64,
+}

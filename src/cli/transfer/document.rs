@@ -1,0 +1,415 @@
+//! The export document: its serde types, how a store's parts become them, and how a document
+//! is parsed and validated back into a [`StoreImage`] before any store is opened.
+//!
+//! Version 2 carries the default policy with its retries per window, the overrides, every
+//! entry with its crash history, and the audit trail. Version 1 (no history, overrides, audit
+//! or retries) still imports: it describes a store that had none of them.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use recovery_store::{
+    AuditAction, AuditEvent, BackendKey, BackendRecoveryPolicy, BootTime, CrashRecord, CrashReport,
+    PolicyScope, RecoveryEntry, RecoveryPolicy, StoreImage, Timestamp, validate_retries,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::cli::args::MAX_REASON_LEN;
+use crate::cli::view::{millis, rfc3339};
+
+/// What `format` holds in every export document.
+pub const FORMAT: &str = "recovery-store-export";
+/// The export document version this build writes (it reads this one and version 1).
+pub const EXPORT_VERSION: u32 = 2;
+/// The longest user name an imported audit event may carry, in bytes.
+const MAX_USER_LEN: usize = 256;
+
+/// A stored time in full: what `json::Time` shows, plus what a lossless restore needs.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Stamp {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    rfc3339: Option<String>,
+    unix_ms: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    unix_nanos: Option<i64>,
+    #[serde(default)]
+    boot: Option<Boot>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Boot {
+    /// 32 lowercase hex digits.
+    boot_id: String,
+    since_boot_ns: u64,
+}
+
+/// The default policy; `retries_per_window` is absent in version 1 (which means 1).
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExportPolicy {
+    retry_backoff_ms: u64,
+    budget_window_ms: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    retries_per_window: Option<u32>,
+}
+
+impl ExportPolicy {
+    pub fn of(p: &RecoveryPolicy) -> Self {
+        Self {
+            retry_backoff_ms: millis(p.recovery.retry_backoff),
+            budget_window_ms: millis(p.recovery.budget_window),
+            retries_per_window: Some(p.retries_per_window),
+        }
+    }
+}
+
+/// One per-service or per-key override (version 2).
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExportOverride {
+    /// `service:NAME` or `key:KEY`.
+    scope: String,
+    retry_backoff_ms: u64,
+    budget_window_ms: u64,
+    retries_per_window: u32,
+}
+
+impl ExportOverride {
+    pub fn of(scope: &PolicyScope, p: &RecoveryPolicy) -> Self {
+        Self {
+            scope: scope.to_string(),
+            retry_backoff_ms: millis(p.recovery.retry_backoff),
+            budget_window_ms: millis(p.recovery.budget_window),
+            retries_per_window: p.retries_per_window,
+        }
+    }
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExportEntry {
+    key: String,
+    window_started_at: Stamp,
+    crashes_in_window: u32,
+    /// Read as `last_crash_at` too, the name other documents use for it.
+    #[serde(alias = "last_crash_at")]
+    last_crash: Stamp,
+    total_crashes: u64,
+    /// The last crashes, oldest first (version 2; absent in version 1).
+    #[serde(default)]
+    history: Vec<ExportCrash>,
+}
+
+impl ExportEntry {
+    pub fn of(e: &RecoveryEntry, history: &[CrashRecord]) -> Self {
+        Self {
+            key: e.key.to_string(),
+            window_started_at: stamp(&e.window_started_at),
+            crashes_in_window: e.crashes_in_window,
+            last_crash: stamp(&e.last_crash),
+            total_crashes: e.total_crashes,
+            history: history
+                .iter()
+                .map(|c| ExportCrash {
+                    at: stamp(&c.at),
+                    exit_code: c.exit_code,
+                    signal: c.signal,
+                    pid: c.pid,
+                    uid: c.uid,
+                })
+                .collect(),
+        }
+    }
+}
+
+/// One crash of an entry's history.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ExportCrash {
+    at: Stamp,
+    exit_code: Option<i32>,
+    signal: Option<i32>,
+    pid: Option<u32>,
+    uid: Option<u32>,
+}
+
+/// One audit event (version 2): `audit --json`'s fields, with a lossless time and the
+/// sequence number it had in the exporting store.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExportAudit {
+    #[serde(default)]
+    seq: u64,
+    at: Stamp,
+    action: String,
+    key: Option<String>,
+    scope: Option<String>,
+    uid: Option<u32>,
+    user: Option<String>,
+    pid: Option<u32>,
+    reason: Option<String>,
+}
+
+impl ExportAudit {
+    pub fn of(e: &AuditEvent) -> Self {
+        Self {
+            seq: e.seq,
+            at: stamp(&e.at),
+            action: e.action.as_str().to_owned(),
+            key: e.key.clone(),
+            scope: e.scope.clone(),
+            uid: e.uid,
+            user: e.user.clone(),
+            pid: e.pid,
+            reason: e.reason.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Document {
+    format: String,
+    version: u32,
+    #[serde(default)]
+    exported_at: Option<Stamp>,
+    policy: ExportPolicy,
+    #[serde(default)]
+    overrides: Vec<ExportOverride>,
+    entries: Vec<ExportEntry>,
+    #[serde(default)]
+    audit: Vec<ExportAudit>,
+}
+
+/// Parses and validates a whole document into what `import` writes: the default policy, the
+/// overrides (none in version 1), the entries and the audit events. Names the first problem
+/// by its JSON path, e.g. "`entries[3]`.key".
+pub fn parse_document(text: &str) -> anyhow::Result<StoreImage> {
+    let doc: Document = serde_json::from_str(text).context("not a valid export document")?;
+    if doc.format != FORMAT {
+        bail!("`format` is {:?}, expected {FORMAT:?}", doc.format);
+    }
+    if !(1..=EXPORT_VERSION).contains(&doc.version) {
+        bail!(
+            "`version` is {}; this build reads export versions 1 to {EXPORT_VERSION}: use a matching recovery-store",
+            doc.version
+        );
+    }
+    if let Some(at) = &doc.exported_at {
+        timestamp(at).context("`exported_at`")?;
+    }
+    let policy = recovery_policy(
+        "policy",
+        doc.policy.retry_backoff_ms,
+        doc.policy.budget_window_ms,
+        doc.policy.retries_per_window.unwrap_or(1),
+    )?;
+    let mut scopes = BTreeSet::new();
+    let mut overrides = Vec::with_capacity(doc.overrides.len());
+    for (i, o) in doc.overrides.iter().enumerate() {
+        let at = format!("overrides[{i}]");
+        let scope = PolicyScope::parse(&o.scope).with_context(|| format!("`{at}`.scope"))?;
+        if !scopes.insert(scope.to_string()) {
+            bail!("`{at}`.scope: {scope} appears more than once");
+        }
+        let policy = recovery_policy(
+            &at,
+            o.retry_backoff_ms,
+            o.budget_window_ms,
+            o.retries_per_window,
+        )
+        .with_context(|| format!("the override for {scope}"))?;
+        overrides.push((scope, policy));
+    }
+    let entries = entries(doc.entries)?;
+    let audit = doc
+        .audit
+        .iter()
+        .enumerate()
+        .map(|(i, e)| audit_event(e).with_context(|| format!("`audit[{i}]`")))
+        .collect::<anyhow::Result<_>>()?;
+    Ok(StoreImage {
+        policy: Some(policy),
+        overrides: Some(overrides),
+        entries,
+        audit,
+    })
+}
+
+fn recovery_policy(
+    at: &str,
+    backoff_ms: u64,
+    window_ms: u64,
+    retries: u32,
+) -> anyhow::Result<RecoveryPolicy> {
+    let duration = |name: &str, ms: u64| {
+        if ms == 0 {
+            bail!("`{at}.{name}` must be at least 1");
+        }
+        Ok(Duration::from_millis(ms))
+    };
+    validate_retries(retries).with_context(|| format!("`{at}.retries_per_window`"))?;
+    let policy = RecoveryPolicy::new(
+        BackendRecoveryPolicy::new(
+            duration("retry_backoff_ms", backoff_ms)?,
+            duration("budget_window_ms", window_ms)?,
+        ),
+        retries,
+    );
+    policy.validate().with_context(|| format!("`{at}`"))?;
+    Ok(policy)
+}
+
+fn entries(entries: Vec<ExportEntry>) -> anyhow::Result<Vec<(RecoveryEntry, Vec<CrashRecord>)>> {
+    let mut seen = BTreeSet::new();
+    let mut out = Vec::with_capacity(entries.len());
+    for (i, e) in entries.into_iter().enumerate() {
+        let at = format!("`entries[{i}]`");
+        let key: BackendKey = e.key.parse().with_context(|| format!("{at}.key"))?;
+        if !seen.insert(key.to_string()) {
+            bail!("{at}.key: {key} appears more than once");
+        }
+        if e.crashes_in_window == 0 {
+            bail!("{at}.crashes_in_window must be at least 1 ({key})");
+        }
+        if e.total_crashes < u64::from(e.crashes_in_window) {
+            bail!("{at}.total_crashes is below crashes_in_window ({key})");
+        }
+        let history = e
+            .history
+            .iter()
+            .enumerate()
+            .map(|(j, c)| {
+                let when =
+                    timestamp(&c.at).with_context(|| format!("{at}.history[{j}].at ({key})"))?;
+                let report = CrashReport {
+                    exit_code: c.exit_code,
+                    signal: c.signal,
+                };
+                Ok(CrashRecord::new(when, report, c.pid, c.uid))
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        out.push((
+            RecoveryEntry {
+                window_started_at: timestamp(&e.window_started_at)
+                    .with_context(|| format!("{at}.window_started_at ({key})"))?,
+                last_crash: timestamp(&e.last_crash)
+                    .with_context(|| format!("{at}.last_crash ({key})"))?,
+                crashes_in_window: e.crashes_in_window,
+                total_crashes: e.total_crashes,
+                key,
+            },
+            history,
+        ));
+    }
+    Ok(out)
+}
+
+fn audit_event(e: &ExportAudit) -> anyhow::Result<AuditEvent> {
+    let Some(action) = AuditAction::from_name(&e.action) else {
+        let known: Vec<&str> = AuditAction::ALL.iter().map(|a| a.as_str()).collect();
+        bail!(
+            ".action {:?} is not an audit action (one of {})",
+            e.action,
+            known.join(", ")
+        );
+    };
+    let name = action.as_str();
+    if action.is_one_key() {
+        let key = e
+            .key
+            .as_deref()
+            .with_context(|| format!(".key: a {name} event names its key"))?;
+        key.parse::<BackendKey>().context(".key")?;
+        if e.scope.is_some() {
+            bail!(".scope: a {name} event names its key, not a scope");
+        }
+    } else {
+        if e.scope.as_deref().is_none_or(str::is_empty) {
+            bail!(".scope: a {name} event names its scope");
+        }
+        if e.key.is_some() {
+            bail!(".key: a {name} event names its scope, not a key");
+        }
+    }
+    for (field, text, limit) in [
+        ("scope", &e.scope, MAX_REASON_LEN),
+        ("user", &e.user, MAX_USER_LEN),
+        ("reason", &e.reason, MAX_REASON_LEN),
+    ] {
+        if let Some(text) = text
+            && text.len() > limit
+        {
+            bail!(
+                ".{field} is {} bytes, over the {limit}-byte limit",
+                text.len()
+            );
+        }
+    }
+    Ok(AuditEvent {
+        seq: e.seq,
+        at: timestamp(&e.at).context(".at")?,
+        action,
+        key: e.key.clone(),
+        scope: e.scope.clone(),
+        uid: e.uid,
+        user: e.user.clone(),
+        pid: e.pid,
+        reason: e.reason.clone(),
+    })
+}
+
+pub fn stamp(ts: &Timestamp) -> Stamp {
+    Stamp {
+        rfc3339: Some(rfc3339(ts, true)),
+        unix_ms: ts.unix_millis(),
+        unix_nanos: Some(ts.unix_nanos()),
+        boot: ts.boot().map(|b| Boot {
+            boot_id: format!("{:032x}", b.boot_id),
+            since_boot_ns: u64::try_from(b.since_boot.as_nanos()).unwrap_or(u64::MAX),
+        }),
+    }
+}
+
+fn timestamp(s: &Stamp) -> anyhow::Result<Timestamp> {
+    let nanos = match s.unix_nanos {
+        Some(n) if n.div_euclid(1_000_000) != s.unix_ms => {
+            bail!("unix_nanos {n} does not match unix_ms {}", s.unix_ms)
+        }
+        Some(n) => n,
+        None => s
+            .unix_ms
+            .checked_mul(1_000_000)
+            .context("unix_ms is out of range (years 1677 to 2262)")?,
+    };
+    let boot = match &s.boot {
+        None => None,
+        Some(b) => {
+            let valid = b.boot_id.len() == 32 && b.boot_id.bytes().all(|c| c.is_ascii_hexdigit());
+            let boot_id = u128::from_str_radix(&b.boot_id, 16)
+                .ok()
+                .filter(|_| valid)
+                .context("boot.boot_id must be 32 hex digits")?;
+            Some(BootTime {
+                boot_id,
+                since_boot: Duration::from_nanos(b.since_boot_ns),
+            })
+        }
+    };
+    let ts = Timestamp::from_parts(nanos, boot);
+    if let Some(text) = &s.rfc3339 {
+        let with_millis = text.contains('.');
+        let expected = rfc3339(&ts, with_millis);
+        if *text != expected {
+            bail!("rfc3339 {text:?} does not match unix_ms (expected {expected:?})");
+        }
+    }
+    Ok(ts)
+}
+
+#[cfg(test)]
+#[path = "document_tests.rs"]
+mod tests;

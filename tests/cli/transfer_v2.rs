@@ -1,0 +1,303 @@
+//! Export version 2 carries the whole store: the default policy with its retries per window,
+//! the overrides, the entries with their history, and the audit trail; `import` restores each
+//! of them, never erases the target's audit trail, and never adds an event twice.
+
+use super::*;
+
+/// A store with a non-default policy, a service and a key override, three entries, and audit
+/// events with reasons.
+fn rich() -> Cli {
+    let cli = populated();
+    cli.ok(&[
+        "policy",
+        "set",
+        "--retries",
+        "3",
+        "--reason",
+        "bursty fleet",
+    ]);
+    cli.ok(&[
+        "policy",
+        "set",
+        "--service",
+        "demo",
+        "--retry-backoff",
+        "100ms",
+    ]);
+    cli.ok(&["policy", "set", "--key", "shared/x@1.0.0", "--retries", "5"]);
+    cli.ok(&["record-crash", "shared/x@1.0.0"]);
+    cli.ok(&["reset", "shared/x@1.0.0", "--reason", "hotfix deployed"]);
+    cli
+}
+
+fn export(cli: &Cli) -> (String, Export) {
+    let text = cli.ok(&["export"]);
+    let doc = serde_json::from_str(&text).unwrap();
+    (text, doc)
+}
+
+fn write_doc(cli: &Cli, name: &str, text: &str) -> String {
+    let file = cli.tmp.dir.path().join(name);
+    std::fs::write(&file, text).unwrap();
+    file.to_str().unwrap().to_owned()
+}
+
+#[test]
+fn export_carries_retries_overrides_and_the_audit_trail() {
+    let cli = rich();
+    let (_, doc) = export(&cli);
+    assert_eq!(doc.policy.retries_per_window, 3);
+    let policy: PolicyDoc = cli.json(0, &["policy"]);
+    assert_eq!(
+        doc.overrides, policy.overrides,
+        "the same as `policy --json`"
+    );
+    assert_eq!(doc.overrides.len(), 2);
+    let trail: Audit = cli.json(0, &["audit"]);
+    assert_eq!(doc.audit.len(), trail.events.len());
+    let reasons: Vec<_> = doc
+        .audit
+        .iter()
+        .filter_map(|e| e.reason.as_deref())
+        .collect();
+    assert_eq!(reasons, ["bursty fleet", "hotfix deployed"]);
+    let reset = doc.audit.iter().find(|e| e.action == "reset").unwrap();
+    assert_eq!(
+        (reset.key.as_deref(), reset.scope.as_deref()),
+        (Some("shared/x@1.0.0"), None)
+    );
+    assert!(
+        doc.audit.windows(2).all(|w| w[0].seq < w[1].seq),
+        "oldest first, by sequence number"
+    );
+}
+
+#[test]
+fn import_restores_every_part_and_an_export_of_the_copy_matches() {
+    let cli = rich();
+    let (text, doc) = export(&cli);
+    let copy = Cli::new();
+    let file = write_doc(&copy, "export.json", &text);
+    let done: Import = copy.json(0, &["import", &file, "--reason", "new host"]);
+    assert_eq!(
+        (done.imported, done.overrides, done.audit_added),
+        (3, 2, doc.audit.len())
+    );
+    assert_eq!(done.policy.retries_per_window, 3);
+    assert_eq!(
+        copy.json::<PolicyDoc>(0, &["policy"]),
+        cli.json::<PolicyDoc>(0, &["policy"])
+    );
+    let (_, again) = export(&copy);
+    assert_eq!(again.entries, doc.entries);
+    assert_eq!(again.overrides, doc.overrides);
+    // The restored events keep everything but their number, and the import is the last event.
+    let strip = |e: &ExportAudit| {
+        (
+            e.at.unix_nanos,
+            e.action.clone(),
+            e.key.clone(),
+            e.scope.clone(),
+            e.uid,
+            e.user.clone(),
+            e.pid,
+            e.reason.clone(),
+        )
+    };
+    let restored: Vec<_> = again.audit.iter().map(strip).collect();
+    let original: Vec<_> = doc.audit.iter().map(strip).collect();
+    assert_eq!(restored[..original.len()], original[..]);
+    let last = again.audit.last().unwrap();
+    assert_eq!(
+        (
+            last.action.as_str(),
+            last.scope.as_deref(),
+            last.reason.as_deref()
+        ),
+        ("import", Some("all"), Some("new host"))
+    );
+    // A decision in the copy follows the restored key override (5 retries).
+    for n in 1..=5 {
+        let out = copy.run(&["record-crash", "shared/x@1.0.0"]);
+        assert_eq!(out.status.code(), Some(0), "retry {n}: {}", describe(&out));
+    }
+    assert_eq!(
+        copy.run(&["record-crash", "shared/x@1.0.0"]).status.code(),
+        Some(1)
+    );
+}
+
+#[test]
+fn importing_a_stores_own_export_adds_no_audit_event_twice() {
+    let cli = rich();
+    let (text, doc) = export(&cli);
+    let file = write_doc(&cli, "self.json", &text);
+    let done: Import = cli.json(0, &["import", &file, "--yes"]);
+    assert_eq!(
+        (done.audit_added, done.audit_already_held),
+        (0, doc.audit.len())
+    );
+    let trail: Audit = cli.json(0, &["audit"]);
+    assert_eq!(trail.events.len(), doc.audit.len() + 1, "only the import");
+    let text = cli.ok(&["import", &file, "--yes"]);
+    assert!(
+        text.contains(&format!(
+            "restored 0 audit events ({} already held)",
+            doc.audit.len()
+        )),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_replacing_import_replaces_the_overrides_and_asks_first() {
+    let cli = rich();
+    let (text, _) = export(&cli);
+    let target = Cli::new();
+    target.ok(&["policy", "set", "--service", "legacy", "--retries", "4"]);
+    let file = write_doc(&target, "export.json", &text);
+    let out = target.run(&["import", &file]);
+    assert_error(&out, "1 override) that the import would replace");
+    assert_eq!(
+        target.json::<PolicyDoc>(0, &["policy"]).overrides.len(),
+        1,
+        "a refused import changes nothing"
+    );
+    target.ok(&["import", &file, "--yes"]);
+    let scopes: Vec<String> = target
+        .json::<PolicyDoc>(0, &["policy"])
+        .overrides
+        .into_iter()
+        .map(|o| o.scope)
+        .collect();
+    assert_eq!(scopes, ["key:shared/x@1.0.0", "service:demo"]);
+    // The target's own trail stays: its policy set comes first, the document's after it.
+    let trail: Audit = target.json(0, &["audit"]);
+    assert_eq!(trail.events[0].scope.as_deref(), Some("service:legacy"));
+}
+
+#[test]
+fn a_merge_adds_overrides_and_refuses_another_policy_for_a_scope_unless_asked() {
+    let cli = rich();
+    let (text, _) = export(&cli);
+    let target = Cli::new();
+    target.ok(&["policy", "set", "--budget-window", "1m"]);
+    target.ok(&["policy", "set", "--service", "demo", "--retries", "9"]);
+    target.ok(&["policy", "set", "--service", "keep", "--retries", "2"]);
+    let file = write_doc(&target, "export.json", &text);
+    let before = target.json::<PolicyDoc>(0, &["policy"]);
+    let out = target.run(&["import", "--merge", &file]);
+    assert_error(
+        &out,
+        "1 override with another policy in the store (service:demo)",
+    );
+    assert!(stderr(&out).contains("pass --yes"), "{}", stderr(&out));
+    assert_eq!(target.json::<PolicyDoc>(0, &["policy"]), before);
+
+    let done: Import = target.json(0, &["import", "--merge", "--yes", &file]);
+    assert_eq!(done.overrides_overwritten, ["service:demo"]);
+    assert!(done.merged);
+    let after = target.json::<PolicyDoc>(0, &["policy"]);
+    assert_eq!(
+        (after.budget_window_ms, after.retries_per_window),
+        (60_000, 1),
+        "a merge keeps the store's default policy"
+    );
+    let scopes: Vec<(String, u32)> = after
+        .overrides
+        .into_iter()
+        .map(|o| (o.scope, o.retries_per_window))
+        .collect();
+    assert_eq!(
+        scopes,
+        [
+            ("key:shared/x@1.0.0".to_owned(), 5),
+            ("service:demo".to_owned(), 3),
+            ("service:keep".to_owned(), 2)
+        ],
+        "the document's win where asked; the store's others stay"
+    );
+}
+
+#[test]
+fn a_version_1_document_sets_the_reference_retries_and_no_overrides() {
+    let cli = rich();
+    let (_, doc) = export(&cli);
+    let v1 = serde_json::json!({
+        "format": "recovery-store-export",
+        "version": 1,
+        "policy": {"retry_backoff_ms": 250, "budget_window_ms": 30000},
+        "entries": [{
+            "key": doc.entries[0].key,
+            "window_started_at": {"unix_ms": 1000},
+            "crashes_in_window": 1,
+            "last_crash": {"unix_ms": 2000},
+            "total_crashes": 1
+        }]
+    });
+    let file = write_doc(&cli, "v1.json", &v1.to_string());
+    cli.ok(&["import", &file, "--yes"]);
+    let policy = cli.json::<PolicyDoc>(0, &["policy"]);
+    assert_eq!(policy.retries_per_window, 1);
+    assert!(policy.overrides.is_empty(), "{policy:?}");
+    assert_eq!(cli.json::<List>(0, &["list"]).entries.len(), 1);
+}
+
+#[test]
+fn bad_overrides_and_audit_events_are_named_and_change_nothing() {
+    let cli = rich();
+    let (text, _) = export(&cli);
+    let good: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let edit = |f: &dyn Fn(&mut serde_json::Value)| {
+        let mut v = good.clone();
+        f(&mut v);
+        v.to_string()
+    };
+    let cases: Vec<(String, &str)> = vec![
+        (
+            edit(&|v| v["policy"]["retries_per_window"] = 0.into()),
+            "`policy.retries_per_window`",
+        ),
+        (
+            edit(&|v| v["overrides"][0]["scope"] = "host:x".into()),
+            "`overrides[0]`.scope",
+        ),
+        (
+            edit(&|v| v["overrides"][1]["retries_per_window"] = 101.into()),
+            "the override for service:demo",
+        ),
+        (
+            edit(&|v| v["overrides"][1] = v["overrides"][0].clone()),
+            "appears more than once",
+        ),
+        (
+            edit(&|v| v["audit"][0]["action"] = "delete".into()),
+            "not an audit action",
+        ),
+        (
+            edit(&|v| v["audit"][0]["scope"] = serde_json::Value::Null),
+            "`audit[0]`",
+        ),
+        (
+            edit(&|v| v["audit"][0]["reason"] = "x".repeat(2000).into()),
+            "over the 1024-byte limit",
+        ),
+    ];
+    let before = cli.ok(&["export"]);
+    let strip = |t: &str| {
+        let mut v: serde_json::Value = serde_json::from_str(t).unwrap();
+        v["exported_at"] = serde_json::Value::Null;
+        v
+    };
+    for (i, (doc, needle)) in cases.iter().enumerate() {
+        let file = write_doc(&cli, &format!("bad{i}.json"), doc);
+        let out = cli.run(&["import", &file, "--yes"]);
+        assert_error(&out, needle);
+        assert!(
+            stderr(&out).contains("fix the document"),
+            "{}",
+            stderr(&out)
+        );
+    }
+    assert_eq!(strip(&cli.ok(&["export"])), strip(&before));
+}
