@@ -127,7 +127,8 @@ impl Snapshot<'_, '_> {
     ///
     /// # Errors
     ///
-    /// [`StoreError::Corrupt`] naming an event that cannot be decoded; a storage error.
+    /// [`StoreError::CorruptAuditEvent`] naming the first event that cannot be decoded
+    /// ([`for_each_audit_event`](Self::for_each_audit_event) reads past it); a storage error.
     pub fn audit(&self) -> Result<Vec<crate::AuditEvent>, StoreError> {
         self.reader.audit(|_| true)
     }

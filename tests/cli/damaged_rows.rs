@@ -271,16 +271,3 @@ fn damaged_key_rows_and_damaged_scope_text_can_be_removed_too() {
     cli.ok(&["policy", "unset", "--service", "Bad Name"]);
     assert!(cli.ok(&["check"]).contains("no problems found"));
 }
-
-#[test]
-fn salvage_of_a_store_with_damaged_rows_keeps_every_entry() {
-    let cli = store_with_damaged_override();
-    damage_first_audit_event(cli.path());
-    let dir = tempfile::tempdir().unwrap();
-    let saved = dir.path().join("saved.json");
-    let text = cli.expect(1, &["check", "--salvage", saved.to_str().unwrap()]);
-    assert!(text.contains("salvaged: 4 entries"), "{text}");
-    assert_names_the_row(&text);
-    let doc: serde_json::Value = serde_json::from_slice(&std::fs::read(&saved).unwrap()).unwrap();
-    assert_eq!(doc["entries"].as_array().unwrap().len(), 4);
-}
