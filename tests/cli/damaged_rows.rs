@@ -271,3 +271,56 @@ fn damaged_key_rows_and_damaged_scope_text_can_be_removed_too() {
     cli.ok(&["policy", "unset", "--service", "Bad Name"]);
     assert!(cli.ok(&["check"]).contains("no problems found"));
 }
+
+#[test]
+fn salvage_carries_the_rows_that_decode_and_names_the_damaged_ones() {
+    let cli = store_with_damaged_override();
+    let seq = damage_first_audit_event(cli.path());
+    let dir = tempfile::tempdir().unwrap();
+    let saved = dir.path().join("saved.json");
+    let out = cli.run(&["check", "--salvage", saved.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("salvaged: 4 entries"), "{text}");
+    assert_names_the_row(&text);
+    let left_out = stderr(&out);
+    assert!(
+        left_out.contains(&format!("audit event {seq} ")),
+        "{left_out}"
+    );
+    assert_names_the_row(&left_out);
+    let doc: serde_json::Value = serde_json::from_slice(&std::fs::read(&saved).unwrap()).unwrap();
+    assert_eq!(doc["entries"].as_array().unwrap().len(), 4);
+    let scopes: Vec<&str> = doc["overrides"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["scope"].as_str().unwrap())
+        .collect();
+    assert_eq!(scopes, ["service:good"]);
+    let audit = doc["audit"].as_array().unwrap();
+    assert_eq!(audit.len(), 1, "the event that decodes: {audit:?}");
+    assert_eq!(audit[0]["scope"], "service:zc");
+
+    // Imported into a new store, the salvage is a store without damage.
+    let fresh = Cli::new();
+    fresh.ok(&["import", saved.to_str().unwrap()]);
+    assert!(fresh.ok(&["check"]).contains("no problems found"));
+    let policies: PolicyDoc = fresh.json(0, &["policy"]);
+    assert_eq!(policies.overrides.len(), 1);
+}
+
+#[test]
+fn export_leaves_the_damaged_rows_out_and_says_so() {
+    let cli = store_with_damaged_override();
+    let seq = damage_first_audit_event(cli.path());
+    let out = cli.run(&["export"]);
+    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
+    let err = stderr(&out);
+    assert!(err.contains(&format!("audit event {seq} ")), "{err}");
+    assert_names_the_row(&err);
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(doc["entries"].as_array().unwrap().len(), 4);
+    assert_eq!(doc["overrides"].as_array().unwrap().len(), 1);
+    assert_eq!(doc["audit"].as_array().unwrap().len(), 1);
+}

@@ -47,14 +47,16 @@ pub fn export(ctx: &Ctx, out: &mut impl Write) -> anyhow::Result<ExitCode> {
     })
 }
 
-/// How many entries an export wrote and left out.
+/// How many entries an export wrote, and how many entries, override rows and audit events it
+/// left out because they could not be decoded.
 pub struct Exported {
     pub written: usize,
     pub left_out: usize,
 }
 
 /// Writes an export document of the policies, the audit trail and every entry that decodes,
-/// all from one snapshot, the entries streamed; each damaged entry is named on stderr.
+/// all from one snapshot, the entries streamed; each damaged entry, override row and audit
+/// event is left out and named on stderr.
 pub fn write_export(
     store: &RecoveryStore,
     now: &Timestamp,
@@ -62,18 +64,35 @@ pub fn write_export(
 ) -> anyhow::Result<Exported> {
     let mut result = None;
     store.snapshot(|snap| {
-        let policies = snap.policies()?;
-        let audit = snap.audit()?;
+        // A damaged override row or audit event is left out and named, as a damaged entry is.
+        let policies = snap.stored_policies()?;
+        let mut audit = Vec::new();
+        let mut damaged = Vec::new();
+        snap.for_each_audit_event(|event| {
+            match event {
+                Ok(e) => audit.push(e),
+                Err(err @ StoreError::CorruptAuditEvent { .. }) => damaged.push(err),
+                Err(other) => return Err(other),
+            }
+            Ok(())
+        })?;
+        damaged.extend(policies.damaged().iter().map(|row| row.error()));
+        for err in &damaged {
+            eprintln!(
+                "recovery-store: left out of the export: {}",
+                sanitize(&err.to_string())
+            );
+        }
         let failed = RefCell::new(None);
-        let left_out = Cell::new(0usize);
+        let left_out = Cell::new(damaged.len());
         let written = Cell::new(0usize);
         let doc = ExportDoc {
             format: FORMAT,
             version: EXPORT_VERSION,
             exported_at: stamp(now),
-            policy: ExportPolicy::of(&policies.default),
+            policy: ExportPolicy::of(&policies.default_policy()),
             overrides: policies
-                .overrides
+                .overrides()
                 .iter()
                 .map(|(scope, policy)| ExportOverride::of(scope, policy))
                 .collect(),
