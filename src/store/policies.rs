@@ -23,11 +23,18 @@ impl RecoveryStore {
     }
 
     /// The default policy and every per-service and per-key override.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::CorruptOverride`] naming the first override row that cannot be decoded
+    /// (a [`Snapshot::stored_policies`](crate::Snapshot::stored_policies) reads past them);
+    /// [`StoreError::Corrupt`] for a default that cannot be decoded; storage errors.
     pub fn policies(&self) -> Result<Policies, StoreError> {
         self.storage.read(|r| r.policies())
     }
 
-    /// Every per-service and per-key override, in scope text order.
+    /// Every per-service and per-key override, in scope text order; errors as for
+    /// [`policies`](Self::policies).
     pub fn overrides(&self) -> Result<Vec<(PolicyScope, RecoveryPolicy)>, StoreError> {
         Ok(self.policies()?.overrides)
     }
@@ -37,7 +44,9 @@ impl RecoveryStore {
     ///
     /// # Errors
     ///
-    /// [`StoreError::InvalidKey`] for a key the store refuses; storage errors.
+    /// [`StoreError::InvalidKey`] for a key the store refuses; [`StoreError::CorruptOverride`]
+    /// when the override that would judge the key cannot be decoded (never another policy in
+    /// its place); storage errors.
     pub fn policy_for(&self, key: &BackendKey) -> Result<AppliedPolicy, StoreError> {
         key.validate()?;
         self.storage.read(|r| r.policy_for(key))

@@ -17,8 +17,10 @@ impl RecoveryStore {
     ///
     /// # Errors
     ///
-    /// [`StoreError::InvalidKey`] for an invalid key; [`StoreError::Corrupt`] naming the
-    /// sequence number of an event that cannot be decoded; storage errors as for any read.
+    /// [`StoreError::InvalidKey`] for an invalid key; [`StoreError::CorruptAuditEvent`] naming
+    /// the sequence number of an event that cannot be decoded (the CLI's `audit` reads past
+    /// them through [`Snapshot::for_each_audit_event`](crate::Snapshot::for_each_audit_event));
+    /// storage errors as for any read.
     pub fn audit(&self, key: Option<&BackendKey>) -> Result<Vec<AuditEvent>, StoreError> {
         let key = match key {
             Some(key) => {
