@@ -4,6 +4,7 @@
 //! [`BackendRecoveryPolicy`]. Every redb call runs under [`guarded`], so a damaged file that
 //! trips an assertion inside the engine becomes [`StoreError::Corrupt`] instead of a panic.
 
+mod audit_rows;
 mod backend;
 mod creation;
 mod engine;
@@ -15,6 +16,7 @@ mod imports;
 mod migration;
 mod opening;
 mod overlay;
+mod policy_rows;
 mod tables;
 mod trust;
 

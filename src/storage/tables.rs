@@ -1,4 +1,5 @@
-//! Typed access to the store's two tables, inside one read or write transaction.
+//! The [`Reader`] and [`Writer`] of one transaction, and the `meta` and `entries` tables
+//! through them (the policy and audit rows are in `policy_rows` and `audit_rows`).
 
 use std::ops::Bound;
 use std::path::Path;
@@ -10,24 +11,20 @@ use redb::{
 
 use super::guard::{encode_err, engine_err, missing_meta, not_a_store};
 use super::{AUDIT, ENTRIES, META, OVERRIDES};
-use crate::audit::{self, AuditEvent, Change};
 use crate::error::StoreError;
 use crate::key::BackendKey;
 use crate::migrations::{self, CURRENT_VERSION, FORMAT_NAME, current as schema};
-use crate::overrides::{
-    self, AppliedPolicy, DamagedOverride, Policies, PolicyScope, StoredPolicies,
-};
-use crate::policy::{BackendRecoveryPolicy, RecoveryPolicy};
+use crate::policy::BackendRecoveryPolicy;
 use crate::record::{self, CrashRecord, RecoveryEntry};
 
 /// Reads from one snapshot.
 pub(crate) struct Reader<'a> {
-    txn: &'a ReadTransaction,
-    meta: ReadOnlyTable<&'static [u8], &'static [u8]>,
+    pub(super) txn: &'a ReadTransaction,
+    pub(super) meta: ReadOnlyTable<&'static [u8], &'static [u8]>,
     entries: Option<ReadOnlyTable<&'static [u8], &'static [u8]>>,
     /// The schema the values were written by (a store not yet migrated reads as it is).
-    schema: u32,
-    path: &'a Path,
+    pub(super) schema: u32,
+    pub(super) path: &'a Path,
 }
 
 impl<'a> Reader<'a> {
@@ -56,52 +53,6 @@ impl<'a> Reader<'a> {
     /// The schema version recorded in the file, after checking the format name.
     pub fn schema_version(&self) -> Result<u32, StoreError> {
         read_schema_version(&self.meta, self.path)
-    }
-
-    /// The store's policy.
-    pub fn policy(&self) -> Result<BackendRecoveryPolicy, StoreError> {
-        Ok(self.recovery_policy()?.recovery)
-    }
-
-    /// The store's policy with its retries per window.
-    pub fn recovery_policy(&self) -> Result<RecoveryPolicy, StoreError> {
-        read_policy(&self.meta, self.schema, self.path)
-    }
-
-    /// The default policy and every override (none in a store without the overrides table).
-    /// Fails with [`StoreError::CorruptOverride`] naming the first row that does not decode;
-    /// [`stored_policies`](Self::stored_policies) reads past damaged rows.
-    pub fn policies(&self) -> Result<Policies, StoreError> {
-        self.stored_policies()?.checked()
-    }
-
-    /// The default policy and every override row, decodable or not.
-    pub fn stored_policies(&self) -> Result<StoredPolicies, StoreError> {
-        let default = self.recovery_policy()?;
-        match self.txn.open_table(OVERRIDES) {
-            Ok(table) => read_policies(&table, default, self.path),
-            Err(TableError::TableDoesNotExist(_)) => Ok(StoredPolicies::new(
-                Policies {
-                    default,
-                    overrides: Vec::new(),
-                },
-                Vec::new(),
-            )),
-            Err(e) => Err(engine_err(self.path, e)),
-        }
-    }
-
-    /// The policy that judges `key`: its key override, its service's, or the default.
-    pub fn policy_for(&self, key: &BackendKey) -> Result<AppliedPolicy, StoreError> {
-        let default = self.recovery_policy()?;
-        match self.txn.open_table(OVERRIDES) {
-            Ok(table) => applied_policy(&table, key, default, self.path),
-            Err(TableError::TableDoesNotExist(_)) => Ok(AppliedPolicy {
-                policy: default,
-                scope: None,
-            }),
-            Err(e) => Err(engine_err(self.path, e)),
-        }
     }
 
     /// One backend's entry.
@@ -193,48 +144,6 @@ impl<'a> Reader<'a> {
         Ok(())
     }
 
-    /// Every audit event, oldest first, keeping those `keep` accepts (none in a store written
-    /// before schema 2, which has no audit table). Fails with
-    /// [`StoreError::CorruptAuditEvent`] naming the first event that does not decode;
-    /// [`audit_rows`](Self::audit_rows) reads past damaged events.
-    pub fn audit(&self, keep: impl Fn(&AuditEvent) -> bool) -> Result<Vec<AuditEvent>, StoreError> {
-        let mut events = Vec::new();
-        self.audit_rows(|event| {
-            let event = event?;
-            if keep(&event) {
-                events.push(event);
-            }
-            Ok(())
-        })?;
-        Ok(events)
-    }
-
-    /// Visits every audit event, oldest first, each decoded separately: a damaged one reaches
-    /// `visit` as [`StoreError::CorruptAuditEvent`] and the walk goes on.
-    pub fn audit_rows(
-        &self,
-        mut visit: impl FnMut(Result<AuditEvent, StoreError>) -> Result<(), StoreError>,
-    ) -> Result<(), StoreError> {
-        let path = self.path;
-        let table = match self.txn.open_table(AUDIT) {
-            Ok(table) => table,
-            Err(TableError::TableDoesNotExist(_)) => return Ok(()),
-            Err(e) => return Err(engine_err(path, e)),
-        };
-        for item in table.iter().map_err(|e| engine_err(path, e))? {
-            let (seq, value) = item.map_err(|e| engine_err(path, e))?;
-            let seq = seq.value();
-            visit(
-                audit::decode(seq, value.value()).map_err(|e| StoreError::CorruptAuditEvent {
-                    path: path.to_owned(),
-                    seq,
-                    detail: e.to_string(),
-                }),
-            )?;
-        }
-        Ok(())
-    }
-
     /// The number of entries.
     pub fn len(&self) -> Result<u64, StoreError> {
         match &self.entries {
@@ -247,7 +156,7 @@ impl<'a> Reader<'a> {
 /// Reads and writes inside one write transaction.
 pub(crate) struct Writer<'a> {
     pub(super) txn: &'a WriteTransaction,
-    meta: Table<'a, &'static [u8], &'static [u8]>,
+    pub(super) meta: Table<'a, &'static [u8], &'static [u8]>,
     entries: Table<'a, &'static [u8], &'static [u8]>,
     pub(super) path: &'a Path,
 }
@@ -265,83 +174,6 @@ impl<'a> Writer<'a> {
     /// The schema version recorded in the file, as of this transaction.
     pub fn schema_version(&self) -> Result<u32, StoreError> {
         read_schema_version(&self.meta, self.path)
-    }
-
-    /// The store's policy as of this transaction.
-    pub fn policy(&self) -> Result<BackendRecoveryPolicy, StoreError> {
-        Ok(self.recovery_policy()?.recovery)
-    }
-
-    /// The store's policy with its retries per window, as of this transaction.
-    pub fn recovery_policy(&self) -> Result<RecoveryPolicy, StoreError> {
-        read_policy(&self.meta, CURRENT_VERSION, self.path)
-    }
-
-    /// Persists a new policy, keeping the stored retries per window (1 when none is stored).
-    pub fn set_policy(&mut self, policy: &BackendRecoveryPolicy) -> Result<(), StoreError> {
-        let retries = match self.meta.get(schema::META_POLICY) {
-            Ok(Some(old)) => {
-                record::decode_policy(old.value(), CURRENT_VERSION).map_or(1, |(_, n)| n)
-            }
-            Ok(None) => 1,
-            Err(e) => return Err(engine_err(self.path, e)),
-        };
-        self.set_recovery_policy(&RecoveryPolicy::new(*policy, retries))
-    }
-
-    /// The policy that judges `key` as of this transaction.
-    pub fn policy_for(&self, key: &BackendKey) -> Result<AppliedPolicy, StoreError> {
-        let default = self.recovery_policy()?;
-        let table = self
-            .txn
-            .open_table(OVERRIDES)
-            .map_err(|e| engine_err(self.path, e))?;
-        applied_policy(&table, key, default, self.path)
-    }
-
-    /// Stores `policy` as the override for `scope`; returns false when it was already stored.
-    pub fn set_override(
-        &mut self,
-        scope: &PolicyScope,
-        policy: &RecoveryPolicy,
-    ) -> Result<bool, StoreError> {
-        policy.validate()?;
-        let path = self.path;
-        let bytes = record::encode_policy(&policy.recovery, policy.retries_per_window, self.path)?;
-        let mut table = self
-            .txn
-            .open_table(OVERRIDES)
-            .map_err(|e| engine_err(path, e))?;
-        let text = scope.to_string();
-        let old = table
-            .insert(text.as_bytes(), bytes.as_slice())
-            .map_err(|e| engine_err(path, e))?
-            .map(|v| v.value().to_vec());
-        Ok(old.as_deref() != Some(bytes.as_slice()))
-    }
-
-    /// Removes the override for `scope`; returns whether there was one.
-    pub fn remove_override(&mut self, scope: &PolicyScope) -> Result<bool, StoreError> {
-        let path = self.path;
-        let mut table = self
-            .txn
-            .open_table(OVERRIDES)
-            .map_err(|e| engine_err(path, e))?;
-        let removed = table
-            .remove(scope.to_string().as_bytes())
-            .map_err(|e| engine_err(path, e))?
-            .is_some();
-        Ok(removed)
-    }
-
-    /// Persists a new policy with its retries per window.
-    pub fn set_recovery_policy(&mut self, policy: &RecoveryPolicy) -> Result<(), StoreError> {
-        crate::policy::validate_retries(policy.retries_per_window)?;
-        let bytes = record::encode_policy(&policy.recovery, policy.retries_per_window, self.path)?;
-        self.meta
-            .insert(schema::META_POLICY, bytes.as_slice())
-            .map_err(|e| engine_err(self.path, e))?;
-        Ok(())
     }
 
     /// One backend's entry.
@@ -443,93 +275,6 @@ impl<'a> Writer<'a> {
         self.set_policy(&policy)
     }
 
-    /// Appends one audit event for `change`, stamped now by this process (see
-    /// [`append_stored_audit`](Self::append_stored_audit)).
-    pub fn append_audit(&mut self, change: &Change) -> Result<(), StoreError> {
-        self.append_stored_audit(&change.stamped())
-    }
-
-    /// Appends `event` under the next sequence number, then drops the oldest events beyond
-    /// [`AUDIT_LIMIT`](schema::AUDIT_LIMIT), all in this transaction.
-    pub fn append_stored_audit(&mut self, event: &schema::AuditEvent) -> Result<(), StoreError> {
-        let path = self.path;
-        let err = |e: redb::StorageError| engine_err(path, e);
-        let mut table = self
-            .txn
-            .open_table(AUDIT)
-            .map_err(|e| engine_err(path, e))?;
-        // Numbers are never reused; at u64::MAX (never reached by counting) the newest is replaced.
-        let next = match table.last().map_err(err)? {
-            Some((seq, _)) => seq.value().saturating_add(1),
-            None => 1,
-        };
-        let value = audit::encode(event).map_err(|e| encode_err(path, e))?;
-        table.insert(next, value.as_slice()).map_err(err)?;
-        let mut len = table.len().map_err(err)?;
-        while len > schema::AUDIT_LIMIT {
-            table.pop_first().map_err(err)?;
-            len -= 1;
-        }
-        Ok(())
-    }
-
-    /// Writes raw `policy_overrides` and `audit` rows (for the schema 2 fixture, written before
-    /// the code that writes them lands).
-    #[cfg(test)]
-    pub fn put_raw_extras(
-        &mut self,
-        overrides: &[(&str, Vec<u8>)],
-        audit: &[(u64, Vec<u8>)],
-    ) -> Result<(), StoreError> {
-        let path = self.path;
-        let mut table = self
-            .txn
-            .open_table(OVERRIDES)
-            .map_err(|e| engine_err(path, e))?;
-        for (scope, value) in overrides {
-            table
-                .insert(scope.as_bytes(), value.as_slice())
-                .map_err(|e| engine_err(path, e))?;
-        }
-        let mut table = self
-            .txn
-            .open_table(AUDIT)
-            .map_err(|e| engine_err(path, e))?;
-        for (seq, value) in audit {
-            table
-                .insert(*seq, value.as_slice())
-                .map_err(|e| engine_err(path, e))?;
-        }
-        Ok(())
-    }
-
-    /// Every raw `policy_overrides` and `audit` row, in key order.
-    #[cfg(test)]
-    #[allow(clippy::type_complexity)]
-    pub fn raw_extras(&self) -> Result<(Vec<(Vec<u8>, Vec<u8>)>, Vec<(u64, Vec<u8>)>), StoreError> {
-        let path = self.path;
-        let err = |e: redb::StorageError| engine_err(path, e);
-        let overrides = self
-            .txn
-            .open_table(OVERRIDES)
-            .map_err(|e| engine_err(path, e))?
-            .iter()
-            .map_err(err)?
-            .map(|item| item.map(|(k, v)| (k.value().to_vec(), v.value().to_vec())))
-            .collect::<Result<_, _>>()
-            .map_err(err)?;
-        let audit = self
-            .txn
-            .open_table(AUDIT)
-            .map_err(|e| engine_err(path, e))?
-            .iter()
-            .map_err(err)?
-            .map(|item| item.map(|(k, v)| (k.value(), v.value().to_vec())))
-            .collect::<Result<_, _>>()
-            .map_err(err)?;
-        Ok((overrides, audit))
-    }
-
     // Creates the tables schema 2 added, empty, so every store of the schema holds all of them.
     fn create_tables(&self) -> Result<(), StoreError> {
         let path = self.path;
@@ -601,86 +346,6 @@ pub(super) fn read_schema_version(
     record::decode_version(version.value()).map_err(|e| StoreError::Corrupt {
         path: path.to_owned(),
         detail: format!("meta schema_version: {e}"),
-    })
-}
-
-pub(super) fn read_policy(
-    meta: &impl ReadableTable<&'static [u8], &'static [u8]>,
-    schema: u32,
-    path: &Path,
-) -> Result<RecoveryPolicy, StoreError> {
-    let value = meta
-        .get(schema::META_POLICY)
-        .map_err(|e| engine_err(path, e))?
-        .ok_or_else(|| missing_meta(path, "policy"))?;
-    record::decode_policy(value.value(), schema)
-        .map(|(policy, retries)| RecoveryPolicy::new(policy, retries))
-        .map_err(|e| StoreError::Corrupt {
-            path: path.to_owned(),
-            detail: format!("meta policy: {e}"),
-        })
-}
-
-fn decode_override(
-    scope: &[u8],
-    value: &[u8],
-    path: &Path,
-) -> Result<(PolicyScope, RecoveryPolicy), DamagedOverride> {
-    let text = String::from_utf8_lossy(scope);
-    let damaged = |detail: String| DamagedOverride::new(path.to_owned(), text.to_string(), detail);
-    let Ok(utf8) = std::str::from_utf8(scope) else {
-        return Err(damaged("its scope text is not UTF-8".into()));
-    };
-    let parsed = PolicyScope::parse(utf8).map_err(|e| damaged(format!("scope: {e}")))?;
-    let (policy, retries) = record::decode_policy(value, CURRENT_VERSION)
-        .map_err(|e| damaged(format!("value: {e}")))?;
-    Ok((parsed, RecoveryPolicy::new(policy, retries)))
-}
-
-// Each row is decoded separately, so one damaged row does not hide the others.
-fn read_policies(
-    table: &impl ReadableTable<&'static [u8], &'static [u8]>,
-    default: RecoveryPolicy,
-    path: &Path,
-) -> Result<StoredPolicies, StoreError> {
-    let (mut overrides, mut damaged) = (Vec::new(), Vec::new());
-    for item in table.iter().map_err(|e| engine_err(path, e))? {
-        let (scope, value) = item.map_err(|e| engine_err(path, e))?;
-        match decode_override(scope.value(), value.value(), path) {
-            Ok(row) => overrides.push(row),
-            Err(row) => damaged.push(row),
-        }
-    }
-    Ok(StoredPolicies::new(
-        Policies { default, overrides },
-        damaged,
-    ))
-}
-
-// Two point lookups, most specific first: no scan, whatever the number of overrides.
-fn applied_policy(
-    table: &impl ReadableTable<&'static [u8], &'static [u8]>,
-    key: &BackendKey,
-    default: RecoveryPolicy,
-    path: &Path,
-) -> Result<AppliedPolicy, StoreError> {
-    for scope in overrides::scopes_of(key) {
-        if let Some(value) = table
-            .get(scope.as_bytes())
-            .map_err(|e| engine_err(path, e))?
-        {
-            // A damaged row of the deciding scope fails the key: never judged by another policy.
-            let (scope, policy) = decode_override(scope.as_bytes(), value.value(), path)
-                .map_err(|row| row.error())?;
-            return Ok(AppliedPolicy {
-                policy,
-                scope: Some(scope),
-            });
-        }
-    }
-    Ok(AppliedPolicy {
-        policy: default,
-        scope: None,
     })
 }
 
