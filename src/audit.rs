@@ -197,20 +197,6 @@ fn from_stored(action: stored::AuditAction) -> AuditAction {
     }
 }
 
-/// `event` as stored (its sequence number is the table's key, not part of the value).
-pub(crate) fn to_stored_event(event: &AuditEvent) -> stored::AuditEvent {
-    stored::AuditEvent {
-        at: record::stamp(&event.at),
-        action: to_stored(event.action),
-        key: event.key.clone(),
-        scope: event.scope.clone(),
-        uid: event.uid,
-        user: event.user.clone(),
-        pid: event.pid,
-        reason: event.reason.clone(),
-    }
-}
-
 /// The postcard bytes of a stored event.
 pub(crate) fn encode(event: &stored::AuditEvent) -> Result<Vec<u8>, postcard::Error> {
     postcard::to_stdvec(event)

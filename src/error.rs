@@ -258,6 +258,29 @@ pub enum StoreError {
         /// What was wrong with it.
         detail: String,
     },
+
+    /// A crash report no process could have ended with: an exit status outside 0..=255, a
+    /// signal outside 1..=64, or both at once. Nothing was recorded.
+    #[error(
+        "invalid crash report: {detail}: pass the exit status (0-255) or the signal (1-64), or neither"
+    )]
+    InvalidCrashReport {
+        /// What was wrong with it.
+        detail: String,
+    },
+
+    /// An import would overwrite state the store holds (entries, or a policy or override other
+    /// than the import's) and overwriting was not asked for. Checked inside the import's
+    /// transaction, so state another process committed meanwhile is never lost unseen; nothing
+    /// was written.
+    #[error(
+        "{detail}, and overwriting was not asked for: nothing was written; let the import \
+         overwrite them (`import --yes`, or `overwrite: true`) or leave the store as it is"
+    )]
+    ImportConflict {
+        /// What the store holds that the import would overwrite (the first few named).
+        detail: String,
+    },
 }
 
 impl StoreError {

@@ -88,8 +88,10 @@ pub use policy::{
 pub use policy::{
     DEFAULT_RETRIES_PER_WINDOW, MAX_RETRIES_PER_WINDOW, RecoveryPolicy, validate_retries,
 };
-pub use record::{CrashRecord, CrashReport, HISTORY_LIMIT, MAX_POLICY_DURATION, RecoveryEntry};
-pub use restore::{ImportMode, ImportOutcome, MAX_AUDIT_TEXT, StoreImage};
+pub use record::{
+    CrashRecord, CrashReport, HISTORY_LIMIT, MAX_POLICY_DURATION, MAX_SIGNAL, RecoveryEntry,
+};
+pub use restore::{ImportMode, ImportOutcome, StoreImage};
 pub use snapshot::Snapshot;
 pub use storage::StorageBackend;
 pub use store::{DEFAULT_CACHE_SIZE, DEFAULT_LOCK_TIMEOUT, RecoveryStore, StoreOptions, status_of};

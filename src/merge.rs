@@ -11,9 +11,10 @@ impl RecoveryStore {
     /// Adds `entries` to the store in one transaction, keeping every other entry and the
     /// policy; returns the keys that were already in the store. Adding entries writes an
     /// [`AuditAction::Import`](crate::AuditAction) event (scope `merge`) in the same
-    /// transaction; an empty `entries` writes nothing.
+    /// transaction; an empty `entries` writes nothing. (See [`import`](Self::import) for
+    /// merging overrides too.)
     ///
-    /// A key already in the store is refused with [`StoreError::InvalidImport`], naming the
+    /// A key already in the store is refused with [`StoreError::ImportConflict`], naming the
     /// keys, and nothing changes, unless `overwrite` is true, when `entries` replace them. The
     /// check and the write share the transaction, so a crash recorded by another process is
     /// either seen by the check or committed before it, never overwritten unseen.
@@ -21,9 +22,9 @@ impl RecoveryStore {
     /// # Errors
     ///
     /// [`StoreError::InvalidKey`] for an invalid key; [`StoreError::InvalidImport`] for an entry
-    /// the store could not have written (a key given twice, no crash in its window, fewer
-    /// crashes in total than in its window) or a key in both without `overwrite`; storage
-    /// errors as for any write.
+    /// the store could not have written (as for [`import`](Self::import));
+    /// [`StoreError::ImportConflict`] for a key in both without `overwrite`; storage errors as
+    /// for any write.
     pub fn merge_entries(
         &self,
         entries: &[RecoveryEntry],
@@ -81,7 +82,7 @@ mod tests {
         let again = [entry("shared/a@1.0.0", 2), entry("shared/c@1.0.0", 1)];
         let err = store.merge_entries(&again, false).unwrap_err();
         assert!(
-            matches!(&err, StoreError::InvalidImport { detail } if detail.contains("shared/a@1.0.0")),
+            matches!(&err, StoreError::ImportConflict { detail } if detail.contains("shared/a@1.0.0")),
             "{err}"
         );
         assert_eq!(store.len().unwrap(), 3, "a refused merge writes nothing");

@@ -39,6 +39,33 @@ pub struct CrashReport {
     pub signal: Option<i32>,
 }
 
+/// The highest signal number a report may carry (Linux's `SIGRTMAX`, 64).
+pub const MAX_SIGNAL: i32 = 64;
+
+impl CrashReport {
+    /// Checks that a process could have ended this way: an exit status in 0..=255 (what
+    /// `WEXITSTATUS` gives), a signal in 1..=[`MAX_SIGNAL`], and not both.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::InvalidCrashReport`] naming the value and the range.
+    pub fn validate(&self) -> Result<(), StoreError> {
+        let problem = match (self.exit_code, self.signal) {
+            (Some(_), Some(_)) => {
+                "an exit status and a signal at once (a process ends one way)".to_owned()
+            }
+            (Some(code), None) if !(0..=255).contains(&code) => {
+                format!("exit status {code} is outside 0-255")
+            }
+            (None, Some(signal)) if !(1..=MAX_SIGNAL).contains(&signal) => {
+                format!("signal {signal} is outside 1-{MAX_SIGNAL}")
+            }
+            _ => return Ok(()),
+        };
+        Err(StoreError::InvalidCrashReport { detail: problem })
+    }
+}
+
 /// One crash in an entry's history (the last [`HISTORY_LIMIT`] are kept, oldest first): when it
 /// was recorded, how the process ended (when known) and which process recorded it, with its
 /// real uid. Crashes recorded before schema 2 carry no detail: only their time.

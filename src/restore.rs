@@ -1,21 +1,25 @@
-//! Whole-store imports ([`RecoveryStore::import`]): a document's entries, policies and audit
-//! trail written in one transaction, replacing the store's state or merged into it. This is
-//! what `recovery-store import` runs; `export` writes the same parts.
+//! Whole-store imports ([`RecoveryStore::import`]): an image's entries and policies written in
+//! one transaction, replacing the store's state or merged into it. This is what
+//! `recovery-store import` runs; `export` writes the same parts.
+//!
+//! An import never writes the store's audit trail beyond its own `import` event: the trail
+//! records what happened to this store, and events from elsewhere would be indistinguishable
+//! from its own.
 
 use std::collections::HashSet;
+use std::time::Duration;
 
-use crate::audit::{self, AUDIT_LIMIT, AuditAction, AuditEvent, Change};
+use crate::audit::{AuditAction, Change};
 use crate::error::StoreError;
 use crate::key::{BackendKey, validate_service_name};
 use crate::overrides::PolicyScope;
 use crate::policy::{BackendRecoveryPolicy, RecoveryPolicy};
-use crate::record::{CrashRecord, RecoveryEntry};
+use crate::record::{CrashRecord, HISTORY_LIMIT, RecoveryEntry};
 use crate::storage::Writer;
 use crate::store::RecoveryStore;
 
-/// The longest text an imported audit event may carry in its key, scope, user or reason, in
-/// bytes (4 KiB): events are rows of a bounded table, not documents.
-pub const MAX_AUDIT_TEXT: usize = 4096;
+/// The most keys or scopes an import error names; the rest are counted.
+const NAMED: usize = 5;
 
 /// What an import writes: a whole store's state, as `export` reads it.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -26,12 +30,24 @@ pub struct StoreImage {
     /// [`ImportMode::Replace`] these replace every override the store holds; with
     /// [`ImportMode::Merge`] they are added to them.
     pub overrides: Option<Vec<(PolicyScope, RecoveryPolicy)>>,
-    /// Every entry with its crash history (oldest first; the last
-    /// [`HISTORY_LIMIT`](crate::HISTORY_LIMIT) crashes are kept).
+    /// Every entry with its crash history, oldest first (at most
+    /// [`HISTORY_LIMIT`](crate::HISTORY_LIMIT) crashes, and no more than the entry's total).
     pub entries: Vec<(RecoveryEntry, Vec<CrashRecord>)>,
-    /// Audit events to restore, oldest first. Their [`AuditEvent::seq`] is ignored: each is
-    /// appended under the store's next number, after the store's own events.
-    pub audit: Vec<AuditEvent>,
+}
+
+impl StoreImage {
+    /// Checks everything [`RecoveryStore::import`] checks before its transaction: call it to
+    /// refuse a bad image before opening (or creating) a store.
+    ///
+    /// # Errors
+    ///
+    /// As [`RecoveryStore::import`], less [`StoreError::ImportConflict`] and storage errors.
+    pub fn validate(&self) -> Result<(), StoreError> {
+        validate(
+            self,
+            self.policy.map_or(DefaultPolicy::Keep, DefaultPolicy::Full),
+        )
+    }
 }
 
 /// How an import meets the state a store already holds.
@@ -39,11 +55,17 @@ pub struct StoreImage {
 pub enum ImportMode {
     /// The image's entries replace every entry; its policy and overrides, when given, replace
     /// the store's.
-    Replace,
-    /// The image's entries and overrides are added; a key or scope the store already holds
-    /// (with another policy) is refused unless `overwrite`, when the image's wins.
+    Replace {
+        /// Replace a store that holds state: any entry, a default policy other than the
+        /// image's, or overrides other than the image's. Without it such a store is refused
+        /// with [`StoreError::ImportConflict`], checked inside the import's transaction.
+        overwrite: bool,
+    },
+    /// The image's entries and overrides are added; the store's others and its default
+    /// policy stay (unless the image gives one).
     Merge {
-        /// Let the image's entries and overrides replace the store's where both have one.
+        /// Let the image's entries, and overrides that differ from the store's, replace them.
+        /// Without it a key or scope in both is refused with [`StoreError::ImportConflict`].
         overwrite: bool,
     },
 }
@@ -52,21 +74,20 @@ pub enum ImportMode {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct ImportOutcome {
-    /// Merge: the keys the store held that the image's entries replaced.
+    /// The keys the store held that the image's entries replaced (a merge).
     pub overwritten: Vec<BackendKey>,
-    /// Merge: the scopes whose stored override the image's replaced.
+    /// The scopes whose stored override the image's replaced (a merge).
     pub overrides_overwritten: Vec<PolicyScope>,
-    /// Replace: how many overrides the store held before the image's replaced them.
+    /// How many overrides the store held before the image's replaced them (a replace with
+    /// overrides).
     pub overrides_replaced: u64,
-    /// Audit events of the image appended to the trail.
-    pub audit_added: usize,
-    /// Audit events of the image the trail already held (same time, action, key, scope, uid,
-    /// user, PID and reason), not added twice: importing a store's own export adds none.
-    pub audit_already_held: usize,
+    /// False when the import found nothing to change: then it wrote nothing, not even its
+    /// audit event.
+    pub changed: bool,
 }
 
 /// What an import does to the default policy.
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, PartialEq, Eq)]
 pub(crate) enum DefaultPolicy {
     Keep,
     /// The backoff and window, keeping the stored retries per window.
@@ -75,22 +96,22 @@ pub(crate) enum DefaultPolicy {
 }
 
 impl RecoveryStore {
-    /// Writes `image` in one transaction, with one [`AuditAction::Import`] event last (scope
-    /// `all` for [`ImportMode::Replace`], `merge` for a merge). The audit trail is never
-    /// replaced: the image's events are appended after the store's own, those it already holds
-    /// are skipped, and the oldest beyond [`AUDIT_LIMIT`] are dropped as always.
-    ///
-    /// Everything is validated before the transaction starts, and a refused merge writes
-    /// nothing. A merge that adds no entry, override or event writes nothing at all.
+    /// Writes `image` in one transaction, with one [`AuditAction::Import`] event (scope `all`
+    /// for a replace, `merge` for a merge). Everything is validated before the transaction
+    /// starts; the checks against what the store holds run inside it, so a refused import
+    /// writes nothing and never overwrites state it did not see. An import that would change
+    /// nothing writes nothing ([`ImportOutcome::changed`] false).
     ///
     /// # Errors
     ///
     /// [`StoreError::InvalidKey`] for an invalid key or service name; [`StoreError::InvalidPolicy`]
     /// for a policy a store cannot hold; [`StoreError::InvalidImport`] for an entry the store
     /// could not have written (a key given twice, no crash in its window, fewer crashes in
-    /// total than in it), a scope given twice, an audit event without the key or scope its
-    /// action needs or with text over [`MAX_AUDIT_TEXT`], or, in a merge without `overwrite`,
-    /// keys or scopes the store already holds (all named); storage errors as for any write.
+    /// total than in it, a window starting after its last crash on the same boot clock, a
+    /// boot clock reading longer than the time since 1970, a history longer than its total,
+    /// an invalid crash report or PID 0) or a scope given twice;
+    /// [`StoreError::ImportConflict`] for state the import would overwrite without
+    /// `overwrite` (the first few keys or scopes named); storage errors as for any write.
     pub fn import(
         &self,
         image: &StoreImage,
@@ -107,10 +128,9 @@ impl RecoveryStore {
         mode: ImportMode,
         reason: Option<&str>,
     ) -> Result<ImportOutcome, StoreError> {
-        let default = match image.policy {
-            Some(policy) => DefaultPolicy::Full(policy),
-            None => DefaultPolicy::Keep,
-        };
+        let default = image
+            .policy
+            .map_or(DefaultPolicy::Keep, DefaultPolicy::Full);
         self.import_with(image, default, mode, reason)
     }
 
@@ -119,8 +139,7 @@ impl RecoveryStore {
     /// per window and the overrides stay as stored.
     ///
     /// Entries the store could not have written are refused with
-    /// [`StoreError::InvalidImport`] before anything changes: a key given twice, no crash in
-    /// the window, or fewer crashes in total than in the window.
+    /// [`StoreError::InvalidImport`] before anything changes, as by [`import`](Self::import).
     pub fn replace_all(
         &self,
         policy: Option<BackendRecoveryPolicy>,
@@ -130,8 +149,7 @@ impl RecoveryStore {
         self.replace_all_with_history(policy, &entries)
     }
 
-    /// [`replace_all`](Self::replace_all), each entry with its crash history (the last
-    /// [`HISTORY_LIMIT`](crate::HISTORY_LIMIT) crashes of it are kept).
+    /// [`replace_all`](Self::replace_all), each entry with its crash history.
     pub fn replace_all_with_history(
         &self,
         policy: Option<BackendRecoveryPolicy>,
@@ -142,8 +160,8 @@ impl RecoveryStore {
             ..StoreImage::default()
         };
         let default = policy.map_or(DefaultPolicy::Keep, DefaultPolicy::Timing);
-        self.import_with(&image, default, ImportMode::Replace, None)
-            .map(drop)
+        let mode = ImportMode::Replace { overwrite: true };
+        self.import_with(&image, default, mode, None).map(drop)
     }
 
     pub(crate) fn import_with(
@@ -154,51 +172,188 @@ impl RecoveryStore {
         reason: Option<&str>,
     ) -> Result<ImportOutcome, StoreError> {
         validate(image, default)?;
-        let audit = recent(&image.audit);
-        let stored: Vec<_> = audit.iter().map(audit::to_stored_event).collect();
-        let nothing = image.entries.is_empty()
-            && image.overrides.as_ref().is_none_or(Vec::is_empty)
-            && audit.is_empty()
-            && matches!(default, DefaultPolicy::Keep);
-        if nothing && matches!(mode, ImportMode::Merge { .. }) {
+        if matches!(mode, ImportMode::Merge { .. }) && self.merge_changes_nothing(image, default)? {
             return Ok(ImportOutcome::default());
         }
         self.storage().write(|w| {
             let mut outcome = match mode {
-                ImportMode::Replace => replace(w, image)?,
+                ImportMode::Replace { overwrite } => replace(w, image, default, overwrite)?,
                 ImportMode::Merge { overwrite } => merge(w, image, overwrite)?,
             };
-            match default {
-                DefaultPolicy::Keep => {}
-                DefaultPolicy::Timing(policy) => w.set_policy(&policy)?,
-                DefaultPolicy::Full(policy) => w.set_recovery_policy(&policy)?,
-            }
-            (outcome.audit_added, outcome.audit_already_held) = w.append_new_audit(&stored)?;
-            let scope = match mode {
-                ImportMode::Replace => "all",
-                ImportMode::Merge { .. } => "merge",
+            let changed_default = match default {
+                DefaultPolicy::Keep => false,
+                DefaultPolicy::Timing(policy) => {
+                    let before = w.recovery_policy().ok();
+                    w.set_policy(&policy)?;
+                    before != w.recovery_policy().ok()
+                }
+                DefaultPolicy::Full(policy) => {
+                    let before = w.recovery_policy().ok();
+                    w.set_recovery_policy(&policy)?;
+                    before != Some(policy)
+                }
             };
-            w.append_audit(&Change::scope(AuditAction::Import, scope.into(), reason))?;
+            outcome.changed |= changed_default;
+            if outcome.changed {
+                let scope = match mode {
+                    ImportMode::Replace { .. } => "all",
+                    ImportMode::Merge { .. } => "merge",
+                };
+                w.append_audit(&Change::scope(AuditAction::Import, scope.into(), reason))?;
+            }
             Ok(outcome)
         })
     }
+
+    /// True when merging `image` would change nothing: no default, and every entry and
+    /// override already stored as given. Read before the write so a no-op commits nothing;
+    /// a change another process commits meanwhile is as if it came after the merge.
+    fn merge_changes_nothing(
+        &self,
+        image: &StoreImage,
+        default: DefaultPolicy,
+    ) -> Result<bool, StoreError> {
+        if default != DefaultPolicy::Keep {
+            return Ok(false);
+        }
+        let all_held = self.storage().read(|r| {
+            for (entry, history) in &image.entries {
+                if r.get(&entry.key).ok().flatten().as_ref() != Some(entry)
+                    || r.history(&entry.key).ok().as_ref() != Some(history)
+                {
+                    return Ok(false);
+                }
+            }
+            Ok(true)
+        })?;
+        if !all_held {
+            return Ok(false);
+        }
+        let wanted = image.overrides.as_deref().unwrap_or_default();
+        if wanted.is_empty() {
+            return Ok(true);
+        }
+        let held = match self.policies() {
+            Ok(p) => p.overrides,
+            // A damaged row is for the transaction to find and report.
+            Err(_) => return Ok(false),
+        };
+        Ok(wanted.iter().all(|o| held.contains(o)))
+    }
 }
 
-fn replace(w: &mut Writer<'_>, image: &StoreImage) -> Result<ImportOutcome, StoreError> {
-    for raw in &w.keys("")? {
+fn replace(
+    w: &mut Writer<'_>,
+    image: &StoreImage,
+    default: DefaultPolicy,
+    overwrite: bool,
+) -> Result<ImportOutcome, StoreError> {
+    let held = w.keys("")?;
+    let differing = differing_entries(w, image, &held)?;
+    if !overwrite {
+        refuse_replacing(w, image, default, &differing)?;
+    }
+    let mut outcome = ImportOutcome {
+        changed: !differing.is_empty() || held.len() != image.entries.len(),
+        ..ImportOutcome::default()
+    };
+    for raw in &held {
         w.remove_raw(raw)?;
     }
     for (entry, history) in &image.entries {
         w.put_with_history(entry, history)?;
     }
-    let mut outcome = ImportOutcome::default();
     if let Some(overrides) = &image.overrides {
+        let before = w.policies().ok().map(|p| sorted(p.overrides));
         outcome.overrides_replaced = w.clear_overrides()?;
         for (scope, policy) in overrides {
             w.set_override(scope, policy)?;
         }
+        outcome.changed |= before != Some(sorted(overrides.clone()));
     }
     Ok(outcome)
+}
+
+/// The stored keys (raw text) a replace would lose or change: those the image lacks, or
+/// holds with another entry or history (a damaged entry always differs).
+fn differing_entries(
+    w: &Writer<'_>,
+    image: &StoreImage,
+    held: &[Vec<u8>],
+) -> Result<Vec<String>, StoreError> {
+    let wanted: std::collections::HashMap<String, &(RecoveryEntry, Vec<CrashRecord>)> = image
+        .entries
+        .iter()
+        .map(|item| (item.0.key.to_string(), item))
+        .collect();
+    let mut differing = Vec::new();
+    for raw in held {
+        let text = String::from_utf8_lossy(raw).into_owned();
+        let same = match (wanted.get(&text), w.get_raw(raw)) {
+            (Some((entry, history)), Ok(Some(stored))) => {
+                stored == *entry && w.history(&text)? == *history
+            }
+            _ => false,
+        };
+        if !same {
+            differing.push(text);
+        }
+    }
+    Ok(differing)
+}
+
+/// Refuses a replace over a store that holds state the image would lose: an entry it lacks or
+/// holds otherwise, a default policy other than the image's and the reference's, or
+/// overrides other than the image's (compared as sets; a damaged row counts as other).
+fn refuse_replacing(
+    w: &Writer<'_>,
+    image: &StoreImage,
+    default: DefaultPolicy,
+    differing: &[String],
+) -> Result<(), StoreError> {
+    let mut parts = Vec::new();
+    if !differing.is_empty() {
+        parts.push(format!(
+            "{} ({})",
+            count(differing.len(), "entry", "entries"),
+            named(differing)
+        ));
+    }
+    // A store's own default, or the reference's, loses nothing when replaced.
+    let stored = w.recovery_policy().ok();
+    let other_default = stored.is_some_and(|s| s != RecoveryPolicy::default())
+        && match default {
+            DefaultPolicy::Keep => false,
+            DefaultPolicy::Full(policy) => stored != Some(policy),
+            DefaultPolicy::Timing(policy) => stored.is_some_and(|s| s.recovery != policy),
+        };
+    if other_default {
+        parts.push("another default policy".to_owned());
+    }
+    if let Some(wanted) = &image.overrides {
+        match w.policies() {
+            Ok(p) if p.overrides.is_empty() => {}
+            Ok(p) if sorted(p.overrides.clone()) == sorted(wanted.clone()) => {}
+            Ok(p) => {
+                let names: Vec<String> = p.overrides.iter().map(|(s, _)| s.to_string()).collect();
+                parts.push(format!(
+                    "{} ({})",
+                    count(names.len(), "override", "overrides"),
+                    named(&names)
+                ));
+            }
+            Err(_) => parts.push("overrides, one of them damaged".to_owned()),
+        }
+    }
+    if parts.is_empty() {
+        return Ok(());
+    }
+    Err(StoreError::ImportConflict {
+        detail: format!(
+            "the store holds {} that the import would replace",
+            join_and(&parts)
+        ),
+    })
 }
 
 fn merge(
@@ -207,9 +362,18 @@ fn merge(
     overwrite: bool,
 ) -> Result<ImportOutcome, StoreError> {
     let mut outcome = ImportOutcome::default();
-    for (entry, _) in &image.entries {
-        if w.get(&entry.key)?.is_some() {
-            outcome.overwritten.push(entry.key.clone());
+    let mut new_entries = Vec::new();
+    for (entry, history) in &image.entries {
+        match w.get(&entry.key) {
+            Ok(None) => new_entries.push((entry, history)),
+            Ok(Some(stored))
+                if stored == *entry && w.history(&entry.key.to_string())? == *history => {}
+            // A damaged entry is replaced like any other.
+            Ok(Some(_)) | Err(StoreError::CorruptEntry { .. }) => {
+                outcome.overwritten.push(entry.key.clone());
+                new_entries.push((entry, history));
+            }
+            Err(other) => return Err(other),
         }
     }
     let overrides = image.overrides.as_deref().unwrap_or_default();
@@ -220,60 +384,87 @@ fn merge(
     }
     let conflict = !(outcome.overwritten.is_empty() && outcome.overrides_overwritten.is_empty());
     if conflict && !overwrite {
-        return Err(StoreError::InvalidImport {
+        return Err(StoreError::ImportConflict {
             detail: conflicts(&outcome),
         });
     }
-    for (entry, history) in &image.entries {
+    for (entry, history) in &new_entries {
         w.put_with_history(entry, history)?;
     }
+    outcome.changed = !new_entries.is_empty();
     for (scope, policy) in overrides {
-        w.set_override(scope, policy)?;
+        outcome.changed |= w.set_override(scope, policy)?;
     }
     Ok(outcome)
 }
 
-/// "2 entries already in the store (a, b) and 1 override with another policy (service:x),
-/// and overwriting was not asked for".
+/// "2 entries already in the store (a, b) and 1 override stored with another policy
+/// (service:x)".
 fn conflicts(outcome: &ImportOutcome) -> String {
     let mut parts = Vec::new();
     if !outcome.overwritten.is_empty() {
-        let named: Vec<String> = outcome
+        let names: Vec<String> = outcome
             .overwritten
             .iter()
             .map(ToString::to_string)
             .collect();
         parts.push(format!(
             "{} already in the store ({})",
-            outcome.overwritten.len(),
-            named.join(", ")
+            count(names.len(), "entry", "entries"),
+            named(&names)
         ));
     }
     if !outcome.overrides_overwritten.is_empty() {
-        let named: Vec<String> = outcome
+        let names: Vec<String> = outcome
             .overrides_overwritten
             .iter()
             .map(ToString::to_string)
             .collect();
-        let n = named.len();
         parts.push(format!(
-            "{n} override{} stored with another policy ({})",
-            if n == 1 { "" } else { "s" },
-            named.join(", ")
+            "{} stored with another policy ({})",
+            count(names.len(), "override", "overrides"),
+            named(&names)
         ));
     }
-    format!("{}, and overwriting was not asked for", parts.join(" and "))
+    join_and(&parts)
 }
 
-/// The last [`AUDIT_LIMIT`] events: no more could stay in the trail.
-fn recent(events: &[AuditEvent]) -> &[AuditEvent] {
-    let limit = usize::try_from(AUDIT_LIMIT).unwrap_or(usize::MAX);
-    &events[events.len().saturating_sub(limit)..]
+/// "a", "a and b", "a, b and c".
+fn join_and(parts: &[String]) -> String {
+    match parts {
+        [] => String::new(),
+        [one] => one.clone(),
+        [rest @ .., last] => format!("{} and {last}", rest.join(", ")),
+    }
+}
+
+fn count(n: usize, one: &str, many: &str) -> String {
+    if n == 1 {
+        format!("1 {one}")
+    } else {
+        format!("{n} {many}")
+    }
+}
+
+/// The first [`NAMED`] of `names`, and how many more.
+fn named(names: &[String]) -> String {
+    let shown = names[..names.len().min(NAMED)].join(", ");
+    match names.len().saturating_sub(NAMED) {
+        0 => shown,
+        more => format!("{shown} and {more} more"),
+    }
+}
+
+fn sorted(mut overrides: Vec<(PolicyScope, RecoveryPolicy)>) -> Vec<(PolicyScope, RecoveryPolicy)> {
+    overrides.sort_by(|a, b| a.0.cmp(&b.0));
+    overrides
 }
 
 fn validate(image: &StoreImage, default: DefaultPolicy) -> Result<(), StoreError> {
-    let plain: Vec<RecoveryEntry> = image.entries.iter().map(|(e, _)| e.clone()).collect();
-    validate_entries(&plain)?;
+    validate_entries(image.entries.iter().map(|(e, _)| e))?;
+    for (entry, history) in &image.entries {
+        validate_history(entry, history)?;
+    }
     match default {
         DefaultPolicy::Keep => {}
         DefaultPolicy::Timing(policy) => policy.validate()?,
@@ -292,52 +483,44 @@ fn validate(image: &StoreImage, default: DefaultPolicy) -> Result<(), StoreError
             )));
         }
     }
-    for event in recent(&image.audit) {
-        validate_event(event)?;
+    Ok(())
+}
+
+/// Refuses a history the store could not have written for `entry`.
+fn validate_history(entry: &RecoveryEntry, history: &[CrashRecord]) -> Result<(), StoreError> {
+    let key = &entry.key;
+    let most = entry.total_crashes.min(HISTORY_LIMIT as u64);
+    if history.len() as u64 > most {
+        return Err(invalid(format!(
+            "entry {key} has {} crashes in its history, more than the {most} it can hold \
+             (its total, at most {HISTORY_LIMIT})",
+            history.len()
+        )));
+    }
+    for (i, crash) in history.iter().enumerate() {
+        crash
+            .report()
+            .validate()
+            .map_err(|e| invalid(format!("entry {key} history[{i}]: {e}")))?;
+        if crash.pid == Some(0) {
+            return Err(invalid(format!(
+                "entry {key} history[{i}] was recorded by PID 0, which no process has"
+            )));
+        }
+        check_boot(key, &format!("history[{i}]"), &crash.at)?;
     }
     Ok(())
 }
 
-fn validate_event(event: &AuditEvent) -> Result<(), StoreError> {
-    let action = event.action.as_str();
-    let seq = event.seq;
-    if event.action.is_one_key() {
-        let Some(key) = &event.key else {
+/// A boot clock reading cannot be longer than the time since 1970.
+fn check_boot(key: &BackendKey, what: &str, at: &crate::time::Timestamp) -> Result<(), StoreError> {
+    if let Some(boot) = at.boot() {
+        let since_epoch = Duration::from_nanos(u64::try_from(at.unix_nanos()).unwrap_or(0));
+        if boot.since_boot > since_epoch {
             return Err(invalid(format!(
-                "audit event {seq} ({action}) names no key"
-            )));
-        };
-        key.parse::<BackendKey>()
-            .map_err(|e| invalid(format!("audit event {seq} ({action}) key {key:?}: {e}")))?;
-        if event.scope.is_some() {
-            return Err(invalid(format!(
-                "audit event {seq} ({action}) names a scope; a {action} event names only its key"
-            )));
-        }
-    } else {
-        if event.scope.as_deref().is_none_or(str::is_empty) {
-            return Err(invalid(format!(
-                "audit event {seq} ({action}) names no scope"
-            )));
-        }
-        if event.key.is_some() {
-            return Err(invalid(format!(
-                "audit event {seq} ({action}) names a key; a {action} event names only its scope"
-            )));
-        }
-    }
-    for (field, text) in [
-        ("key", &event.key),
-        ("scope", &event.scope),
-        ("user", &event.user),
-        ("reason", &event.reason),
-    ] {
-        if let Some(text) = text
-            && text.len() > MAX_AUDIT_TEXT
-        {
-            return Err(invalid(format!(
-                "audit event {seq} {field} is {} bytes, over the {MAX_AUDIT_TEXT}-byte limit",
-                text.len()
+                "entry {key} {what}: its boot clock reading ({:?}) is longer than the time since \
+                 1970, so no boot could have taken it",
+                boot.since_boot
             )));
         }
     }
@@ -349,8 +532,11 @@ fn invalid(detail: String) -> StoreError {
 }
 
 /// Refuses entries the store could not have written: an invalid or repeated key, no crash in
-/// the window, or fewer crashes in total than in the window.
-pub(crate) fn validate_entries(entries: &[RecoveryEntry]) -> Result<(), StoreError> {
+/// the window, fewer crashes in total than in the window, a window that starts after its last
+/// crash on the same boot clock, or a boot clock reading longer than the time since 1970.
+pub(crate) fn validate_entries<'a>(
+    entries: impl IntoIterator<Item = &'a RecoveryEntry>,
+) -> Result<(), StoreError> {
     let mut seen = HashSet::new();
     for entry in entries {
         entry.key.validate()?;
@@ -360,10 +546,24 @@ pub(crate) fn validate_entries(entries: &[RecoveryEntry]) -> Result<(), StoreErr
             "has no crash in its window"
         } else if entry.total_crashes < u64::from(entry.crashes_in_window) {
             "has fewer crashes in total than in its window"
+        } else if starts_after_last_crash(entry) {
+            "has a window starting after its last crash (on the same boot clock)"
         } else {
+            check_boot(&entry.key, "window_started_at", &entry.window_started_at)?;
+            check_boot(&entry.key, "last_crash", &entry.last_crash)?;
             continue;
         };
         return Err(invalid(format!("entry {} {problem}", entry.key)));
     }
     Ok(())
+}
+
+/// On one boot the boot clock orders the two; across boots, or without it, nothing can be said.
+fn starts_after_last_crash(entry: &RecoveryEntry) -> bool {
+    match (entry.window_started_at.boot(), entry.last_crash.boot()) {
+        (Some(start), Some(last)) if start.boot_id == last.boot_id => {
+            start.since_boot > last.since_boot
+        }
+        _ => false,
+    }
 }

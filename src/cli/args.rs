@@ -23,7 +23,6 @@ pub use policy::PolicyAction;
 pub use reset::ResetArgs;
 pub use run::RunArgs;
 pub use store::{CheckArgs, ImportArgs, MetricsArgs};
-pub use values::MAX_REASON_LEN;
 use values::{parse_db, parse_key, parse_lock_timeout, parse_mode, parse_time};
 
 const EXIT_CODES: &str = "\

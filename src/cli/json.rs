@@ -295,22 +295,26 @@ pub struct Diagnosis {
 #[derive(Debug, Serialize)]
 pub struct Import {
     pub store: String,
+    /// True when the import created the store.
+    pub new_store: bool,
     /// Entries in the document.
     pub imported: usize,
     /// The store's default policy after the import.
     pub policy: StoredPolicy,
-    /// Overrides in the document.
-    pub overrides: usize,
-    /// True for `--merge`.
+    /// Overrides in the document; null when it carries none (the store's stayed).
+    pub overrides: Option<usize>,
+    /// True for `--merge` into an existing store.
     pub merged: bool,
+    /// False when the store already held everything: nothing was written.
+    pub changed: bool,
     /// Keys in both the store and the document, overwritten under `--merge --yes`.
     pub overwritten: Vec<String>,
     /// Scopes whose override the document's replaced under `--merge --yes`.
     pub overrides_overwritten: Vec<String>,
-    /// Audit events of the document appended to the store's trail.
-    pub audit_added: usize,
-    /// Audit events of the document the trail already held (not added twice).
-    pub audit_already_held: usize,
+    /// Overrides the store held that a replace removed before writing the document's.
+    pub overrides_replaced: u64,
+    /// Audit events in the document: checked, never written to the store's trail.
+    pub audit_events_not_imported: usize,
 }
 
 #[derive(Debug, Serialize)]

@@ -43,7 +43,9 @@ impl DurableRecoveryState {
         self.crash(key, Some(now), CrashReport::default())
     }
 
-    /// [`record_crash_at`](Self::record_crash_at) with how the process ended.
+    /// [`record_crash_at`](Self::record_crash_at) with how the process ended. A report no
+    /// process could have ended with ([`CrashReport::validate`]) is dropped: the crash is
+    /// still decided and recorded, without detail.
     pub fn record_crash_at_with(
         &mut self,
         key: &BackendKey,
@@ -77,6 +79,11 @@ impl DurableRecoveryState {
         at: Option<Timestamp>,
         report: CrashReport,
     ) -> BackendRecoveryDecision {
+        let report = if report.validate().is_ok() {
+            report
+        } else {
+            CrashReport::default()
+        };
         if key.validate().is_err() {
             let now = at.unwrap_or_else(Timestamp::now);
             let previous = self.memory_only.get(key);

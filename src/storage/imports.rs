@@ -1,16 +1,12 @@
-//! Whole-table writes that only an import makes: clearing the overrides, comparing an override
-//! as stored, and telling which audit events a store already holds.
-
-use std::collections::HashSet;
+//! Whole-table writes that only an import makes: clearing the overrides, and comparing an
+//! override as stored.
 
 use redb::ReadableTable;
 
-use super::guard::{encode_err, engine_err};
+use super::OVERRIDES;
+use super::guard::engine_err;
 use super::tables::Writer;
-use super::{AUDIT, OVERRIDES};
-use crate::audit;
 use crate::error::StoreError;
-use crate::migrations::current as schema;
 use crate::overrides::PolicyScope;
 use crate::policy::RecoveryPolicy;
 use crate::record;
@@ -51,40 +47,5 @@ impl Writer<'_> {
             removed += 1;
         }
         Ok(removed)
-    }
-
-    /// Appends those of `events` the trail does not already hold (an event equal in every
-    /// field but its sequence number is held), oldest first; returns (appended, already held).
-    pub fn append_new_audit(
-        &mut self,
-        events: &[schema::AuditEvent],
-    ) -> Result<(usize, usize), StoreError> {
-        let mut held = self.audit_values()?;
-        let (mut added, mut skipped) = (0, 0);
-        for event in events {
-            let bytes = audit::encode(event).map_err(|e| encode_err(self.path, e))?;
-            if held.insert(bytes) {
-                self.append_stored_audit(event)?;
-                added += 1;
-            } else {
-                skipped += 1;
-            }
-        }
-        Ok((added, skipped))
-    }
-
-    /// The stored bytes of every audit event held, sequence numbers left out.
-    fn audit_values(&self) -> Result<HashSet<Vec<u8>>, StoreError> {
-        let path = self.path;
-        let err = |e: redb::StorageError| engine_err(path, e);
-        let table = self
-            .txn
-            .open_table(AUDIT)
-            .map_err(|e| engine_err(path, e))?;
-        table
-            .iter()
-            .map_err(err)?
-            .map(|item| item.map(|(_, v)| v.value().to_vec()).map_err(err))
-            .collect()
     }
 }

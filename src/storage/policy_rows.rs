@@ -77,6 +77,17 @@ impl Writer<'_> {
         read_policy(&self.meta, CURRENT_VERSION, self.path)
     }
 
+    /// The default policy and every override as of this transaction; a damaged row is an
+    /// error naming it, as [`Reader::policies`].
+    pub fn policies(&self) -> Result<Policies, StoreError> {
+        let default = self.recovery_policy()?;
+        let table = self
+            .txn
+            .open_table(OVERRIDES)
+            .map_err(|e| engine_err(self.path, e))?;
+        read_policies(&table, default, self.path)?.checked()
+    }
+
     /// Persists a new policy, keeping the stored retries per window (1 when none is stored).
     pub fn set_policy(&mut self, policy: &BackendRecoveryPolicy) -> Result<(), StoreError> {
         let retries = match self.meta.get(schema::META_POLICY) {

@@ -94,6 +94,12 @@ impl RecoveryStore {
     /// Records one crash of `key` at `now`, as [`record_crash`](Self::record_crash) does, with
     /// how the process ended (`CrashReport { exit_code, signal }`): the history keeps it, with
     /// this process's PID and real uid. The decision does not depend on the report.
+    ///
+    /// # Errors
+    ///
+    /// As [`record_crash`](Self::record_crash), and [`StoreError::InvalidCrashReport`] for a
+    /// report no process could have ended with ([`CrashReport::validate`]), before anything is
+    /// recorded.
     pub fn record_crash_with(
         &self,
         key: &BackendKey,
@@ -101,6 +107,7 @@ impl RecoveryStore {
         report: CrashReport,
     ) -> Result<BackendRecoveryDecision, StoreError> {
         key.validate()?;
+        report.validate()?;
         self.group.submit(
             (key.clone(), Some(now), report),
             self.storage.path(),
@@ -129,6 +136,7 @@ impl RecoveryStore {
         report: CrashReport,
     ) -> Result<BackendRecoveryDecision, StoreError> {
         key.validate()?;
+        report.validate()?;
         self.group
             .submit((key.clone(), None, report), self.storage.path(), |batch| {
                 group::commit_crashes(&self.storage, batch, apply_crash)

@@ -270,8 +270,18 @@ fn import_merge_adds_entries_and_refuses_keys_in_both_without_yes() {
         "merge keeps the store's policy"
     );
     assert_eq!(cli.json::<List>(0, &["list"]).entries.len(), 4);
+    // The same document again adds nothing; once the store's entries moved on, it conflicts.
+    let again: Import = cli.json(0, &["import", "--merge", file]);
+    assert!(!again.changed);
+    for key in [
+        "explicit:ci/old@1.0.0",
+        "shared/demo@1.0.0",
+        "private:svc/svc@1.0.0#9f2c",
+    ] {
+        cli.run(&["record-crash", key]);
+    }
     let out = cli.run(&["import", "--merge", file]);
-    assert_error(&out, "3 entries in both the store and the document");
+    assert_error(&out, "3 entries already in the store");
     assert!(stderr(&out).contains("--yes"));
     let done: Import = cli.json(0, &["import", "--merge", "--yes", file]);
     assert_eq!(done.overwritten.len(), 3);

@@ -241,14 +241,17 @@ pub struct Check {
 #[serde(deny_unknown_fields)]
 pub struct Import {
     pub store: String,
+    pub new_store: bool,
     pub imported: usize,
     pub policy: StoredPolicy,
-    pub overrides: usize,
+    #[serde(deserialize_with = "present")]
+    pub overrides: Option<usize>,
     pub merged: bool,
+    pub changed: bool,
     pub overwritten: Vec<String>,
     pub overrides_overwritten: Vec<String>,
-    pub audit_added: usize,
-    pub audit_already_held: usize,
+    pub overrides_replaced: u64,
+    pub audit_events_not_imported: usize,
 }
 
 #[derive(Debug, Deserialize)]

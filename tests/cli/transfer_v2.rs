@@ -1,6 +1,7 @@
 //! Export version 2 carries the whole store: the default policy with its retries per window,
-//! the overrides, the entries with their history, and the audit trail; `import` restores each
-//! of them, never erases the target's audit trail, and never adds an event twice.
+//! the overrides, the entries with their history, and the audit trail. `import` restores the
+//! policies and entries, keeps what a document does not carry, and never writes another
+//! store's audit events into the trail.
 
 use super::*;
 
@@ -73,16 +74,17 @@ fn export_carries_retries_overrides_and_the_audit_trail() {
 }
 
 #[test]
-fn import_restores_every_part_and_an_export_of_the_copy_matches() {
+fn import_restores_every_part_but_never_the_audit_trail() {
     let cli = rich();
     let (text, doc) = export(&cli);
     let copy = Cli::new();
     let file = write_doc(&copy, "export.json", &text);
     let done: Import = copy.json(0, &["import", &file, "--reason", "new host"]);
     assert_eq!(
-        (done.imported, done.overrides, done.audit_added),
-        (3, 2, doc.audit.len())
+        (done.imported, done.overrides, done.new_store, done.changed),
+        (3, Some(2), true, true)
     );
+    assert_eq!(done.audit_events_not_imported, doc.audit.len());
     assert_eq!(done.policy.retries_per_window, 3);
     assert_eq!(
         copy.json::<PolicyDoc>(0, &["policy"]),
@@ -91,30 +93,26 @@ fn import_restores_every_part_and_an_export_of_the_copy_matches() {
     let (_, again) = export(&copy);
     assert_eq!(again.entries, doc.entries);
     assert_eq!(again.overrides, doc.overrides);
-    // The restored events keep everything but their number, and the import is the last event.
-    let strip = |e: &ExportAudit| {
-        (
-            e.at.unix_nanos,
-            e.action.clone(),
-            e.key.clone(),
-            e.scope.clone(),
-            e.uid,
-            e.user.clone(),
-            e.pid,
-            e.reason.clone(),
-        )
-    };
-    let restored: Vec<_> = again.audit.iter().map(strip).collect();
-    let original: Vec<_> = doc.audit.iter().map(strip).collect();
-    assert_eq!(restored[..original.len()], original[..]);
-    let last = again.audit.last().unwrap();
+    // The copy's trail records what happened to the copy: the import, and nothing forged.
+    assert_eq!(again.audit.len(), 1, "{:?}", again.audit);
+    let only = &again.audit[0];
     assert_eq!(
         (
-            last.action.as_str(),
-            last.scope.as_deref(),
-            last.reason.as_deref()
+            only.action.as_str(),
+            only.scope.as_deref(),
+            only.reason.as_deref()
         ),
         ("import", Some("all"), Some("new host"))
+    );
+    // The text report says what was left in the document.
+    let third = Cli::new();
+    let out = third.ok(&["import", &file]);
+    assert!(
+        out.contains(&format!(
+            "note: the document's {} audit events were not imported",
+            doc.audit.len()
+        )),
+        "{out}"
     );
     // A decision in the copy follows the restored key override (5 retries).
     for n in 1..=5 {
@@ -128,24 +126,29 @@ fn import_restores_every_part_and_an_export_of_the_copy_matches() {
 }
 
 #[test]
-fn importing_a_stores_own_export_adds_no_audit_event_twice() {
+fn importing_a_stores_own_export_changes_nothing_and_needs_no_yes() {
     let cli = rich();
-    let (text, doc) = export(&cli);
+    let (text, _) = export(&cli);
     let file = write_doc(&cli, "self.json", &text);
-    let done: Import = cli.json(0, &["import", &file, "--yes"]);
-    assert_eq!(
-        (done.audit_added, done.audit_already_held),
-        (0, doc.audit.len())
-    );
     let trail: Audit = cli.json(0, &["audit"]);
-    assert_eq!(trail.events.len(), doc.audit.len() + 1, "only the import");
-    let text = cli.ok(&["import", &file, "--yes"]);
+    let done: Import = cli.json(0, &["import", &file]);
+    assert!(!done.changed);
+    assert_eq!(
+        cli.json::<Audit>(0, &["audit"]).events.len(),
+        trail.events.len(),
+        "no event for no change"
+    );
+    let out = cli.ok(&["import", &file]);
     assert!(
-        text.contains(&format!(
-            "restored 0 audit events ({} already held)",
-            doc.audit.len()
-        )),
-        "{text}"
+        out.contains("which already held exactly that: nothing written"),
+        "{out}"
+    );
+    // A merge of it changes nothing either, and says so.
+    let out = cli.ok(&["import", "--merge", &file, "--yes"]);
+    assert!(out.contains("nothing written"), "{out}");
+    assert_eq!(
+        cli.json::<Audit>(0, &["audit"]).events.len(),
+        trail.events.len()
     );
 }
 
@@ -157,13 +160,22 @@ fn a_replacing_import_replaces_the_overrides_and_asks_first() {
     target.ok(&["policy", "set", "--service", "legacy", "--retries", "4"]);
     let file = write_doc(&target, "export.json", &text);
     let out = target.run(&["import", &file]);
-    assert_error(&out, "1 override) that the import would replace");
+    assert_error(
+        &out,
+        "1 override (service:legacy) that the import would replace",
+    );
+    assert!(
+        stderr(&out).contains("pass --yes to let the document's win, or --merge"),
+        "{}",
+        stderr(&out)
+    );
     assert_eq!(
         target.json::<PolicyDoc>(0, &["policy"]).overrides.len(),
         1,
         "a refused import changes nothing"
     );
-    target.ok(&["import", &file, "--yes"]);
+    let done: Import = target.json(0, &["import", &file, "--yes"]);
+    assert_eq!(done.overrides_replaced, 1);
     let scopes: Vec<String> = target
         .json::<PolicyDoc>(0, &["policy"])
         .overrides
@@ -171,9 +183,105 @@ fn a_replacing_import_replaces_the_overrides_and_asks_first() {
         .map(|o| o.scope)
         .collect();
     assert_eq!(scopes, ["key:shared/x@1.0.0", "service:demo"]);
-    // The target's own trail stays: its policy set comes first, the document's after it.
+    // The target's own trail stays: its policy set first, then the import.
     let trail: Audit = target.json(0, &["audit"]);
-    assert_eq!(trail.events[0].scope.as_deref(), Some("service:legacy"));
+    let actions: Vec<(&str, Option<&str>)> = trail
+        .events
+        .iter()
+        .map(|e| (e.action.as_str(), e.scope.as_deref()))
+        .collect();
+    assert_eq!(
+        actions,
+        [
+            ("policy_set", Some("service:legacy")),
+            ("import", Some("all"))
+        ]
+    );
+}
+
+#[test]
+fn a_document_without_overrides_keeps_the_stores_and_says_so() {
+    let cli = rich();
+    let (text, _) = export(&cli);
+    let mut doc: serde_json::Value = serde_json::from_str(&text).unwrap();
+    doc.as_object_mut().unwrap().remove("overrides");
+    doc["policy"]
+        .as_object_mut()
+        .unwrap()
+        .remove("retries_per_window");
+    let target = Cli::new();
+    target.ok(&["policy", "set", "--retries", "4"]);
+    target.ok(&["policy", "set", "--service", "legacy", "--retries", "2"]);
+    let file = write_doc(&target, "bare.json", &doc.to_string());
+    let out = target.ok(&["import", &file, "--yes"]);
+    assert!(
+        out.contains("note: the document carries no overrides; the store's stayed"),
+        "{out}"
+    );
+    assert!(
+        out.contains("note: the document gives no retries per window; the store's (4) stayed"),
+        "{out}"
+    );
+    let policy = target.json::<PolicyDoc>(0, &["policy"]);
+    assert_eq!(policy.retries_per_window, 4);
+    assert_eq!(policy.overrides.len(), 1);
+    assert_eq!(policy.overrides[0].scope, "service:legacy");
+}
+
+#[test]
+fn a_merge_into_a_missing_store_is_a_replace_into_a_new_one() {
+    let cli = rich();
+    let (text, _) = export(&cli);
+    let mut doc: serde_json::Value = serde_json::from_str(&text).unwrap();
+    doc["policy"] = serde_json::json!({
+        "retry_backoff_ms": 18_000_000u64,
+        "budget_window_ms": 2_592_000_000u64,
+        "retries_per_window": 7
+    });
+    let target = Cli::new();
+    let file = write_doc(&target, "long.json", &doc.to_string());
+    let out = target.run(&["import", "--merge", &file]);
+    assert_error(&out, "over 1 day");
+    assert!(!target.path().exists(), "a refused import creates no store");
+    let done: Import = target.json(0, &["import", "--merge", &file, "--yes"]);
+    assert!(done.new_store && !done.merged);
+    let policy = target.json::<PolicyDoc>(0, &["policy"]);
+    assert_eq!(
+        (
+            policy.retry_backoff_ms,
+            policy.budget_window_ms,
+            policy.retries_per_window
+        ),
+        (18_000_000, 2_592_000_000, 7),
+        "the whole default policy, retries included"
+    );
+}
+
+#[test]
+fn a_merge_refusal_names_a_few_keys_and_counts_the_rest() {
+    let cli = Cli::new();
+    for i in 0..20 {
+        cli.ok(&["record-crash", &format!("shared/s{i:02}@1.0.0")]);
+    }
+    let (text, _) = export(&cli);
+    let file = write_doc(&cli, "all.json", &text);
+    // Entries held exactly as the document has them are no conflict.
+    let out = cli.ok(&["import", "--merge", &file]);
+    assert!(out.contains("nothing written"), "{out}");
+    // Nineteen that changed since, and one the store no longer has.
+    cli.ok(&["reset", "shared/s19@1.0.0"]);
+    for i in 0..19 {
+        // A second crash in the window: refused (exit 1), and recorded.
+        cli.expect(1, &["record-crash", &format!("shared/s{i:02}@1.0.0")]);
+    }
+    let out = cli.run(&["import", "--merge", &file]);
+    assert_error(&out, "19 entries already in the store");
+    let err = stderr(&out);
+    assert!(
+        err.contains("shared/s04@1.0.0 and 14 more") && !err.contains("shared/s05@1.0.0"),
+        "{err}"
+    );
+    assert!(err.contains("pass --yes"), "{err}");
 }
 
 #[test]
@@ -187,10 +295,7 @@ fn a_merge_adds_overrides_and_refuses_another_policy_for_a_scope_unless_asked() 
     let file = write_doc(&target, "export.json", &text);
     let before = target.json::<PolicyDoc>(0, &["policy"]);
     let out = target.run(&["import", "--merge", &file]);
-    assert_error(
-        &out,
-        "1 override with another policy in the store (service:demo)",
-    );
+    assert_error(&out, "1 override stored with another policy (service:demo)");
     assert!(stderr(&out).contains("pass --yes"), "{}", stderr(&out));
     assert_eq!(target.json::<PolicyDoc>(0, &["policy"]), before);
 
@@ -220,7 +325,7 @@ fn a_merge_adds_overrides_and_refuses_another_policy_for_a_scope_unless_asked() 
 }
 
 #[test]
-fn a_version_1_document_sets_the_reference_retries_and_no_overrides() {
+fn a_version_1_document_keeps_the_stores_retries_and_overrides() {
     let cli = rich();
     let (_, doc) = export(&cli);
     let v1 = serde_json::json!({
@@ -238,8 +343,8 @@ fn a_version_1_document_sets_the_reference_retries_and_no_overrides() {
     let file = write_doc(&cli, "v1.json", &v1.to_string());
     cli.ok(&["import", &file, "--yes"]);
     let policy = cli.json::<PolicyDoc>(0, &["policy"]);
-    assert_eq!(policy.retries_per_window, 1);
-    assert!(policy.overrides.is_empty(), "{policy:?}");
+    assert_eq!(policy.retries_per_window, 3, "{policy:?}");
+    assert_eq!(policy.overrides.len(), 2, "{policy:?}");
     assert_eq!(cli.json::<List>(0, &["list"]).entries.len(), 1);
 }
 
@@ -279,8 +384,12 @@ fn bad_overrides_and_audit_events_are_named_and_change_nothing() {
             "`audit[0]`",
         ),
         (
-            edit(&|v| v["audit"][0]["reason"] = "x".repeat(2000).into()),
-            "over the 1024-byte limit",
+            edit(&|v| v["entries"][0]["history"][0]["exit_code"] = (-7).into()),
+            "exit status -7 is outside 0-255",
+        ),
+        (
+            edit(&|v| v["entries"][0]["history"][0]["pid"] = 0.into()),
+            "which no process has",
         ),
     ];
     let before = cli.ok(&["export"]);

@@ -3,7 +3,8 @@
 //!
 //! Version 2 carries the default policy with its retries per window, the overrides, every
 //! entry with its crash history, and the audit trail. Version 1 (no history, overrides, audit
-//! or retries) still imports: it describes a store that had none of them.
+//! or retries) still imports. A part a document does not carry is kept as the store has it;
+//! the audit trail is read and checked but never written to a store (see `restore.rs`).
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -11,19 +12,23 @@ use std::time::Duration;
 use anyhow::{Context as _, bail};
 use recovery_store::{
     AuditAction, AuditEvent, BackendKey, BackendRecoveryPolicy, BootTime, CrashRecord, CrashReport,
-    PolicyScope, RecoveryEntry, RecoveryPolicy, StoreImage, Timestamp, validate_retries,
+    MAX_POLICY_DURATION, PolicyScope, RecoveryEntry, RecoveryPolicy, StoreImage, Timestamp,
+    validate_retries,
 };
 use serde::{Deserialize, Serialize};
 
-use crate::cli::args::MAX_REASON_LEN;
+use crate::cli::sanitize::sanitize;
 use crate::cli::view::{millis, rfc3339};
 
 /// What `format` holds in every export document.
 pub const FORMAT: &str = "recovery-store-export";
 /// The export document version this build writes (it reads this one and version 1).
 pub const EXPORT_VERSION: u32 = 2;
-/// The longest user name an imported audit event may carry, in bytes.
-const MAX_USER_LEN: usize = 256;
+/// How far past this host's clock a document's times may be: a day of clock skew between
+/// hosts, not a store from the future.
+const MAX_AHEAD: Duration = Duration::from_secs(24 * 3600);
+/// The most characters of a bad value echoed in an error.
+const ECHO: usize = 64;
 
 /// A stored time in full: what `json::Time` shows, plus what a lossless restore needs.
 #[derive(Debug, Serialize, Deserialize)]
@@ -99,8 +104,8 @@ pub struct ExportEntry {
     last_crash: Stamp,
     total_crashes: u64,
     /// The last crashes, oldest first (version 2; absent in version 1).
-    #[serde(default)]
-    history: Vec<ExportCrash>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    history: Option<Vec<ExportCrash>>,
 }
 
 impl ExportEntry {
@@ -111,16 +116,18 @@ impl ExportEntry {
             crashes_in_window: e.crashes_in_window,
             last_crash: stamp(&e.last_crash),
             total_crashes: e.total_crashes,
-            history: history
-                .iter()
-                .map(|c| ExportCrash {
-                    at: stamp(&c.at),
-                    exit_code: c.exit_code,
-                    signal: c.signal,
-                    pid: c.pid,
-                    uid: c.uid,
-                })
-                .collect(),
+            history: Some(
+                history
+                    .iter()
+                    .map(|c| ExportCrash {
+                        at: stamp(&c.at),
+                        exit_code: c.exit_code,
+                        signal: c.signal,
+                        pid: c.pid,
+                        uid: c.uid,
+                    })
+                    .collect(),
+            ),
         }
     }
 }
@@ -178,38 +185,123 @@ struct Document {
     exported_at: Option<Stamp>,
     policy: ExportPolicy,
     #[serde(default)]
-    overrides: Vec<ExportOverride>,
+    overrides: Option<Vec<ExportOverride>>,
     entries: Vec<ExportEntry>,
     #[serde(default)]
-    audit: Vec<ExportAudit>,
+    audit: Option<Vec<ExportAudit>>,
 }
 
-/// Parses and validates a whole document into what `import` writes: the default policy, the
-/// overrides (none in version 1), the entries and the audit events. Names the first problem
-/// by its JSON path, e.g. "`entries[3]`.key".
-pub fn parse_document(text: &str) -> anyhow::Result<StoreImage> {
-    let doc: Document = serde_json::from_str(text).context("not a valid export document")?;
+/// A document parsed and checked: what `import` writes, and what it reports.
+#[derive(Debug)]
+pub struct Parsed {
+    /// The entries and policies to write. `policy` is `None` when the document gives no retries
+    /// per window (the caller fills in the store's); `overrides` is `None` when it carries none.
+    pub image: StoreImage,
+    /// The default policy's backoff and window, and its retries per window if given.
+    pub policy: (BackendRecoveryPolicy, Option<u32>),
+    /// How many audit events the document carries (checked, never written to a store).
+    pub audit_events: usize,
+}
+
+/// The version error, which a fixed document cannot cure: it needs another build.
+#[derive(Debug)]
+pub struct NewerDocument(pub u32);
+
+impl std::fmt::Display for NewerDocument {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "`version` is {}; this build reads export versions 1 to {EXPORT_VERSION}: import it \
+             with the recovery-store that exported it, or a newer one",
+            self.0
+        )
+    }
+}
+
+impl std::error::Error for NewerDocument {}
+
+/// Parses and validates a whole document into what `import` writes. Names the first problem
+/// by its place in the document, e.g. "`entries[3]`.key"; `now` bounds how far in the future
+/// its times may be ([`MAX_AHEAD`]).
+pub fn parse_document(text: &str, now: &Timestamp) -> anyhow::Result<Parsed> {
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    if text.trim().is_empty() {
+        bail!("the document is empty: give the file `recovery-store export` wrote");
+    }
+    let doc: Document = serde_path_to_error::deserialize(&mut serde_json::Deserializer::from_str(
+        text,
+    ))
+    .map_err(|e| {
+        let place = e.path().to_string();
+        let inner = e.into_inner();
+        if inner.is_syntax() || inner.is_eof() {
+            anyhow::anyhow!("not a valid export document: not JSON ({inner})")
+        } else if place == "." {
+            anyhow::anyhow!(
+                "not an export document ({inner}): an export document is a JSON object with \
+                 `format`, `version`, `policy` and `entries`"
+            )
+        } else {
+            anyhow::anyhow!("`{place}`: {inner}")
+        }
+    })?;
     if doc.format != FORMAT {
-        bail!("`format` is {:?}, expected {FORMAT:?}", doc.format);
+        bail!(
+            "`format` is {:?}, expected {FORMAT:?}",
+            shorten(&doc.format)
+        );
     }
     if !(1..=EXPORT_VERSION).contains(&doc.version) {
-        bail!(
-            "`version` is {}; this build reads export versions 1 to {EXPORT_VERSION}: use a matching recovery-store",
-            doc.version
-        );
+        return Err(NewerDocument(doc.version).into());
+    }
+    if doc.version == 1 {
+        let later = [
+            ("overrides", doc.overrides.is_some()),
+            ("audit", doc.audit.is_some()),
+            (
+                "policy.retries_per_window",
+                doc.policy.retries_per_window.is_some(),
+            ),
+            ("history", doc.entries.iter().any(|e| e.history.is_some())),
+        ];
+        if let Some((field, _)) = later.iter().find(|(_, there)| *there) {
+            bail!("a version 1 document has no `{field}` (version 2 added it): set `version` to 2");
+        }
     }
     if let Some(at) = &doc.exported_at {
         timestamp(at).context("`exported_at`")?;
     }
+    let retries = doc.policy.retries_per_window;
     let policy = recovery_policy(
         "policy",
         doc.policy.retry_backoff_ms,
         doc.policy.budget_window_ms,
-        doc.policy.retries_per_window.unwrap_or(1),
+        retries.unwrap_or(1),
     )?;
+    let overrides = match &doc.overrides {
+        None => None,
+        Some(list) => Some(overrides(list)?),
+    };
+    let entries = entries(doc.entries, now)?;
+    let audit = doc.audit.unwrap_or_default();
+    for (i, e) in audit.iter().enumerate() {
+        audit_event(e).with_context(|| format!("`audit[{i}]`"))?;
+    }
+    Ok(Parsed {
+        image: StoreImage {
+            policy: retries.map(|_| policy),
+            overrides,
+            entries,
+        },
+        policy: (policy.recovery, retries),
+        audit_events: audit.len(),
+    })
+}
+
+fn overrides(list: &[ExportOverride]) -> anyhow::Result<Vec<(PolicyScope, RecoveryPolicy)>> {
     let mut scopes = BTreeSet::new();
-    let mut overrides = Vec::with_capacity(doc.overrides.len());
-    for (i, o) in doc.overrides.iter().enumerate() {
+    let mut overrides = Vec::with_capacity(list.len());
+    for (i, o) in list.iter().enumerate() {
         let at = format!("overrides[{i}]");
         let scope = PolicyScope::parse(&o.scope).with_context(|| format!("`{at}`.scope"))?;
         if !scopes.insert(scope.to_string()) {
@@ -224,19 +316,16 @@ pub fn parse_document(text: &str) -> anyhow::Result<StoreImage> {
         .with_context(|| format!("the override for {scope}"))?;
         overrides.push((scope, policy));
     }
-    let entries = entries(doc.entries)?;
-    let audit = doc
-        .audit
-        .iter()
-        .enumerate()
-        .map(|(i, e)| audit_event(e).with_context(|| format!("`audit[{i}]`")))
-        .collect::<anyhow::Result<_>>()?;
-    Ok(StoreImage {
-        policy: Some(policy),
-        overrides: Some(overrides),
-        entries,
-        audit,
-    })
+    Ok(overrides)
+}
+
+/// At most [`ECHO`] characters of `text`, sanitized.
+fn shorten(text: &str) -> String {
+    let mut short: String = text.chars().take(ECHO).collect();
+    if short.len() < text.len() {
+        short.push('…');
+    }
+    sanitize(&short).into_owned()
 }
 
 fn recovery_policy(
@@ -249,7 +338,15 @@ fn recovery_policy(
         if ms == 0 {
             bail!("`{at}.{name}` must be at least 1");
         }
-        Ok(Duration::from_millis(ms))
+        let d = Duration::from_millis(ms);
+        if d > MAX_POLICY_DURATION {
+            bail!(
+                "`{at}.{name}` ({}) is longer than the {} a store can hold",
+                humantime::format_duration(d),
+                humantime::format_duration(Duration::from_secs(MAX_POLICY_DURATION.as_secs()))
+            );
+        }
+        Ok(d)
     };
     validate_retries(retries).with_context(|| format!("`{at}.retries_per_window`"))?;
     let policy = RecoveryPolicy::new(
@@ -263,7 +360,21 @@ fn recovery_policy(
     Ok(policy)
 }
 
-fn entries(entries: Vec<ExportEntry>) -> anyhow::Result<Vec<(RecoveryEntry, Vec<CrashRecord>)>> {
+fn entries(
+    entries: Vec<ExportEntry>,
+    now: &Timestamp,
+) -> anyhow::Result<Vec<(RecoveryEntry, Vec<CrashRecord>)>> {
+    let latest = now.unix_nanos().saturating_add(MAX_AHEAD.as_nanos() as i64);
+    let at_most_now = |what: &str, ts: Timestamp| {
+        if ts.unix_nanos() > latest {
+            bail!(
+                "{what} ({}) is more than a day after this host's clock: fix the document, or \
+                 this host's clock",
+                rfc3339(&ts, false)
+            );
+        }
+        Ok(ts)
+    };
     let mut seen = BTreeSet::new();
     let mut out = Vec::with_capacity(entries.len());
     for (i, e) in entries.into_iter().enumerate() {
@@ -280,23 +391,34 @@ fn entries(entries: Vec<ExportEntry>) -> anyhow::Result<Vec<(RecoveryEntry, Vec<
         }
         let history = e
             .history
+            .unwrap_or_default()
             .iter()
             .enumerate()
             .map(|(j, c)| {
-                let when =
-                    timestamp(&c.at).with_context(|| format!("{at}.history[{j}].at ({key})"))?;
+                let place = format!("{at}.history[{j}]");
+                let when = timestamp(&c.at)
+                    .and_then(|ts| at_most_now("the crash", ts))
+                    .with_context(|| format!("{place}.at ({key})"))?;
                 let report = CrashReport {
                     exit_code: c.exit_code,
                     signal: c.signal,
                 };
+                report
+                    .validate()
+                    .with_context(|| format!("{place} ({key})"))?;
+                if c.pid == Some(0) {
+                    bail!("{place}.pid ({key}) is 0, which no process has");
+                }
                 Ok(CrashRecord::new(when, report, c.pid, c.uid))
             })
             .collect::<anyhow::Result<Vec<_>>>()?;
         out.push((
             RecoveryEntry {
                 window_started_at: timestamp(&e.window_started_at)
+                    .and_then(|ts| at_most_now("the window start", ts))
                     .with_context(|| format!("{at}.window_started_at ({key})"))?,
                 last_crash: timestamp(&e.last_crash)
+                    .and_then(|ts| at_most_now("the last crash", ts))
                     .with_context(|| format!("{at}.last_crash ({key})"))?,
                 crashes_in_window: e.crashes_in_window,
                 total_crashes: e.total_crashes,
@@ -308,12 +430,14 @@ fn entries(entries: Vec<ExportEntry>) -> anyhow::Result<Vec<(RecoveryEntry, Vec<
     Ok(out)
 }
 
-fn audit_event(e: &ExportAudit) -> anyhow::Result<AuditEvent> {
+/// Checks one audit event's shape: a known action, with its key (one-key actions) or its
+/// scope (the others), and a time.
+fn audit_event(e: &ExportAudit) -> anyhow::Result<()> {
     let Some(action) = AuditAction::from_name(&e.action) else {
         let known: Vec<&str> = AuditAction::ALL.iter().map(|a| a.as_str()).collect();
         bail!(
             ".action {:?} is not an audit action (one of {})",
-            e.action,
+            shorten(&e.action),
             known.join(", ")
         );
     };
@@ -335,31 +459,8 @@ fn audit_event(e: &ExportAudit) -> anyhow::Result<AuditEvent> {
             bail!(".key: a {name} event names its scope, not a key");
         }
     }
-    for (field, text, limit) in [
-        ("scope", &e.scope, MAX_REASON_LEN),
-        ("user", &e.user, MAX_USER_LEN),
-        ("reason", &e.reason, MAX_REASON_LEN),
-    ] {
-        if let Some(text) = text
-            && text.len() > limit
-        {
-            bail!(
-                ".{field} is {} bytes, over the {limit}-byte limit",
-                text.len()
-            );
-        }
-    }
-    Ok(AuditEvent {
-        seq: e.seq,
-        at: timestamp(&e.at).context(".at")?,
-        action,
-        key: e.key.clone(),
-        scope: e.scope.clone(),
-        uid: e.uid,
-        user: e.user.clone(),
-        pid: e.pid,
-        reason: e.reason.clone(),
-    })
+    timestamp(&e.at).context(".at")?;
+    Ok(())
 }
 
 pub fn stamp(ts: &Timestamp) -> Stamp {

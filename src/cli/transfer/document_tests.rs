@@ -19,26 +19,39 @@ const GOOD: &str = r#"{"key":"shared/a@1.0.0","window_started_at":{"unix_ms":100
 const OVERRIDE: &str = r#"{"scope":"service:web","retry_backoff_ms":100,"budget_window_ms":60000,"retries_per_window":2}"#;
 const EVENT: &str = r#"{"seq":7,"at":{"unix_ms":5000},"action":"reset","key":"shared/a@1.0.0","scope":null,"uid":0,"user":"root","pid":42,"reason":"hotfix"}"#;
 
+fn now() -> Timestamp {
+    Timestamp::from_parts(1_800_000_000_000_000_000, None)
+}
+
+fn parse(text: &str) -> anyhow::Result<Parsed> {
+    parse_document(text, &now())
+}
+
 #[test]
-fn a_version_1_document_means_the_reference_retries_and_no_overrides_or_audit() {
-    let image = parse_document(&doc(GOOD)).unwrap();
-    assert_eq!(image.policy, Some(RecoveryPolicy::default()));
-    assert_eq!(image.overrides, Some(Vec::new()), "v1 had no overrides");
-    assert!(image.audit.is_empty());
-    assert_eq!(image.entries.len(), 1);
-    assert_eq!(image.entries[0].0.last_crash.unix_nanos(), 2_000_000_000);
-    assert_eq!(image.entries[0].0.total_crashes, 3);
+fn a_version_1_document_keeps_what_it_does_not_carry() {
+    let parsed = parse(&doc(GOOD)).unwrap();
+    assert_eq!(parsed.policy, (BackendRecoveryPolicy::default(), None));
+    assert_eq!(parsed.image.policy, None, "no retries: the store's stay");
+    assert_eq!(
+        parsed.image.overrides, None,
+        "no overrides: the store's stay"
+    );
+    assert_eq!(parsed.audit_events, 0);
+    let entries = &parsed.image.entries;
+    assert_eq!(entries.len(), 1);
+    assert_eq!(entries[0].0.last_crash.unix_nanos(), 2_000_000_000);
+    assert_eq!(entries[0].0.total_crashes, 3);
     assert!(
-        image.entries[0].1.is_empty(),
+        entries[0].1.is_empty(),
         "a document without history imports none"
     );
 }
 
 #[test]
-fn a_version_2_document_carries_retries_overrides_and_audit() {
-    let image = parse_document(&doc2(OVERRIDE, EVENT)).unwrap();
-    assert_eq!(image.policy.unwrap().retries_per_window, 3);
-    let overrides = image.overrides.unwrap();
+fn a_version_2_document_carries_retries_and_overrides_and_its_audit_is_only_counted() {
+    let parsed = parse(&doc2(OVERRIDE, EVENT)).unwrap();
+    assert_eq!(parsed.image.policy.unwrap().retries_per_window, 3);
+    let overrides = parsed.image.overrides.unwrap();
     assert_eq!(overrides.len(), 1);
     assert_eq!(overrides[0].0, PolicyScope::service("web").unwrap());
     assert_eq!(overrides[0].1.retries_per_window, 2);
@@ -46,12 +59,12 @@ fn a_version_2_document_carries_retries_overrides_and_audit() {
         overrides[0].1.recovery.budget_window,
         Duration::from_secs(60)
     );
-    assert_eq!(image.audit.len(), 1);
-    let event = &image.audit[0];
-    assert_eq!(event.action, AuditAction::Reset);
-    assert_eq!(event.key.as_deref(), Some("shared/a@1.0.0"));
-    assert_eq!(event.reason.as_deref(), Some("hotfix"));
-    assert_eq!(event.at.unix_millis(), 5000);
+    assert_eq!(parsed.audit_events, 1);
+}
+
+#[test]
+fn a_byte_order_mark_is_skipped() {
+    assert!(parse(&format!("\u{feff}{}", doc(GOOD))).is_ok());
 }
 
 #[test]
@@ -68,8 +81,10 @@ fn export_stamps_round_trip() {
 
 #[test]
 fn problems_are_named() {
-    let long = "x".repeat(MAX_REASON_LEN + 1);
+    let far = r#""unix_ms":1900000000000"#;
     let cases = [
+        (String::new(), "the document is empty"),
+        ("[]".into(), "an export document is a JSON object"),
         (doc(&format!("{GOOD},{GOOD}")), "appears more than once"),
         (
             doc(&GOOD.replace("shared/a", "Shared/a")),
@@ -80,19 +95,41 @@ fn problems_are_named() {
             "at least 1",
         ),
         (
+            doc(&GOOD.replace(r#""crashes_in_window":1"#, r#""crashes_in_window":1.5"#)),
+            "`entries[0].crashes_in_window`: invalid type",
+        ),
+        (
             doc(&GOOD.replace("00:00:02Z", "00:00:03Z")),
             "does not match",
         ),
         (doc(&GOOD.replace("total_crashes", "totl")), "unknown field"),
         (
-            doc("").replace("recovery-store-export", "other"),
-            "`format`",
+            doc("").replace("recovery-store-export", &"x".repeat(500)),
+            "xxx…\"",
         ),
         (
             doc("").replace(r#""version":1"#, r#""version":3"#),
             "`version` is 3",
         ),
         (doc("").replace("250", "0"), "policy.retry_backoff_ms"),
+        (
+            doc("").replace("30000", "18446744073709551615"),
+            "longer than the",
+        ),
+        (
+            doc(&GOOD
+                .replace(r#""unix_ms":2000"#, far)
+                .replace("1970-01-01T00:00:02Z", "2030-03-17T17:46:40Z")),
+            "more than a day after this host's clock",
+        ),
+        (
+            doc(&GOOD.replace(r#""total_crashes":3"#, r#""total_crashes":3,"history":[]"#)),
+            "a version 1 document has no `history`",
+        ),
+        (
+            doc2("", "").replace(r#""version":2"#, r#""version":1"#),
+            "a version 1 document has no `overrides`",
+        ),
         (
             doc2("", "").replace(r#""retries_per_window":3"#, r#""retries_per_window":0"#),
             "`policy.retries_per_window`",
@@ -139,16 +176,46 @@ fn problems_are_named() {
             "names its scope",
         ),
         (
-            doc2("", &EVENT.replace("hotfix", &long)),
-            ".reason is 1025 bytes",
+            doc2("", &EVENT.replace("unix_ms", "unix")),
+            "`audit[0].at.unix`: unknown field",
         ),
-        (doc2("", &EVENT.replace("unix_ms", "unix")), "unknown field"),
     ];
     for (text, needle) in cases {
-        let Err(err) = parse_document(&text) else {
+        let Err(err) = parse(&text) else {
             panic!("{needle:?}: {text} parsed");
         };
         let err = format!("{err:#}");
         assert!(err.contains(needle), "{needle:?} not in {err:?}");
     }
+}
+
+#[test]
+fn crash_details_no_process_could_have_are_refused() {
+    let with = |crash: &str| {
+        doc2("", "").replace(
+            r#""total_crashes":3}"#,
+            &format!(r#""total_crashes":3,"history":[{{"at":{{"unix_ms":1500}},{crash}}}]}}"#),
+        )
+    };
+    let cases = [
+        (
+            r#""exit_code":-7,"signal":null,"pid":1,"uid":0"#,
+            "exit status -7",
+        ),
+        (
+            r#""exit_code":null,"signal":99,"pid":1,"uid":0"#,
+            "signal 99",
+        ),
+        (r#""exit_code":1,"signal":9,"pid":1,"uid":0"#, "at once"),
+        (r#""exit_code":1,"signal":null,"pid":0,"uid":0"#, "is 0"),
+    ];
+    for (crash, needle) in cases {
+        let text = with(crash);
+        let err = format!("{:#}", parse(&text).unwrap_err());
+        assert!(
+            err.contains(needle) && err.contains("history[0]"),
+            "{needle:?} not in {err:?}"
+        );
+    }
+    assert!(parse(&with(r#""exit_code":3,"signal":null,"pid":1,"uid":0"#)).is_ok());
 }

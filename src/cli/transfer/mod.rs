@@ -8,16 +8,16 @@ use std::io::{Read, Write};
 use std::path::Path;
 use std::process::ExitCode;
 
-use anyhow::{Context as _, bail};
+use anyhow::Context as _;
 use recovery_store::{
     ImportMode, ImportOutcome, PolicyScope, RecoveryPolicy, RecoveryStore, StoreError, StoreImage,
-    StoreOptions, Timestamp,
+    Timestamp,
 };
 use serde::Serialize;
 
 use self::document::{
-    EXPORT_VERSION, ExportAudit, ExportEntry, ExportOverride, ExportPolicy, FORMAT, Stamp,
-    parse_document, stamp,
+    EXPORT_VERSION, ExportAudit, ExportEntry, ExportOverride, ExportPolicy, FORMAT, NewerDocument,
+    Stamp, parse_document, stamp,
 };
 use super::args::ImportArgs;
 use super::render::damaged_text;
@@ -135,58 +135,99 @@ pub fn write_export(
 
 pub fn import(ctx: &Ctx, args: &ImportArgs, out: &mut impl Write) -> anyhow::Result<ExitCode> {
     let file = &args.file;
-    let shown = sanitize_lossy(file);
+    let shown = if file.as_os_str() == "-" {
+        "stdin".to_owned()
+    } else {
+        sanitize_lossy(file)
+    };
     let text = read_document(file).map_err(|e| {
-        anyhow::anyhow!(
-            "cannot read the import document ({shown}): {e}: check the path, or pass - to read stdin"
-        )
+        let next = if file.as_os_str() == "-" {
+            "pipe the file `recovery-store export` wrote"
+        } else {
+            "check the path, or pass - to read stdin"
+        };
+        anyhow::anyhow!("cannot read the import document ({shown}): {e}: {next}")
     })?;
-    let mut image = parse_document(&text).with_context(|| {
-        format!("cannot import {shown}: fix the document and run the import again")
+    let parsed = parse_document(&text, &ctx.now()).map_err(|e| {
+        if e.is::<NewerDocument>() {
+            anyhow::anyhow!("cannot import {shown}: {e}")
+        } else {
+            e.context(format!(
+                "cannot import {shown}: fix the document and run the import again"
+            ))
+        }
     })?;
-    let policy = image.policy.unwrap_or_default();
+    let refused = |e: anyhow::Error| {
+        e.context(format!(
+            "cannot import {shown}: fix the document and run the import again"
+        ))
+    };
+    parsed.image.validate().map_err(|e| refused(e.into()))?;
+    // A merge into a store that does not exist is a replace into a new one: there is nothing
+    // to keep.
+    let fresh = !ctx.exists();
+    let merge = args.merge && !fresh;
     // The document's policies take effect as `policy set` would, with the same guard: one over
-    // a day's window or an hour's backoff needs --yes. (With --merge the store keeps its
-    // default, and the document's overrides are added.)
-    if !args.merge {
-        super::commands::check_policy(&policy.recovery, args.yes)
-            .with_context(|| format!("cannot import {shown}"))?;
+    // a day's window or an hour's backoff needs --yes. (A merge keeps the store's default.)
+    if !merge {
+        super::commands::check_policy(&parsed.policy.0, args.yes)
+            .with_context(|| format!("cannot import {shown}: its default policy"))?;
     }
-    for (scope, p) in image.overrides.as_deref().unwrap_or_default() {
+    for (scope, p) in parsed.image.overrides.as_deref().unwrap_or_default() {
         super::commands::check_policy(&p.recovery, args.yes)
             .with_context(|| format!("cannot import {shown}: the override for {scope}"))?;
     }
-    // Everything is validated before the store is opened, so a bad document changes nothing.
-    let fresh = !ctx.exists();
-    let existing = if ctx.exists() {
-        Some(ctx.open_existing()?)
+    let into = || format!("cannot import {shown} into {}", ctx.shown_path());
+    // A new store starts with the reference policy; the import then writes the document's
+    // in its transaction.
+    let store = if fresh {
+        ctx.open_create()
     } else {
-        None
-    };
-    let mode = if args.merge {
-        ImportMode::Merge {
-            overwrite: args.yes,
-        }
-    } else {
-        ImportMode::Replace
-    };
-    if let Some(store) = &existing {
-        match mode {
-            ImportMode::Merge { overwrite } => refuse_conflicts(store, &image, overwrite)?,
-            ImportMode::Replace => refuse_replacing(ctx, store, &image, args.yes)?,
-        }
+        ctx.open_existing()
     }
-    let store = match existing {
-        Some(store) => store,
-        None => ctx.open_create_with(StoreOptions::default().policy(policy.recovery))?,
-    };
-    if args.merge {
+    .with_context(into)?;
+    let mut image = parsed.image;
+    let (mode, kept_retries) = if merge {
         image.policy = None;
-    }
+        (
+            ImportMode::Merge {
+                overwrite: args.yes,
+            },
+            false,
+        )
+    } else {
+        // A document without retries per window keeps the store's.
+        let retries = match parsed.policy.1 {
+            Some(n) => n,
+            None => store.recovery_policy().map_or(1, |p| p.retries_per_window),
+        };
+        image.policy = Some(RecoveryPolicy::new(parsed.policy.0, retries));
+        (
+            ImportMode::Replace {
+                overwrite: args.yes,
+            },
+            parsed.policy.1.is_none(),
+        )
+    };
     let outcome = store
         .import_with_reason(&image, mode, args.reason.as_deref())
-        .with_context(|| format!("cannot import {shown} into {}", ctx.shown_path()))?;
+        .map_err(|e| match e {
+            StoreError::ImportConflict { detail } => {
+                let alternative = if merge {
+                    ""
+                } else {
+                    ", or --merge to add the document's entries and overrides to it"
+                };
+                anyhow::anyhow!(
+                    "{}: {detail}: pass --yes to let the document's win{alternative}",
+                    into()
+                )
+            }
+            other => anyhow::Error::from(other).context(into()),
+        })?;
     let applied = store.recovery_policy()?;
+    let overrides_kept =
+        image.overrides.is_none() && !store.overrides().unwrap_or_default().is_empty();
     drop(store);
     let report = Report {
         ctx,
@@ -194,102 +235,19 @@ pub fn import(ctx: &Ctx, args: &ImportArgs, out: &mut impl Write) -> anyhow::Res
         outcome: &outcome,
         applied: &applied,
         fresh,
-        merged: args.merge,
+        merged: merge,
+        kept_retries,
+        overrides_kept,
+        audit_events: parsed.audit_events,
     };
     if ctx.json {
         report.json(out)?;
-    } else if args.merge {
+    } else if merge {
         report.merged(out)?;
     } else {
         report.replaced(out)?;
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// A replace over a store holding state (entries, another default policy, or other
-/// overrides) needs --yes, and the refusal says what would go.
-fn refuse_replacing(
-    ctx: &Ctx,
-    store: &RecoveryStore,
-    image: &StoreImage,
-    yes: bool,
-) -> anyhow::Result<()> {
-    if yes {
-        return Ok(());
-    }
-    let held = store.len()?;
-    let old = store.recovery_policy()?;
-    let old_overrides = store.overrides()?;
-    let new_overrides = image.overrides.as_deref().unwrap_or_default();
-    if held == 0 && Some(old) == image.policy && old_overrides == new_overrides {
-        return Ok(());
-    }
-    let overrides = match old_overrides.len() {
-        0 => String::new(),
-        1 => ", 1 override".into(),
-        n => format!(", {n} overrides"),
-    };
-    bail!(
-        "{} holds state ({}, policy {}{overrides}) that the import would replace: pass --yes to \
-         replace it, or --merge to add the document's entries and overrides to it",
-        ctx.shown_path(),
-        render::entries(usize::try_from(held).unwrap_or(usize::MAX)),
-        render::stored_policy_text(&old),
-    )
-}
-
-/// A merge refuses keys, and overrides with another policy, that are in both the store and the
-/// document unless --yes, naming each. The library checks again in its transaction; this read
-/// only makes the refusal name them all in the CLI's words.
-fn refuse_conflicts(
-    store: &RecoveryStore,
-    image: &StoreImage,
-    overwrite: bool,
-) -> anyhow::Result<()> {
-    if overwrite {
-        return Ok(());
-    }
-    let mut both = Vec::new();
-    for (entry, _) in &image.entries {
-        if store.get(&entry.key)?.is_some() {
-            both.push(entry.key.to_string());
-        }
-    }
-    let held = store.overrides()?;
-    let differ = |scope: &PolicyScope, policy: &RecoveryPolicy| {
-        held.iter().any(|(s, p)| s == scope && p != policy)
-    };
-    let scopes: Vec<String> = image
-        .overrides
-        .as_deref()
-        .unwrap_or_default()
-        .iter()
-        .filter(|(scope, policy)| differ(scope, policy))
-        .map(|(scope, _)| scope.to_string())
-        .collect();
-    let mut parts = Vec::new();
-    if !both.is_empty() {
-        parts.push(format!(
-            "{} in both the store and the document ({})",
-            render::entries(both.len()),
-            both.join(", ")
-        ));
-    }
-    if !scopes.is_empty() {
-        parts.push(format!(
-            "{} with another policy in the store ({})",
-            if scopes.len() == 1 {
-                "1 override".to_owned()
-            } else {
-                format!("{} overrides", scopes.len())
-            },
-            scopes.join(", ")
-        ));
-    }
-    if !parts.is_empty() {
-        bail!("{}: pass --yes to let the document's win", parts.join("; "));
-    }
-    Ok(())
 }
 
 /// What an import did, for the text and JSON reports.
@@ -300,6 +258,11 @@ struct Report<'a> {
     applied: &'a RecoveryPolicy,
     fresh: bool,
     merged: bool,
+    /// The document gave no retries per window, so the store's stayed.
+    kept_retries: bool,
+    /// The document carried no overrides, and the store's stayed.
+    overrides_kept: bool,
+    audit_events: usize,
 }
 
 impl Report<'_> {
@@ -309,10 +272,12 @@ impl Report<'_> {
             out,
             &json::Import {
                 store: self.ctx.path.to_string_lossy().into_owned(),
+                new_store: self.fresh,
                 imported: self.image.entries.len(),
                 policy: json::StoredPolicy::of(self.applied),
-                overrides: self.image.overrides.as_ref().map_or(0, Vec::len),
+                overrides: self.image.overrides.as_ref().map(Vec::len),
                 merged: self.merged,
+                changed: self.outcome.changed,
                 overwritten: self
                     .outcome
                     .overwritten
@@ -320,13 +285,21 @@ impl Report<'_> {
                     .map(ToString::to_string)
                     .collect(),
                 overrides_overwritten: scopes(&self.outcome.overrides_overwritten),
-                audit_added: self.outcome.audit_added,
-                audit_already_held: self.outcome.audit_already_held,
+                overrides_replaced: self.outcome.overrides_replaced,
+                audit_events_not_imported: self.audit_events,
             },
         )
     }
 
     fn merged(&self, out: &mut impl Write) -> anyhow::Result<()> {
+        if !self.outcome.changed {
+            writeln!(
+                out,
+                "{} already holds everything the document would add: nothing written",
+                self.ctx.shown_path()
+            )?;
+            return self.notes(out);
+        }
         let mut overwrote: Vec<String> = self
             .outcome
             .overwritten
@@ -341,7 +314,7 @@ impl Report<'_> {
         );
         writeln!(
             out,
-            "merged {}{} into {}, keeping its other entries and its policy ({}){}{}",
+            "merged {}{} into {}, keeping its other entries and its policy ({}){}",
             render::entries(self.image.entries.len()),
             self.overrides_text(),
             self.ctx.shown_path(),
@@ -349,30 +322,34 @@ impl Report<'_> {
             if overwrote.is_empty() {
                 String::new()
             } else {
-                format!("; overwrote {}", overwrote.join(", "))
+                format!("; overwrote {}", named(&overwrote))
             },
-            self.audit_text()
         )?;
-        Ok(())
+        self.notes(out)
     }
 
     fn replaced(&self, out: &mut impl Write) -> anyhow::Result<()> {
         let n = self.image.entries.len();
         let noun = if n == 1 { "entry" } else { "entries" };
+        let state = if self.fresh {
+            ", a new store".to_owned()
+        } else if !self.outcome.changed {
+            ", which already held exactly that: nothing written".to_owned()
+        } else {
+            match self.outcome.overrides_replaced {
+                0 => ", replacing its previous state".to_owned(),
+                1 => ", replacing its previous state and its 1 override".to_owned(),
+                k => format!(", replacing its previous state and its {k} overrides"),
+            }
+        };
         writeln!(
             out,
-            "imported {n} {noun}{} and the policy ({}) into {}{}{}",
+            "imported {n} {noun}{} and the policy ({}) into {}{state}",
             self.overrides_text(),
             render::stored_policy_text(self.applied),
             self.ctx.shown_path(),
-            if self.fresh {
-                ", a new store"
-            } else {
-                ", replacing its previous state"
-            },
-            self.audit_text()
         )?;
-        Ok(())
+        self.notes(out)
     }
 
     /// ", 2 overrides" when the document had any.
@@ -384,19 +361,44 @@ impl Report<'_> {
         }
     }
 
-    /// "; restored 12 audit events (3 already held)" when the document had any.
-    fn audit_text(&self) -> String {
-        let (added, held) = (self.outcome.audit_added, self.outcome.audit_already_held);
-        if added + held == 0 {
-            return String::new();
+    /// What stayed as the store had it, and the audit events not imported: one line each.
+    fn notes(&self, out: &mut impl Write) -> anyhow::Result<()> {
+        if self.kept_retries && !self.fresh {
+            writeln!(
+                out,
+                "note: the document gives no retries per window; the store's ({}) stayed",
+                self.applied.retries_per_window
+            )?;
         }
-        let noun = if added == 1 { "event" } else { "events" };
-        let held = if held == 0 {
-            String::new()
-        } else {
-            format!(" ({held} already held)")
-        };
-        format!("; restored {added} audit {noun}{held}")
+        if self.overrides_kept {
+            writeln!(
+                out,
+                "note: the document carries no overrides; the store's stayed (`recovery-store policy` lists them)"
+            )?;
+        }
+        if self.audit_events > 0 {
+            let events = if self.audit_events == 1 {
+                "1 audit event was".to_owned()
+            } else {
+                format!("{} audit events were", self.audit_events)
+            };
+            writeln!(
+                out,
+                "note: the document's {events} not imported: a store's trail records only its \
+                 own changes (keep the document as the old store's record)"
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// The first few of `names`, and how many more.
+fn named(names: &[String]) -> String {
+    const SHOWN: usize = 5;
+    let first = names[..names.len().min(SHOWN)].join(", ");
+    match names.len().saturating_sub(SHOWN) {
+        0 => first,
+        more => format!("{first} and {more} more"),
     }
 }
 
