@@ -153,3 +153,72 @@ fn a_degraded_handle_queues_the_report_and_writes_it_through() {
     assert_eq!(history.len(), 1);
     assert_eq!((history[0].report(), history[0].at), (report, at(0.0)));
 }
+
+#[test]
+fn a_report_no_process_could_end_with_is_refused_and_records_nothing() {
+    let t = TempStore::new();
+    let store = t.open();
+    let k = key("shared/svc@1.0.0");
+    let bad = [
+        (Some(256), None),
+        (Some(-1), None),
+        (None, Some(0)),
+        (None, Some(recovery_store::MAX_SIGNAL + 1)),
+        (Some(1), Some(9)),
+    ];
+    for (exit_code, signal) in bad {
+        let report = CrashReport { exit_code, signal };
+        assert!(report.validate().is_err(), "{report:?}");
+        for result in [
+            store.record_crash_with(&k, at(1.0), report),
+            store.record_crash_now_with(&k, report),
+        ] {
+            assert!(
+                matches!(
+                    result,
+                    Err(recovery_store::StoreError::InvalidCrashReport { .. })
+                ),
+                "{report:?}: {result:?}"
+            );
+        }
+    }
+    assert!(store.get(&k).unwrap().is_none(), "nothing recorded");
+    // The edges of each range are fine.
+    for (exit_code, signal) in [
+        (Some(0), None),
+        (Some(255), None),
+        (None, Some(1)),
+        (None, Some(64)),
+    ] {
+        store
+            .record_crash_with(&k, at(1.0), CrashReport { exit_code, signal })
+            .unwrap();
+    }
+}
+
+#[test]
+fn a_broker_still_decides_a_crash_whose_report_is_invalid_and_drops_the_detail() {
+    let t = TempStore::new();
+    let mut state = recovery_store::DurableRecoveryState::open(&t.path).unwrap();
+    let k = key("shared/svc@1.0.0");
+    let report = CrashReport {
+        exit_code: Some(-7),
+        signal: None,
+    };
+    let decision = state.record_crash_at_with(&k, at(1.0), report);
+    assert!(
+        matches!(
+            decision,
+            recovery_store::BackendRecoveryDecision::Retry { .. }
+        ),
+        "{decision:?}"
+    );
+    drop(state);
+    let history = t.open().history(&k).unwrap();
+    assert_eq!(history.len(), 1, "the crash is recorded");
+    assert_eq!(
+        history[0].report(),
+        CrashReport::default(),
+        "without the bad detail"
+    );
+}
