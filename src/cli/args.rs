@@ -64,11 +64,13 @@ const POLICY_EXIT: &str = "Exit codes: 0 shown or changed, 2 error, no store (`p
 an invalid policy, or an extreme one without --yes. `policy set` creates the store when missing.";
 const CHECK_EXIT: &str = "Exit codes: 0 no problems, 1 problems found (or the file cannot be \
 opened; the report says what is wrong and what can be salvaged), 2 error or no file.";
-const EXPORT_EXIT: &str = "Exit codes: 0 exported, 1 damaged entries were left out (named on \
-stderr), 2 error or no store.";
-const IMPORT_EXIT: &str = "Exit codes: 0 imported, 2 error: a bad document (nothing changes), a \
-store holding state without --yes, or a key in both without --yes under --merge. Creates the \
-store when it is missing.";
+const EXPORT_EXIT: &str = "Exit codes: 0 exported, 1 damaged entries, override rows or audit \
+events were left out (named on stderr), 2 error or no store.";
+const IMPORT_EXIT: &str = "Exit codes: 0 imported (or nothing to change), 2 error: a bad \
+document (nothing changes), state the import would overwrite without --yes (entries, the \
+default policy or overrides; under --merge, entries or overrides in both that differ), or a \
+window over a day or a backoff over an hour without --yes. Creates the store when it is \
+missing. The document's audit events are never written to the store's trail.";
 const AUDIT_EXIT: &str = "Exit codes: 0 listed (also when there is no event), 2 error or no store \
 (never creates one; opens read-only).";
 const PATH_EXIT: &str = "Exit codes: 0 printed (whether or not the file exists), 2 no path can \
@@ -163,11 +165,12 @@ pub enum Command {
     /// Check the file's integrity, its schema and every entry; exit 1 on any problem.
     #[command(after_help = CHECK_EXIT)]
     Check(CheckArgs),
-    /// Write the whole state, policy included, as JSON to stdout.
+    /// Write the whole store as JSON to stdout: policy, overrides, entries with their history,
+    /// and the audit trail.
     #[command(after_help = EXPORT_EXIT)]
     Export,
-    /// Restore an `export` document: replace the whole state (or add to it with --merge), in
-    /// one transaction.
+    /// Restore an `export` document: replace the entries, policy and overrides (or add to them
+    /// with --merge), in one transaction.
     #[command(after_help = IMPORT_EXIT)]
     Import(ImportArgs),
     /// Print the store a command would use, and how it was chosen.

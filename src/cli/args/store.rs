@@ -21,12 +21,13 @@ pub struct ImportArgs {
     /// The document, or `-` for stdin.
     pub file: PathBuf,
     /// Add the document's entries and overrides and keep the others (and the store's default
-    /// policy); a key in both, or a scope with another policy in the store, is an error unless
-    /// --yes is given, when the document's wins.
+    /// policy); an entry or override in both that differs is an error unless --yes is given,
+    /// when the document's wins.
     #[arg(long)]
     pub merge: bool,
-    /// Confirm replacing a store that holds state (or, with --merge, overwriting keys and
-    /// overrides in both).
+    /// Confirm overwriting state the store holds (entries, the default policy, overrides;
+    /// under --merge, those in both that differ), and a window over a day or a backoff over
+    /// an hour.
     #[arg(long)]
     pub yes: bool,
     /// Why, kept in the import's audit event (`recovery-store audit`), e.g. "restore after
