@@ -82,7 +82,8 @@ pub struct ImportOutcome {
     /// overrides).
     pub overrides_replaced: u64,
     /// False when the import found nothing to change: then it wrote nothing, not even its
-    /// audit event.
+    /// audit event. (A replace with `overwrite` does not compare entries: it counts any entry
+    /// held or given as a change.)
     pub changed: bool,
 }
 
@@ -249,12 +250,17 @@ fn replace(
     overwrite: bool,
 ) -> Result<ImportOutcome, StoreError> {
     let held = w.keys("")?;
-    let differing = differing_entries(w, image, &held)?;
-    if !overwrite {
+    // Comparing every entry costs a read each inside the write lock: only a replace that may
+    // refuse needs it. With `overwrite`, any entry held or given counts as a change.
+    let changed_entries = if overwrite {
+        !held.is_empty() || !image.entries.is_empty()
+    } else {
+        let differing = differing_entries(w, image, &held)?;
         refuse_replacing(w, image, default, &differing)?;
-    }
+        held.len() != image.entries.len()
+    };
     let mut outcome = ImportOutcome {
-        changed: !differing.is_empty() || held.len() != image.entries.len(),
+        changed: changed_entries,
         ..ImportOutcome::default()
     };
     for raw in &held {

@@ -150,7 +150,7 @@ fn export_then_import_restores_everything() {
     assert_eq!(
         other.ok(&["import", file_arg, "--yes"]),
         format!(
-            "imported 3 entries and the policy (retry backoff 100ms, budget window 30s) into {}, which already held exactly that: nothing written\nnote: the document's 1 audit event was not imported: a store's trail records only its own changes (keep the document as the old store's record)\n",
+            "imported 3 entries and the policy (retry backoff 100ms, budget window 30s) into {}, replacing its previous state\nnote: the document's 1 audit event was not imported: a store's trail records only its own changes (keep the document as the old store's record)\n",
             other.path().display()
         )
     );
