@@ -28,6 +28,7 @@ mod run_store;
 mod schema;
 mod transfer;
 mod transfer_v2;
+mod unjudged;
 mod write;
 
 use schema::*;

@@ -59,7 +59,8 @@ const RECORD_CRASH_EXIT: &str = "Exit codes: 0 retry allowed, 1 refused, 2 error
 store when it is missing (and says so on stderr).";
 const RECORD_SUCCESS_EXIT: &str =
     "Exit codes: 0 recorded, 2 error or no store (never creates one).";
-const PRUNE_EXIT: &str = "Exit codes: 0 pruned, 2 error or no store (never creates one).";
+const PRUNE_EXIT: &str = "Exit codes: 0 pruned, 1 entries a damaged policy override would judge \
+                          were left (named on stderr), 2 error or no store (never creates one).";
 const POLICY_EXIT: &str = "Exit codes: 0 shown or changed, 2 error, no store (`policy` alone), \
 an invalid policy, or an extreme one without --yes. `policy set` creates the store when missing.";
 const CHECK_EXIT: &str = "Exit codes: 0 no problems, 1 problems found (or the file cannot be \

@@ -10,7 +10,6 @@ use anyhow::{Context as _, bail};
 use clap::CommandFactory;
 use recovery_store::{
     AppliedPolicy, BackendKey, BackendRecoveryDecision, BackendRecoveryPolicy, CrashReport,
-    Policies,
 };
 
 use super::args::{Cli, Command, MetricsArgs};
@@ -83,32 +82,46 @@ fn metrics(ctx: &Ctx, args: &MetricsArgs, out: &mut impl Write) -> anyhow::Resul
     Ok(ExitCode::SUCCESS)
 }
 
-/// The entries `key` names, judged now, with the policy that judged them.
+/// The entries `key` names, judged now, with the policy that judged the worst of them (of the
+/// key itself when nothing matched).
+///
+/// A match a damaged override would judge is named on stderr and left unjudged; the lookup
+/// fails only when no match could be judged (or, with none, when the key itself cannot be).
 fn lookup(
     ctx: &Ctx,
     key: &BackendKey,
-) -> anyhow::Result<(Found, Policies, AppliedPolicy, recovery_store::Timestamp)> {
+) -> anyhow::Result<(Found, AppliedPolicy, recovery_store::Timestamp)> {
     let store = ctx.open_read()?;
     let stored = store.snapshot(|s| s.stored_policies())?;
-    let policies = Policies {
-        default: stored.default_policy(),
-        overrides: stored.overrides().to_vec(),
-    };
     let now = ctx.now();
-    let found = lookup::find(&store, key, now, &policies)
+    let mut found = lookup::find(&store, key, now, &stored)
         .with_context(|| format!("cannot read the state of {key}"))?;
-    // A damaged override of another service does not matter here; one that would judge a
-    // matched key fails the lookup rather than judge it by another policy.
-    for k in std::iter::once(key).chain(found.views.iter().map(|v| &v.entry.key)) {
-        stored.judge(k)?;
+    let applied = match found.worst_policy() {
+        Some(applied) => applied.clone(),
+        // Every match is unjudged: no answer could be true.
+        None if !found.unjudged.is_empty() => return Err(found.unjudged.remove(0).1.into()),
+        None => stored.judge(key)?,
+    };
+    for text in found.unjudged_texts() {
+        eprintln!("recovery-store: {}", super::sanitize::sanitize(&text));
     }
-    // The policy of the worst match, or of the key itself when nothing matched.
-    let applied = stored.judge(found.worst().map_or(key, |v| &v.entry.key))?;
-    Ok((found, policies, applied, now))
+    Ok((found, applied, now))
+}
+
+/// The matches a damaged override would judge, as `--json` names them.
+fn unjudged_json(found: &Found) -> Vec<json::Damaged> {
+    found
+        .unjudged
+        .iter()
+        .map(|(key, err)| json::Damaged {
+            key: key.to_string(),
+            error: lookup::unjudged_text(key, err),
+        })
+        .collect()
 }
 
 fn show(ctx: &Ctx, key: &BackendKey, out: &mut impl Write) -> anyhow::Result<ExitCode> {
-    let (found, policies, policy, now) = lookup(ctx, key)?;
+    let (found, policy, now) = lookup(ctx, key)?;
     let histories = if found.views.is_empty() {
         Vec::new()
     } else {
@@ -139,16 +152,17 @@ fn show(ctx: &Ctx, key: &BackendKey, out: &mut impl Write) -> anyhow::Result<Exi
                 entry: worst.map(with_history),
                 matches: found.views.iter().map(with_history).collect(),
                 similar: found.similar.clone(),
+                unjudged: unjudged_json(&found),
             },
         )?;
     } else {
-        render::show(out, key, &found, &histories, &now, &policies)?;
+        render::show(out, key, &found, &histories, &now, &policy)?;
     }
     Ok(ExitCode::SUCCESS)
 }
 
 fn status(ctx: &Ctx, key: &BackendKey, out: &mut impl Write) -> anyhow::Result<ExitCode> {
-    let (found, _, applied, now) = lookup(ctx, key)?;
+    let (found, applied, now) = lookup(ctx, key)?;
     let worst = found.worst();
     let state = worst.map_or(State::Healthy, |v| v.state);
     if ctx.json {
@@ -169,6 +183,7 @@ fn status(ctx: &Ctx, key: &BackendKey, out: &mut impl Write) -> anyhow::Result<E
                 policy_scope: policy_cmd::scope_name(&applied),
                 matches: found.keys(),
                 similar: found.similar.clone(),
+                unjudged: unjudged_json(&found),
             },
         )?;
     } else {
@@ -272,10 +287,61 @@ fn record_success(ctx: &Ctx, key: &BackendKey, out: &mut impl Write) -> anyhow::
     Ok(ExitCode::SUCCESS)
 }
 
+/// The keys `prune` names on stderr for each damaged override that made it leave entries.
+const LEFT_SHOWN: usize = 3;
+
+/// The entries a damaged override would judge, by that row: `prune` leaves them, as whether
+/// their window has ended depends on the policy the row held.
+struct Left {
+    /// The row's error (naming it and its remedy), the entries it judges, the first few keys.
+    rows: Vec<(recovery_store::StoreError, usize, Vec<String>)>,
+}
+
+impl Left {
+    fn total(&self) -> usize {
+        self.rows.iter().map(|(_, n, _)| n).sum()
+    }
+
+    /// Reads, in one snapshot, the entries a damaged override judges.
+    fn find(store: &recovery_store::RecoveryStore) -> anyhow::Result<Self> {
+        let rows = store.snapshot(|s| {
+            let policies = s.stored_policies()?;
+            let mut rows: Vec<(recovery_store::StoreError, usize, Vec<String>)> = Vec::new();
+            if policies.damaged().is_empty() {
+                return Ok(rows);
+            }
+            s.for_each_entry("", |entry| {
+                let Ok(e) = entry else { return Ok(()) };
+                let Err(err) = policies.judge(&e.key) else {
+                    return Ok(());
+                };
+                let text = err.to_string();
+                let i = match rows.iter().position(|(r, _, _)| r.to_string() == text) {
+                    Some(i) => i,
+                    None => {
+                        rows.push((err, 0, Vec::new()));
+                        rows.len() - 1
+                    }
+                };
+                let (_, count, keys) = &mut rows[i];
+                *count += 1;
+                if keys.len() < LEFT_SHOWN {
+                    keys.push(e.key.to_string());
+                }
+                Ok(())
+            })?;
+            Ok(rows)
+        })?;
+        Ok(Self { rows })
+    }
+}
+
 fn prune(ctx: &Ctx, out: &mut impl Write) -> anyhow::Result<ExitCode> {
     let store = ctx.open_existing()?;
     let now = ctx.now();
     let pruned = store.prune(now)?;
+    // The library leaves them without a count: what is left is read back.
+    let left = Left::find(&store)?;
     if ctx.json {
         json::emit(
             out,
@@ -283,21 +349,23 @@ fn prune(ctx: &Ctx, out: &mut impl Write) -> anyhow::Result<ExitCode> {
                 now: json::Time::of(&now),
                 evaluated_at: json::Time::of(&now),
                 pruned,
+                left_unjudged: left.total(),
             },
         )?;
     } else {
         let noun = if pruned == 1 { "entry" } else { "entries" };
         writeln!(out, "pruned {pruned} {noun} whose window had ended")?;
     }
-    // The entries a damaged override would judge were left: name each such row.
-    let damaged = store.snapshot(|s| s.stored_policies())?;
-    for row in damaged.damaged() {
+    for (err, count, keys) in &left.rows {
+        let more = if *count > keys.len() { ", …" } else { "" };
         eprintln!(
-            "recovery-store: left the entries it would judge: {}",
-            super::sanitize::sanitize(&row.error().to_string())
+            "recovery-store: left {} a damaged policy override would judge ({}{more}): {}",
+            render::entries(*count),
+            keys.join(", "),
+            super::sanitize::sanitize(&err.to_string())
         );
     }
-    Ok(if damaged.damaged().is_empty() {
+    Ok(if left.total() == 0 {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(NEGATIVE)

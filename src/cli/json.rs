@@ -72,6 +72,17 @@ pub struct PolicyDoc {
     #[serde(flatten)]
     pub policy: StoredPolicy,
     pub overrides: Vec<Override>,
+    /// Override rows that cannot be decoded: judged keys get no decision until each is repaired.
+    pub damaged: Vec<DamagedOverride>,
+}
+
+/// An override row that cannot be decoded.
+#[derive(Debug, Serialize)]
+pub struct DamagedOverride {
+    /// The stored scope text (lossy UTF-8), `service:NAME` or `key:KEY` when intact.
+    pub scope: String,
+    /// What is wrong with it, and the command that repairs it.
+    pub error: String,
 }
 
 /// One per-service or per-key override.
@@ -181,6 +192,8 @@ pub struct Show {
     pub matches: Vec<Entry>,
     /// Stored keys of the same service, when nothing matched.
     pub similar: Vec<String>,
+    /// Matches a damaged policy override would judge: left out of `entry` and `matches`.
+    pub unjudged: Vec<Damaged>,
 }
 
 #[derive(Debug, Serialize)]
@@ -207,6 +220,8 @@ pub struct Status {
     pub matches: Vec<String>,
     /// Stored keys of the same service, when nothing matched.
     pub similar: Vec<String>,
+    /// Matches a damaged policy override would judge: not consulted, named here.
+    pub unjudged: Vec<Damaged>,
 }
 
 #[derive(Debug, Serialize)]
@@ -231,7 +246,11 @@ pub struct PolicySet {
     pub scope: String,
     #[serde(flatten)]
     pub policy: StoredPolicy,
-    pub previous: StoredPolicy,
+    /// The policy that judged the scope before; null when that was a damaged override.
+    pub previous: Option<StoredPolicy>,
+    /// The damaged override (`service:NAME` or `key:KEY`) that judged the scope before, whose
+    /// values could not be read; null otherwise.
+    pub previous_damaged: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -265,6 +284,8 @@ pub struct Prune {
     pub now: Time,
     pub evaluated_at: Time,
     pub pruned: usize,
+    /// Entries left because a damaged policy override would judge them (named on stderr).
+    pub left_unjudged: usize,
 }
 
 #[derive(Debug, Serialize)]

@@ -80,8 +80,7 @@ impl Filter<'_> {
                     }
                     let applied = match self.policies.judge(&e.key) {
                         Ok(applied) => applied,
-                        // Its state is unknown: a state filter rules it out, as a damaged entry.
-                        Err(_) if self.state.is_some() => return Ok(()),
+                        // Its state is unknown, so it may be the state filtered for: named.
                         Err(err) => {
                             let go_on = damaged(&Damaged::unjudged(e.key.to_string(), &err));
                             return if go_on { Ok(()) } else { Err(json::stop()) };
@@ -107,13 +106,13 @@ impl Filter<'_> {
     }
 
     /// Damaged entries are reported (never hidden) unless a filter rules them out by key text;
-    /// a state filter rules them all out, as their state is unknown.
+    /// a state filter cannot (their state is unknown, so it may be the one filtered for).
     fn damaged_shown(&self, err: &StoreError) -> bool {
         let raw = match err {
             StoreError::CorruptEntry { key, .. } => key.as_str(),
             _ => "",
         };
-        self.state.is_none() && self.service.is_none_or(|s| raw.contains(&format!("/{s}@")))
+        self.service.is_none_or(|s| raw.contains(&format!("/{s}@")))
     }
 }
 
@@ -211,6 +210,7 @@ fn in_order(
     sort: SortArg,
     plan: Option<Plan>,
     mut emit: impl FnMut(&EntryView) -> io::Result<()>,
+    mut damaged: impl FnMut(&Damaged) -> bool,
 ) -> anyhow::Result<()> {
     let mut failed = None;
     let mut visit = |v: &EntryView| match emit(v) {
@@ -221,11 +221,11 @@ fn in_order(
         }
     };
     let walked = match sort {
-        SortArg::Key => filter.walk(store, |v| visit(&v), |_| true),
+        SortArg::Key => filter.walk(store, |v| visit(&v), damaged),
         SortArg::State => {
             let plan = match plan {
                 Some(plan) => plan,
-                None => self::plan(store, filter, |_| {}, |_| true)?,
+                None => self::plan(store, filter, |_| {}, damaged)?,
             };
             by_state(store, filter, plan, &mut visit)
         }
@@ -237,7 +237,7 @@ fn in_order(
                     rows.push(v);
                     true
                 },
-                |_| true,
+                &mut damaged,
             );
             rows.sort_by(|a, b| {
                 b.entry
@@ -306,6 +306,12 @@ fn by_state(
     Ok(())
 }
 
+/// Names an entry `list` cannot show on stderr (the table's and `-q`'s way; `--json` lists it).
+fn report(damaged: &Damaged) -> bool {
+    eprintln!("recovery-store: {}", sanitize(&damaged.text));
+    true
+}
+
 fn keys_only(
     store: &RecoveryStore,
     filter: &Filter<'_>,
@@ -313,9 +319,14 @@ fn keys_only(
     out: &mut impl Write,
 ) -> anyhow::Result<()> {
     let mut out = io::BufWriter::new(out);
-    in_order(store, filter, sort, None, |v| {
-        writeln!(out, "{}", v.entry.key)
-    })?;
+    in_order(
+        store,
+        filter,
+        sort,
+        None,
+        |v| writeln!(out, "{}", v.entry.key),
+        report,
+    )?;
     out.flush()?;
     Ok(())
 }
@@ -330,18 +341,25 @@ fn table(
 ) -> anyhow::Result<()> {
     // First walk: column widths, rows per state, and damaged entries reported once.
     let mut widths = render::widths(&LIST_HEADERS);
+    let mut unshown = 0usize;
     let plan = plan(
         store,
         filter,
         |v| render::fit(&mut widths, &render::list_row(v, &filter.now, wide)),
         |damaged| {
-            eprintln!("recovery-store: {}", sanitize(&damaged.text));
-            true
+            unshown += 1;
+            report(damaged)
         },
     )?;
     if plan.total() == 0 {
         let filtered = !filter.prefix.is_empty() || filter.service.is_some();
-        if filtered || filter.state.is_some() {
+        if unshown > 0 {
+            writeln!(
+                out,
+                "no backend could be listed: {} could not be decoded or judged (named on stderr)",
+                render::entries(unshown)
+            )?;
+        } else if filtered || filter.state.is_some() {
             writeln!(out, "no backend matches")?;
         } else {
             writeln!(out, "no backend has recovery state in {}", ctx.shown_path())?;
@@ -352,15 +370,22 @@ fn table(
     let mut out = io::BufWriter::new(out);
     let header = LIST_HEADERS.map(str::to_owned);
     render::row(&mut out, &widths, &header, None)?;
-    in_order(store, filter, sort, Some(plan), |v| {
-        let paint = (color && v.state == State::Refused).then_some(REFUSED_COLOR);
-        render::row(
-            &mut out,
-            &widths,
-            &render::list_row(v, &filter.now, wide),
-            paint,
-        )
-    })?;
+    in_order(
+        store,
+        filter,
+        sort,
+        Some(plan),
+        |v| {
+            let paint = (color && v.state == State::Refused).then_some(REFUSED_COLOR);
+            render::row(
+                &mut out,
+                &widths,
+                &render::list_row(v, &filter.now, wide),
+                paint,
+            )
+        },
+        |_| true,
+    )?;
     out.flush()?;
     Ok(())
 }
@@ -378,13 +403,20 @@ fn json_list(
         now: json::Time::of(&filter.now),
         evaluated_at: json::Time::of(&filter.now),
         entries: json::Streamed::new(&failed, |visit| {
-            in_order(store, filter, sort, None, |v| {
-                if visit(json::Entry::of(v)) {
-                    Ok(())
-                } else {
-                    Err(io::Error::other("stopped"))
-                }
-            })
+            in_order(
+                store,
+                filter,
+                sort,
+                None,
+                |v| {
+                    if visit(json::Entry::of(v)) {
+                        Ok(())
+                    } else {
+                        Err(io::Error::other("stopped"))
+                    }
+                },
+                |_| true,
+            )
             .or_else(|e| match e.downcast::<StoreError>() {
                 Ok(store_error) => Err(store_error),
                 // The visitor stopped: its own error is reported.

@@ -12,7 +12,8 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use recovery_store::{
-    AppliedPolicy, BackendKey, BackendRecoveryPolicy, PolicyScope, RecoveryPolicy, StoreOptions,
+    AppliedPolicy, BackendKey, BackendRecoveryPolicy, PolicyScope, RecoveryPolicy, StoreError,
+    StoreOptions,
 };
 
 use super::args::PolicyAction;
@@ -107,6 +108,14 @@ fn show(ctx: &Ctx, out: &mut impl Write) -> anyhow::Result<ExitCode> {
                         policy: json::StoredPolicy::of(p),
                     })
                     .collect(),
+                damaged: policies
+                    .damaged()
+                    .iter()
+                    .map(|row| json::DamagedOverride {
+                        scope: row.scope.clone(),
+                        error: row.error().to_string(),
+                    })
+                    .collect(),
             },
         )?;
     } else {
@@ -131,6 +140,35 @@ struct Change {
     retries: Option<u32>,
 }
 
+impl Change {
+    /// The new policy when every field was given.
+    fn complete(&self) -> Option<RecoveryPolicy> {
+        Some(RecoveryPolicy::new(
+            BackendRecoveryPolicy::new(self.retry_backoff?, self.budget_window?),
+            self.retries?,
+        ))
+    }
+
+    /// The fields given, over `base` for the others.
+    fn over(&self, base: &RecoveryPolicy) -> RecoveryPolicy {
+        RecoveryPolicy::new(
+            BackendRecoveryPolicy::new(
+                self.retry_backoff.unwrap_or(base.recovery.retry_backoff),
+                self.budget_window.unwrap_or(base.recovery.budget_window),
+            ),
+            self.retries.unwrap_or(base.retries_per_window),
+        )
+    }
+}
+
+/// The scope text of the damaged row a [`StoreError::CorruptOverride`] names.
+fn damaged_scope(err: &StoreError) -> Option<String> {
+    match err {
+        StoreError::CorruptOverride { scope, .. } => Some(scope.clone()),
+        _ => None,
+    }
+}
+
 fn set(
     ctx: &Ctx,
     scope: Option<PolicyScope>,
@@ -149,28 +187,49 @@ fn set(
         Some(store) => store.snapshot(|s| s.stored_policies())?,
         None => recovery_store::StoredPolicies::default(),
     };
+    // The damaged row that judged the scope until now, if one did: its values are unknown.
+    let damaged_before = match &scope {
+        None => None,
+        Some(PolicyScope::Key(key)) => stored.judge(key).err().and_then(|e| damaged_scope(&e)),
+        Some(service) => {
+            let text = service.to_string();
+            stored
+                .damaged()
+                .iter()
+                .any(|d| d.scope == text)
+                .then_some(text)
+        }
+    };
     // A damaged row of this scope is replaced: the fields not given come from the policy below.
     let policies = match &scope {
         Some(scope) => stored.without_damaged(scope),
         None => stored,
     };
     // Unspecified fields come from the policy that applies to the scope now.
-    let old = match &scope {
-        None => policies.default_policy(),
-        Some(PolicyScope::Key(key)) => policies.judge(key)?.policy,
-        Some(PolicyScope::Service(name)) => policies
+    let below = match &scope {
+        None => Ok(policies.default_policy()),
+        Some(PolicyScope::Key(key)) => policies.judge(key).map(|a| a.policy),
+        Some(PolicyScope::Service(name)) => Ok(policies
             .overrides()
             .iter()
             .find(|(s, _)| matches!(s, PolicyScope::Service(n) if n == name))
-            .map_or(policies.default_policy(), |(_, p)| *p),
+            .map_or(policies.default_policy(), |(_, p)| *p)),
     };
-    let new = RecoveryPolicy::new(
-        BackendRecoveryPolicy::new(
-            change.retry_backoff.unwrap_or(old.recovery.retry_backoff),
-            change.budget_window.unwrap_or(old.recovery.budget_window),
-        ),
-        change.retries.unwrap_or(old.retries_per_window),
-    );
+    let old = match (&damaged_before, &below) {
+        (None, Ok(p)) => Some(*p),
+        _ => None,
+    };
+    let new = match (below, change.complete()) {
+        (_, Some(complete)) => complete,
+        (Ok(base), None) => change.over(&base),
+        (Err(err), None) => {
+            let row = damaged_scope(&err).unwrap_or_default();
+            return Err(anyhow::Error::new(err).context(format!(
+                "the fields not given would come from the damaged override {row}: give \
+                 --retry-backoff/--budget-window/--retries, or repair {row} first"
+            )));
+        }
+    };
     check_policy(&new.recovery, yes)?;
     let store = match existing {
         Some(store) => store,
@@ -183,7 +242,9 @@ fn set(
         .as_ref()
         .map_or_else(|| "default".to_owned(), ToString::to_string);
     let written = match &scope {
-        None => store.set_recovery_policy(new, reason).map(|()| old != new),
+        None => store
+            .set_recovery_policy(new, reason)
+            .map(|()| old != Some(new)),
         Some(scope) => store.set_override(scope, new, reason),
     }
     .with_context(|| format!("cannot set the {shown} policy of {}", ctx.shown_path()))?;
@@ -193,14 +254,27 @@ fn set(
             &json::PolicySet {
                 scope: shown,
                 policy: json::StoredPolicy::of(&new),
-                previous: json::StoredPolicy::of(&old),
+                previous: old.as_ref().map(json::StoredPolicy::of),
+                previous_damaged: damaged_before,
             },
         )?;
     } else {
         if scope.is_some() {
             writeln!(out, "override {shown}:")?;
         }
-        render::policy_change(out, &old, &new, written)?;
+        match (&old, &damaged_before) {
+            (Some(old), _) => render::policy_change(out, old, &new, written)?,
+            (None, row) => {
+                let row = sanitize(row.as_deref().unwrap_or_default());
+                writeln!(
+                    out,
+                    "it was judged by the damaged override {row} (its values could not be read); \
+                     now:"
+                )?;
+                render::policy(out, &new)?;
+                render::policy_change_applies(out)?;
+            }
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -215,6 +289,17 @@ fn unset(
     let removed = store
         .remove_override(scope, reason)
         .with_context(|| format!("cannot remove the {scope} policy of {}", ctx.shown_path()))?;
+    // The next most specific policy may be a damaged row: the key then gets no decision.
+    if let PolicyScope::Key(key) = scope {
+        let stored = store.snapshot(|s| s.stored_policies())?;
+        if let Err(err) = stored.judge(key) {
+            eprintln!(
+                "recovery-store: warning: {key} now falls back to a damaged override and gets no \
+                 decision until it is repaired: {}",
+                sanitize(&err.to_string())
+            );
+        }
+    }
     if ctx.json {
         json::emit(
             out,

@@ -5,7 +5,7 @@ use std::io::{self, Write};
 
 use recovery_store::{
     AppliedPolicy, BackendKey, BackendRecoveryDecision, BackendRecoveryPolicy, CrashRecord,
-    Policies, RecoveryPolicy, StoreError, Timestamp,
+    RecoveryPolicy, StoreError, Timestamp,
 };
 
 use super::crashes;
@@ -99,34 +99,45 @@ fn next(v: &EntryView, now: &Timestamp) -> String {
 }
 
 /// Every field of the backends a key names, with absolute and relative times: one block per
-/// matching entry, or one block saying it has no recorded state.
-/// `histories` holds each matching entry's crash history, in the order of `found.views`.
+/// matching entry, or one block saying it has no recorded state; a match a damaged override
+/// would judge gets a block saying so. `histories` holds each judged entry's crash history,
+/// in the order of `found.views`; `policy` is the key's own when nothing matched.
 pub fn show(
     out: &mut impl Write,
     key: &BackendKey,
     found: &Found,
     histories: &[Vec<CrashRecord>],
     now: &Timestamp,
-    policies: &Policies,
+    policy: &AppliedPolicy,
 ) -> io::Result<()> {
-    if found.views.is_empty() {
-        return show_one(out, key, None, &found.similar, now, &policies.for_key(key));
+    if found.matched() == 0 {
+        return show_one(out, key, None, &found.similar, now, policy);
     }
     if found.widened(key) {
         writeln!(
             out,
             "{key} has no executable hash: it matches {} under any hash",
-            entries(found.views.len())
+            entries(found.matched())
         )?;
         writeln!(out)?;
     }
-    for (i, v) in found.views.iter().enumerate() {
+    for (i, (v, applied)) in found.views.iter().zip(&found.applied).enumerate() {
         if i > 0 {
             writeln!(out)?;
         }
-        let applied = policies.for_key(&v.entry.key);
-        show_one(out, &v.entry.key, Some(v), &[], now, &applied)?;
+        show_one(out, &v.entry.key, Some(v), &[], now, applied)?;
         crashes::table(out, histories.get(i).map_or(&[], Vec::as_slice), now)?;
+    }
+    for (i, (key, err)) in found.unjudged.iter().enumerate() {
+        if i > 0 || !found.views.is_empty() {
+            writeln!(out)?;
+        }
+        writeln!(out, "key:    {key}")?;
+        writeln!(
+            out,
+            "state:  unknown: {}",
+            sanitize(&format!("cannot be judged: {err}"))
+        )?;
     }
     Ok(())
 }
@@ -239,10 +250,21 @@ fn status_line(out: &mut impl Write, key: &BackendKey, found: &Found) -> io::Res
             .views
             .iter()
             .map(|v| format!("{} {}", v.entry.key, v.state.name()))
+            .chain(
+                found
+                    .unjudged
+                    .iter()
+                    .map(|(k, _)| format!("{k} not judged (damaged policy override)")),
+            )
             .collect();
+        let judged = if found.unjudged.is_empty() {
+            String::new()
+        } else {
+            format!("{} judged of ", found.views.len())
+        };
         line.push_str(&format!(
-            " [worst of {} under any executable hash: {}]",
-            entries(found.views.len()),
+            " [worst of {judged}{} under any executable hash: {}]",
+            entries(found.matched()),
             named.join(", ")
         ));
     }
@@ -384,6 +406,11 @@ pub fn policy_change(
     if !written {
         return writeln!(out, "the policy is unchanged: nothing was written");
     }
+    policy_change_applies(out)
+}
+
+/// When a written policy change applies.
+pub fn policy_change_applies(out: &mut impl Write) -> io::Result<()> {
     writeln!(
         out,
         "windows already running are judged by the new policy from their next decision"

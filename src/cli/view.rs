@@ -4,8 +4,8 @@
 use std::time::Duration;
 
 use recovery_store::{
-    BackendStatus, BrokerInstanceKey, CrashRecord, Policies, RecoveryEntry, RecoveryPolicy,
-    Timestamp, status_under,
+    BackendStatus, BrokerInstanceKey, CrashRecord, RecoveryEntry, RecoveryPolicy, Timestamp,
+    status_under,
 };
 
 /// The three states the CLI reports.
@@ -62,12 +62,6 @@ pub struct EntryView {
 }
 
 impl EntryView {
-    /// `entry` at `now`, judged by the policy that applies to its key.
-    pub fn new(entry: RecoveryEntry, now: Timestamp, policies: &Policies) -> Self {
-        let policy = policies.for_key(&entry.key).policy;
-        Self::under(entry, now, &policy)
-    }
-
     /// `entry` at `now`, judged by `policy`.
     pub fn under(entry: RecoveryEntry, now: Timestamp, policy: &RecoveryPolicy) -> Self {
         let status = status_under(&entry, now, policy);

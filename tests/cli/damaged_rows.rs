@@ -8,15 +8,15 @@ use super::*;
 use crate::damaged_rows::{GARBAGE, damage_first_audit_event, put_override};
 
 /// Judged by the damaged `service:zc` override.
-const ZC: &str = "shared/zc@1.0.0";
+pub(super) const ZC: &str = "shared/zc@1.0.0";
 /// Judged by the default policy.
-const OTHER: &str = "shared/other@1.0.0";
+pub(super) const OTHER: &str = "shared/other@1.0.0";
 /// Judged by the intact `service:good` override (3 retries: recovering after two crashes).
-const GOOD: &str = "shared/good@1.0.0";
+pub(super) const GOOD: &str = "shared/good@1.0.0";
 /// A window long ended: pruned, unless a damaged override judges it.
-const OLD: &str = "shared/old@1.0.0";
+pub(super) const OLD: &str = "shared/old@1.0.0";
 
-fn crash(cli: &Cli, now: &str, key: &str) {
+pub(super) fn crash(cli: &Cli, now: &str, key: &str) {
     let now = at(now);
     let out = cli.run(&with_now(&now, &["record-crash", key]));
     // 1: refused.
@@ -29,7 +29,7 @@ fn crash(cli: &Cli, now: &str, key: &str) {
 
 /// Two crashes at T0 for ZC, OTHER and GOOD, one long before for OLD; a good override for
 /// `good` and one for `zc`, whose value is then damaged.
-fn store_with_damaged_override() -> Cli {
+pub(super) fn store_with_damaged_override() -> Cli {
     let cli = Cli::new();
     crash(&cli, "2025-12-01T00:00:00Z", OLD);
     for key in [ZC, OTHER, GOOD] {
@@ -42,7 +42,7 @@ fn store_with_damaged_override() -> Cli {
     cli
 }
 
-fn assert_names_the_row(text: &str) {
+pub(super) fn assert_names_the_row(text: &str) {
     assert!(text.contains("\"service:zc\""), "{text}");
     assert!(
         text.contains("recovery-store policy unset --service zc"),
@@ -103,10 +103,11 @@ fn list_serves_every_key_not_judged_by_the_damaged_override() {
     assert!(table.contains(OTHER) && !table.contains(ZC), "{table}");
     assert!(stderr(&out).contains(ZC), "{}", describe(&out));
     assert_names_the_row(&stderr(&out));
-    // A state filter cannot place ZC: it is left out, as a damaged entry is.
+    // A state filter cannot place ZC: it may be in that state, so it is named.
     let refused: List = cli.json(0, &with_now(&now, &["list", "--state", "refused"]));
     assert_eq!(refused.entries.len(), 1);
-    assert!(refused.damaged.is_empty());
+    assert_eq!(refused.damaged.len(), 1, "{:?}", refused.damaged);
+    assert_eq!(refused.damaged[0].key, ZC);
 }
 
 #[test]
@@ -231,9 +232,12 @@ fn policy_set_replaces_a_damaged_row_of_its_scope() {
     let doc: PolicySet = cli.json(0, &["policy", "set", "--service", "zc", "--retries", "4"]);
     assert_eq!(doc.retries_per_window, 4);
     assert_eq!(
-        doc.previous.retries_per_window, 1,
+        (doc.retry_backoff_ms, doc.budget_window_ms),
+        (250, 30_000),
         "fields not given come from the policy below the damaged row"
     );
+    assert_eq!(doc.previous, None, "the damaged row's values are unknown");
+    assert_eq!(doc.previous_damaged.as_deref(), Some("service:zc"));
     assert!(cli.ok(&["check"]).contains("no problems found"));
     let now = at("2026-01-01T00:00:02Z");
     let status: Status = cli.json(0, &with_now(&now, &["status", ZC]));

@@ -31,11 +31,12 @@ fn the_most_specific_policy_decides_and_is_named() {
             retry_backoff_ms: 250,
             budget_window_ms: 30_000,
             retries_per_window: 2,
-            previous: StoredPolicy {
+            previous: Some(StoredPolicy {
                 retry_backoff_ms: 250,
                 budget_window_ms: 30_000,
                 retries_per_window: 1
-            }
+            }),
+            previous_damaged: None,
         }
     );
     // A key override takes its unspecified fields from the policy applying to the key now
@@ -65,7 +66,8 @@ fn the_most_specific_policy_decides_and_is_named() {
                     budget_window_ms: 30_000,
                     retries_per_window: 2
                 },
-            ]
+            ],
+            damaged: vec![],
         }
     );
     let text = cli.ok(&["policy"]);

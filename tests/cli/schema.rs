@@ -44,6 +44,15 @@ pub struct PolicyDoc {
     pub budget_window_ms: u64,
     pub retries_per_window: u32,
     pub overrides: Vec<Override>,
+    pub damaged: Vec<DamagedOverride>,
+}
+
+/// A `policy` override row that cannot be decoded.
+#[derive(Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct DamagedOverride {
+    pub scope: String,
+    pub error: String,
 }
 
 #[derive(Debug, Deserialize, PartialEq)]
@@ -134,6 +143,7 @@ pub struct Show {
     pub entry: Option<Entry>,
     pub matches: Vec<Entry>,
     pub similar: Vec<String>,
+    pub unjudged: Vec<Damaged>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -155,6 +165,7 @@ pub struct Status {
     pub policy_scope: String,
     pub matches: Vec<String>,
     pub similar: Vec<String>,
+    pub unjudged: Vec<Damaged>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -171,7 +182,12 @@ pub struct PolicySet {
     pub retry_backoff_ms: u64,
     pub budget_window_ms: u64,
     pub retries_per_window: u32,
-    pub previous: StoredPolicy,
+    /// Null when a damaged override judged the scope before.
+    #[serde(deserialize_with = "present")]
+    pub previous: Option<StoredPolicy>,
+    /// The damaged override that judged the scope before.
+    #[serde(deserialize_with = "present")]
+    pub previous_damaged: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -219,6 +235,7 @@ pub struct Prune {
     pub now: Time,
     pub evaluated_at: Time,
     pub pruned: usize,
+    pub left_unjudged: usize,
 }
 
 #[derive(Debug, Deserialize)]

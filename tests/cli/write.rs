@@ -135,11 +135,12 @@ fn policy_shows_and_sets() {
             retry_backoff_ms: 10,
             budget_window_ms: 60_000,
             retries_per_window: 1,
-            previous: StoredPolicy {
+            previous: Some(StoredPolicy {
                 retry_backoff_ms: 10,
                 budget_window_ms: 5_000,
                 retries_per_window: 1
-            }
+            }),
+            previous_damaged: None,
         }
     );
     let doc: PolicyDoc = cli.json(0, &["policy"]);
@@ -149,7 +150,8 @@ fn policy_shows_and_sets() {
             retry_backoff_ms: 10,
             budget_window_ms: 60_000,
             retries_per_window: 1,
-            overrides: vec![]
+            overrides: vec![],
+            damaged: vec![],
         }
     );
     let doc: RecordCrash = cli.json(0, &["record-crash", "shared/a@1.0.0"]);
@@ -195,11 +197,12 @@ fn policy_set_retries_allows_n_retries_per_window() {
             retry_backoff_ms: 250,
             budget_window_ms: 30_000,
             retries_per_window: 3,
-            previous: StoredPolicy {
+            previous: Some(StoredPolicy {
                 retry_backoff_ms: 250,
                 budget_window_ms: 30_000,
                 retries_per_window: 1
-            }
+            }),
+            previous_damaged: None,
         }
     );
     assert_eq!(
@@ -227,6 +230,6 @@ fn policy_set_retries_allows_n_retries_per_window() {
             .contains("3 retries per window")
     );
     let doc: PolicySet = cli.json(0, &["policy", "set", "--retries", "1"]);
-    assert_eq!(doc.previous.retries_per_window, 3);
+    assert_eq!(doc.previous.unwrap().retries_per_window, 3);
     assert_eq!(doc.retries_per_window, 1);
 }
