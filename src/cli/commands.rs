@@ -1,5 +1,5 @@
 //! The commands that inspect and change single backends, the policy and the store path;
-//! `list`, `check`, `run`, `export` and `import` live apart. Text shared by several commands
+//! `list`, `check`, `prune`, `run`, `export` and `import` live apart. Text shared by several commands
 //! lives in `render` and `view`.
 
 use std::io::Write;
@@ -16,7 +16,7 @@ use super::args::{Cli, Command, MetricsArgs};
 use super::lookup::{self, Found};
 use super::view::{EntryView, State, millis};
 use super::{
-    Ctx, NEGATIVE, audit, check, json, list, metrics, policy_cmd, render, reset, supervise,
+    Ctx, NEGATIVE, audit, check, json, list, metrics, policy_cmd, prune, render, reset, supervise,
     textfile, transfer,
 };
 
@@ -40,7 +40,7 @@ pub fn dispatch(ctx: &Ctx, command: Command, out: &mut impl Write) -> anyhow::Re
             signal,
         } => record_crash(ctx, &key, CrashReport { exit_code, signal }, out),
         Command::RecordSuccess { key } => record_success(ctx, &key, out),
-        Command::Prune => prune(ctx, out),
+        Command::Prune => prune::prune(ctx, out),
         Command::Policy { action } => super::policy_cmd::policy(ctx, action, out),
         Command::Check(args) => check::check(ctx, &args, out),
         Command::Export => transfer::export(ctx, out),
@@ -285,91 +285,6 @@ fn record_success(ctx: &Ctx, key: &BackendKey, out: &mut impl Write) -> anyhow::
         )?;
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// The keys `prune` names on stderr for each damaged override that made it leave entries.
-const LEFT_SHOWN: usize = 3;
-
-/// The entries a damaged override would judge, by that row: `prune` leaves them, as whether
-/// their window has ended depends on the policy the row held.
-struct Left {
-    /// The row's error (naming it and its remedy), the entries it judges, the first few keys.
-    rows: Vec<(recovery_store::StoreError, usize, Vec<String>)>,
-}
-
-impl Left {
-    fn total(&self) -> usize {
-        self.rows.iter().map(|(_, n, _)| n).sum()
-    }
-
-    /// Reads, in one snapshot, the entries a damaged override judges.
-    fn find(store: &recovery_store::RecoveryStore) -> anyhow::Result<Self> {
-        let rows = store.snapshot(|s| {
-            let policies = s.stored_policies()?;
-            let mut rows: Vec<(recovery_store::StoreError, usize, Vec<String>)> = Vec::new();
-            if policies.damaged().is_empty() {
-                return Ok(rows);
-            }
-            s.for_each_entry("", |entry| {
-                let Ok(e) = entry else { return Ok(()) };
-                let Err(err) = policies.judge(&e.key) else {
-                    return Ok(());
-                };
-                let text = err.to_string();
-                let i = match rows.iter().position(|(r, _, _)| r.to_string() == text) {
-                    Some(i) => i,
-                    None => {
-                        rows.push((err, 0, Vec::new()));
-                        rows.len() - 1
-                    }
-                };
-                let (_, count, keys) = &mut rows[i];
-                *count += 1;
-                if keys.len() < LEFT_SHOWN {
-                    keys.push(e.key.to_string());
-                }
-                Ok(())
-            })?;
-            Ok(rows)
-        })?;
-        Ok(Self { rows })
-    }
-}
-
-fn prune(ctx: &Ctx, out: &mut impl Write) -> anyhow::Result<ExitCode> {
-    let store = ctx.open_existing()?;
-    let now = ctx.now();
-    let pruned = store.prune(now)?;
-    // The library leaves them without a count: what is left is read back.
-    let left = Left::find(&store)?;
-    if ctx.json {
-        json::emit(
-            out,
-            &json::Prune {
-                now: json::Time::of(&now),
-                evaluated_at: json::Time::of(&now),
-                pruned,
-                left_unjudged: left.total(),
-            },
-        )?;
-    } else {
-        let noun = if pruned == 1 { "entry" } else { "entries" };
-        writeln!(out, "pruned {pruned} {noun} whose window had ended")?;
-    }
-    for (err, count, keys) in &left.rows {
-        let more = if *count > keys.len() { ", …" } else { "" };
-        eprintln!(
-            "recovery-store: left {} a damaged policy override would judge ({}{more}): {}",
-            render::entries(*count),
-            keys.join(", "),
-            super::sanitize::sanitize(&err.to_string())
-        );
-    }
-    Ok(if left.total() == 0 {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(NEGATIVE)
-    })
 }
 
 /// Refuses a policy that could never refuse a backend, and asks for `--yes` before one that

@@ -16,6 +16,7 @@ mod lookup;
 mod metrics;
 mod policy_cmd;
 mod process;
+mod prune;
 mod render;
 mod reset;
 mod salvage;
