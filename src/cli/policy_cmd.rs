@@ -265,11 +265,16 @@ fn set(
         match (&old, &damaged_before) {
             (Some(old), _) => render::policy_change(out, old, &new, written)?,
             (None, row) => {
-                let row = sanitize(row.as_deref().unwrap_or_default());
+                let row = row.as_deref().unwrap_or_default();
+                let how = if row == shown {
+                    "it replaces"
+                } else {
+                    "it was judged by"
+                };
                 writeln!(
                     out,
-                    "it was judged by the damaged override {row} (its values could not be read); \
-                     now:"
+                    "{how} the damaged override {} (its values could not be read); now:",
+                    sanitize(row)
                 )?;
                 render::policy(out, &new)?;
                 render::policy_change_applies(out)?;
@@ -294,8 +299,8 @@ fn unset(
         let stored = store.snapshot(|s| s.stored_policies())?;
         if let Err(err) = stored.judge(key) {
             eprintln!(
-                "recovery-store: warning: {key} now falls back to a damaged override and gets no \
-                 decision until it is repaired: {}",
+                "recovery-store: warning: {key} is judged by the next most specific override, \
+                 which is damaged: it gets no decision until that row is repaired: {}",
                 sanitize(&err.to_string())
             );
         }

@@ -42,7 +42,7 @@ pub(super) fn store_with_damaged_override() -> Cli {
     cli
 }
 
-pub(super) fn assert_names_the_row(text: &str) {
+fn assert_names_the_row(text: &str) {
     assert!(text.contains("\"service:zc\""), "{text}");
     assert!(
         text.contains("recovery-store policy unset --service zc"),
