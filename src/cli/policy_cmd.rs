@@ -2,10 +2,13 @@
 //! and per-key overrides.
 //!
 //! A damaged override row never stops these commands: `policy` shows the rows that decode and
-//! names each damaged one on stderr (exit 1); `policy set` replaces a damaged row of its scope
-//! (fields not given then come from the next most specific policy); `policy unset` removes a
-//! row whatever its value holds, and `--service` takes a stored name that is not valid, so a
-//! row whose scope text was damaged can be removed too.
+//! names each damaged one (text, `--json` `damaged`, stderr; exit 1); `policy set` replaces a
+//! damaged row of its scope (fields not given then come from the next most specific policy)
+//! and says so instead of showing values it could not read; `policy set --key` over a damaged
+//! service row needs every field, as no policy below it can be read; `policy unset` removes a
+//! row whatever its value holds (warning when a key then falls back to a damaged row), and
+//! `--service` takes a stored name that is not valid, so a row whose scope text was damaged can
+//! be removed too.
 
 use std::io::Write;
 use std::process::ExitCode;

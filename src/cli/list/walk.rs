@@ -2,9 +2,10 @@
 //! applies to each, and the entries it cannot show (damaged, or judged by a damaged policy
 //! override), which no filter but a key-text one hides.
 
-use recovery_store::{RecoveryStore, StoreError, StoredPolicies, Timestamp};
+use recovery_store::{BackendKey, RecoveryStore, StoreError, StoredPolicies, Timestamp};
 
 use crate::cli::json;
+use crate::cli::lookup;
 use crate::cli::render;
 use crate::cli::sanitize::sanitize;
 use crate::cli::view::{EntryView, State};
@@ -37,9 +38,11 @@ impl Damaged {
     }
 
     /// An entry judged by a damaged override.
-    fn unjudged(key: String, err: &StoreError) -> Self {
-        let text = format!("entry {key} cannot be judged: {err}");
-        Self { key, text }
+    fn unjudged(key: &BackendKey, err: &StoreError) -> Self {
+        Self {
+            key: key.to_string(),
+            text: lookup::unjudged_text(key, err),
+        }
     }
 }
 
@@ -62,7 +65,7 @@ impl Filter<'_> {
                         Ok(applied) => applied,
                         // Its state is unknown, so it may be the state filtered for: named.
                         Err(err) => {
-                            let go_on = damaged(&Damaged::unjudged(e.key.to_string(), &err));
+                            let go_on = damaged(&Damaged::unjudged(&e.key, &err));
                             return if go_on { Ok(()) } else { Err(json::stop()) };
                         }
                     };
