@@ -97,7 +97,8 @@ pub enum StoreError {
     /// One per-service or per-key policy override row could not be decoded. Only the keys it
     /// would judge (its key, or its service's keys without a key override) are affected: every
     /// call that judges one of them fails with this error rather than judging it by another
-    /// policy. The message names the `policy unset` command that removes the row.
+    /// policy. The message names the `policy unset` command that removes the row, or
+    /// `check --drop-damaged` for a row whose scope cannot be typed.
     #[error(
         "policy override {scope:?} in {path} cannot be decoded ({detail}): {}",
         crate::overrides::remedy(scope)
@@ -116,8 +117,7 @@ pub enum StoreError {
     /// still read.
     #[error(
         "audit event {seq} in {path} cannot be decoded ({detail}): it changes no decision and \
-         the other events are still read; it is dropped with the oldest events once 10,000 newer \
-         ones are recorded"
+         the other events are still read; `recovery-store check --drop-damaged` removes it"
     )]
     CorruptAuditEvent {
         /// The store file.

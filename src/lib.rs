@@ -94,7 +94,9 @@ pub use record::{
 pub use restore::{ImportMode, ImportOutcome, StoreImage};
 pub use snapshot::Snapshot;
 pub use storage::StorageBackend;
-pub use store::{DEFAULT_CACHE_SIZE, DEFAULT_LOCK_TIMEOUT, RecoveryStore, StoreOptions, status_of};
+pub use store::{
+    DEFAULT_CACHE_SIZE, DEFAULT_LOCK_TIMEOUT, DroppedRows, RecoveryStore, StoreOptions, status_of,
+};
 pub use time::{BootTime, Timestamp};
 pub use window::status_under;
 

@@ -9,13 +9,14 @@ use crate::store::RecoveryStore;
 
 impl RecoveryStore {
     /// Adds `entries` to the store in one transaction, keeping every other entry and the
-    /// policy; returns the keys that were already in the store. Adding entries writes an
+    /// policy; returns the keys the store held with other state, which `entries` replaced. Adding entries writes an
     /// [`AuditAction::Import`](crate::AuditAction) event (scope `merge`) in the same
     /// transaction; an empty `entries` writes nothing. (See [`import`](Self::import) for
     /// merging overrides too.)
     ///
-    /// A key already in the store is refused with [`StoreError::ImportConflict`], naming the
-    /// keys, and nothing changes, unless `overwrite` is true, when `entries` replace them. The
+    /// A key the store holds with other state is refused with [`StoreError::ImportConflict`],
+    /// naming the keys, and nothing changes, unless `overwrite` is true, when `entries`
+    /// replace them (a key held exactly as given is no conflict). The
     /// check and the write share the transaction, so a crash recorded by another process is
     /// either seen by the check or committed before it, never overwritten unseen.
     ///

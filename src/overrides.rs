@@ -248,19 +248,27 @@ impl StoredPolicies {
     }
 }
 
-/// What to do about a damaged override row with this stored scope text.
+/// What to do about a damaged override row with this stored scope text: the `policy unset`
+/// command that removes it when its scope can be typed (quoted for a POSIX shell), and always
+/// `check --drop-damaged`, which removes every damaged row.
 pub(crate) fn remedy(scope: &str) -> String {
+    const DROP: &str = "`recovery-store check --drop-damaged` removes every damaged row";
+    // `policy unset --service` takes a stored name even when it is not a valid one; a name
+    // with a control character, or bytes that were not UTF-8 (shown as U+FFFD), cannot be
+    // typed, so only the repair is offered for it.
+    let typable =
+        |text: &str| !text.is_empty() && !text.chars().any(|c| c.is_control() || c == '\u{fffd}');
     let quoted = |text: &str| {
-        if text
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-./@#:".contains(&b))
-        {
+        if validate_service_name(text).is_ok() {
             text.to_owned()
         } else {
             format!("'{}'", text.replace('\'', r"'\''"))
         }
     };
-    let flag = if let Some(name) = scope.strip_prefix(schema::SCOPE_SERVICE) {
+    let flag = if let Some(name) = scope
+        .strip_prefix(schema::SCOPE_SERVICE)
+        .filter(|name| typable(name))
+    {
         format!("--service {}", quoted(name))
     } else if let Some(key) = scope
         .strip_prefix(schema::SCOPE_KEY)
@@ -268,15 +276,14 @@ pub(crate) fn remedy(scope: &str) -> String {
     {
         format!("--key {key}")
     } else {
-        return "its scope is neither service:NAME nor key:KEY, so it judges no backend; \
-                `recovery-store check` reports it until the store is re-created from \
-                `recovery-store export` and `policy set`"
-            .to_owned();
+        return format!(
+            "its scope is not a valid service:NAME or key:KEY, so it judges no backend; {DROP}"
+        );
     };
     format!(
         "the keys it would judge get no decision from the store until it is removed with \
          `recovery-store policy unset {flag}` (they are then judged by the next most specific \
-         policy) or replaced with `recovery-store policy set {flag} ...`"
+         policy) or replaced with `recovery-store policy set {flag} ...`; {DROP}"
     )
 }
 
@@ -364,6 +371,15 @@ mod tests {
                 .contains("`recovery-store policy unset --key shared/zc@1.0.0`")
         );
         assert!(remedy("service:it's").contains(r"--service 'it'\''s'"));
+        // A name that cannot be typed is not offered to `policy unset`.
+        for untypable in ["service:\u{1b}[31mEVIL", "service:zc\u{fffd}", "service:"] {
+            let text = remedy(untypable);
+            assert!(
+                text.contains("check --drop-damaged") && !text.contains("policy unset"),
+                "{text}"
+            );
+        }
+        assert!(remedy("service:zc").contains("check --drop-damaged"));
         assert!(remedy("key:not a key").contains("judges no backend"));
     }
 

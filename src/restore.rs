@@ -7,7 +7,6 @@
 //! from its own.
 
 use std::collections::HashSet;
-use std::time::Duration;
 
 use crate::audit::{AuditAction, Change};
 use crate::error::StoreError;
@@ -56,9 +55,10 @@ pub enum ImportMode {
     /// The image's entries replace every entry; its policy and overrides, when given, replace
     /// the store's.
     Replace {
-        /// Replace a store that holds state: any entry, a default policy other than the
-        /// image's, or overrides other than the image's. Without it such a store is refused
-        /// with [`StoreError::ImportConflict`], checked inside the import's transaction.
+        /// Replace state the image would lose: an entry it lacks or holds otherwise, a default
+        /// policy other than the image's (and the reference's), or overrides other than the
+        /// image's. Without it such a store is refused with [`StoreError::ImportConflict`],
+        /// checked inside the import's transaction.
         overwrite: bool,
     },
     /// The image's entries and overrides are added; the store's others and its default
@@ -78,12 +78,13 @@ pub struct ImportOutcome {
     pub overwritten: Vec<BackendKey>,
     /// The scopes whose stored override the image's replaced (a merge).
     pub overrides_overwritten: Vec<PolicyScope>,
-    /// How many overrides the store held before the image's replaced them (a replace with
-    /// overrides).
+    /// How many overrides the store held before the image's other ones replaced them (a
+    /// replace with overrides; 0 when they were the same).
     pub overrides_replaced: u64,
-    /// False when the import found nothing to change: then it wrote nothing, not even its
-    /// audit event. (A replace with `overwrite` does not compare entries: it counts any entry
-    /// held or given as a change.)
+    /// The keys (stored text) a replace removed because the image lacks them.
+    pub removed: Vec<String>,
+    /// False when the import found nothing to change: then it took no write lock and wrote
+    /// nothing, not even its audit event.
     pub changed: bool,
 }
 
@@ -108,9 +109,9 @@ impl RecoveryStore {
     /// [`StoreError::InvalidKey`] for an invalid key or service name; [`StoreError::InvalidPolicy`]
     /// for a policy a store cannot hold; [`StoreError::InvalidImport`] for an entry the store
     /// could not have written (a key given twice, no crash in its window, fewer crashes in
-    /// total than in it, a window starting after its last crash on the same boot clock, a
-    /// boot clock reading longer than the time since 1970, a history longer than its total,
-    /// an invalid crash report or PID 0) or a scope given twice;
+    /// total than in it, a history longer than its total, a crash report
+    /// [`CrashReport::validate`](crate::CrashReport::validate) refuses, or PID 0) or a scope
+    /// given twice;
     /// [`StoreError::ImportConflict`] for state the import would overwrite without
     /// `overwrite` (the first few keys or scopes named); storage errors as for any write.
     pub fn import(
@@ -173,7 +174,7 @@ impl RecoveryStore {
         reason: Option<&str>,
     ) -> Result<ImportOutcome, StoreError> {
         validate(image, default)?;
-        if matches!(mode, ImportMode::Merge { .. }) && self.merge_changes_nothing(image, default)? {
+        if self.changes_nothing(image, default, mode)? {
             return Ok(ImportOutcome::default());
         }
         self.storage().write(|w| {
@@ -206,18 +207,45 @@ impl RecoveryStore {
         })
     }
 
-    /// True when merging `image` would change nothing: no default, and every entry and
-    /// override already stored as given. Read before the write so a no-op commits nothing;
-    /// a change another process commits meanwhile is as if it came after the merge.
-    fn merge_changes_nothing(
+    /// True when writing `image` would change nothing: the default policy (if given), the
+    /// overrides (if given: the same set for a replace, already stored for a merge) and every
+    /// entry with its history already stored as given, and, for a replace, no other entry.
+    /// Read before the write so that a no-op takes no write lock and commits nothing; a change
+    /// another process commits meanwhile is as if it came after the import.
+    fn changes_nothing(
         &self,
         image: &StoreImage,
         default: DefaultPolicy,
+        mode: ImportMode,
     ) -> Result<bool, StoreError> {
-        if default != DefaultPolicy::Keep {
-            return Ok(false);
-        }
-        let all_held = self.storage().read(|r| {
+        let replace = matches!(mode, ImportMode::Replace { .. });
+        self.storage().read(|r| {
+            let stored = r.recovery_policy().ok();
+            let same_default = match default {
+                DefaultPolicy::Keep => true,
+                DefaultPolicy::Full(policy) => stored == Some(policy),
+                DefaultPolicy::Timing(policy) => stored.is_some_and(|s| s.recovery == policy),
+            };
+            if !same_default {
+                return Ok(false);
+            }
+            if let Some(wanted) = &image.overrides {
+                // A damaged row is for the transaction to find and report.
+                let Ok(held) = r.policies().map(|p| p.overrides) else {
+                    return Ok(false);
+                };
+                let same = if replace {
+                    sorted(held) == sorted(wanted.clone())
+                } else {
+                    wanted.iter().all(|o| held.contains(o))
+                };
+                if !same {
+                    return Ok(false);
+                }
+            }
+            if replace && r.len()? != image.entries.len() as u64 {
+                return Ok(false);
+            }
             for (entry, history) in &image.entries {
                 if r.get(&entry.key).ok().flatten().as_ref() != Some(entry)
                     || r.history(&entry.key).ok().as_ref() != Some(history)
@@ -226,20 +254,7 @@ impl RecoveryStore {
                 }
             }
             Ok(true)
-        })?;
-        if !all_held {
-            return Ok(false);
-        }
-        let wanted = image.overrides.as_deref().unwrap_or_default();
-        if wanted.is_empty() {
-            return Ok(true);
-        }
-        let held = match self.policies() {
-            Ok(p) => p.overrides,
-            // A damaged row is for the transaction to find and report.
-            Err(_) => return Ok(false),
-        };
-        Ok(wanted.iter().all(|o| held.contains(o)))
+        })
     }
 }
 
@@ -251,16 +266,23 @@ fn replace(
 ) -> Result<ImportOutcome, StoreError> {
     let held = w.keys("")?;
     // Comparing every entry costs a read each inside the write lock: only a replace that may
-    // refuse needs it. With `overwrite`, any entry held or given counts as a change.
-    let changed_entries = if overwrite {
-        !held.is_empty() || !image.entries.is_empty()
-    } else {
+    // refuse needs it. (A replace that would change nothing never gets here.)
+    if !overwrite {
         let differing = differing_entries(w, image, &held)?;
         refuse_replacing(w, image, default, &differing)?;
-        held.len() != image.entries.len()
-    };
+    }
+    let wanted: HashSet<String> = image
+        .entries
+        .iter()
+        .map(|(e, _)| e.key.to_string())
+        .collect();
     let mut outcome = ImportOutcome {
-        changed: changed_entries,
+        changed: true,
+        removed: held
+            .iter()
+            .map(|raw| String::from_utf8_lossy(raw).into_owned())
+            .filter(|key| !wanted.contains(key))
+            .collect(),
         ..ImportOutcome::default()
     };
     for raw in &held {
@@ -271,11 +293,13 @@ fn replace(
     }
     if let Some(overrides) = &image.overrides {
         let before = w.policies().ok().map(|p| sorted(p.overrides));
-        outcome.overrides_replaced = w.clear_overrides()?;
+        let cleared = w.clear_overrides()?;
         for (scope, policy) in overrides {
             w.set_override(scope, policy)?;
         }
-        outcome.changed |= before != Some(sorted(overrides.clone()));
+        if before != Some(sorted(overrides.clone())) {
+            outcome.overrides_replaced = cleared;
+        }
     }
     Ok(outcome)
 }
@@ -348,7 +372,7 @@ fn refuse_replacing(
                     named(&names)
                 ));
             }
-            Err(_) => parts.push("overrides, one of them damaged".to_owned()),
+            Err(_) => parts.push("overrides (some of them damaged)".to_owned()),
         }
     }
     if parts.is_empty() {
@@ -404,7 +428,7 @@ fn merge(
     Ok(outcome)
 }
 
-/// "2 entries already in the store (a, b) and 1 override stored with another policy
+/// "2 entries the store holds otherwise (a, b) and 1 override stored with another policy
 /// (service:x)".
 fn conflicts(outcome: &ImportOutcome) -> String {
     let mut parts = Vec::new();
@@ -415,7 +439,7 @@ fn conflicts(outcome: &ImportOutcome) -> String {
             .map(ToString::to_string)
             .collect();
         parts.push(format!(
-            "{} already in the store ({})",
+            "{} the store holds otherwise ({})",
             count(names.len(), "entry", "entries"),
             named(&names)
         ));
@@ -513,22 +537,6 @@ fn validate_history(entry: &RecoveryEntry, history: &[CrashRecord]) -> Result<()
                 "entry {key} history[{i}] was recorded by PID 0, which no process has"
             )));
         }
-        check_boot(key, &format!("history[{i}]"), &crash.at)?;
-    }
-    Ok(())
-}
-
-/// A boot clock reading cannot be longer than the time since 1970.
-fn check_boot(key: &BackendKey, what: &str, at: &crate::time::Timestamp) -> Result<(), StoreError> {
-    if let Some(boot) = at.boot() {
-        let since_epoch = Duration::from_nanos(u64::try_from(at.unix_nanos()).unwrap_or(0));
-        if boot.since_boot > since_epoch {
-            return Err(invalid(format!(
-                "entry {key} {what}: its boot clock reading ({:?}) is longer than the time since \
-                 1970, so no boot could have taken it",
-                boot.since_boot
-            )));
-        }
     }
     Ok(())
 }
@@ -538,8 +546,9 @@ fn invalid(detail: String) -> StoreError {
 }
 
 /// Refuses entries the store could not have written: an invalid or repeated key, no crash in
-/// the window, fewer crashes in total than in the window, a window that starts after its last
-/// crash on the same boot clock, or a boot clock reading longer than the time since 1970.
+/// the window, or fewer crashes in total than in the window. Times are never judged: a store
+/// legitimately holds windows that start after their last crash (a late caller), boot clocks
+/// offset by a time namespace, and wall times from a clock that ran ahead.
 pub(crate) fn validate_entries<'a>(
     entries: impl IntoIterator<Item = &'a RecoveryEntry>,
 ) -> Result<(), StoreError> {
@@ -552,24 +561,10 @@ pub(crate) fn validate_entries<'a>(
             "has no crash in its window"
         } else if entry.total_crashes < u64::from(entry.crashes_in_window) {
             "has fewer crashes in total than in its window"
-        } else if starts_after_last_crash(entry) {
-            "has a window starting after its last crash (on the same boot clock)"
         } else {
-            check_boot(&entry.key, "window_started_at", &entry.window_started_at)?;
-            check_boot(&entry.key, "last_crash", &entry.last_crash)?;
             continue;
         };
         return Err(invalid(format!("entry {} {problem}", entry.key)));
     }
     Ok(())
-}
-
-/// On one boot the boot clock orders the two; across boots, or without it, nothing can be said.
-fn starts_after_last_crash(entry: &RecoveryEntry) -> bool {
-    match (entry.window_started_at.boot(), entry.last_crash.boot()) {
-        (Some(start), Some(last)) if start.boot_id == last.boot_id => {
-            start.since_boot > last.since_boot
-        }
-        _ => false,
-    }
 }

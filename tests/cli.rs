@@ -14,6 +14,7 @@ mod audit;
 mod crash_detail;
 mod damaged_rows;
 mod diagnose;
+mod drop_damaged;
 mod files;
 mod inspect;
 mod listing;

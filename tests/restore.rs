@@ -7,8 +7,8 @@ use std::sync::{Arc, Barrier};
 use std::time::Duration;
 
 use recovery_store::{
-    AuditAction, BackendRecoveryPolicy, BootTime, CrashRecord, CrashReport, ImportMode,
-    PolicyScope, RecoveryEntry, RecoveryPolicy, StoreError, StoreImage, Timestamp,
+    AuditAction, BackendRecoveryPolicy, CrashRecord, CrashReport, ImportMode, PolicyScope,
+    RecoveryEntry, RecoveryPolicy, StoreError, StoreImage,
 };
 
 use crate::util::{TempStore, at, entry, key};
@@ -159,7 +159,7 @@ fn a_refused_merge_writes_nothing_and_names_every_conflict() {
         panic!("{err}")
     };
     assert!(
-        detail.contains("1 entry already in the store (shared/a@1.0.0)")
+        detail.contains("1 entry the store holds otherwise (shared/a@1.0.0)")
             && detail.contains("1 override stored with another policy (service:web)"),
         "{detail}"
     );
@@ -252,15 +252,6 @@ fn images_the_store_could_not_hold_are_refused_before_writing() {
         .record_crash(&key("shared/keep@1.0.0"), at(1.0))
         .unwrap();
     let (trail, syncs) = (store.audit(None).unwrap(), store.sync_count());
-    let one_boot = |since_s: u64| {
-        Timestamp::from_parts(
-            at(0.0).unix_nanos(),
-            Some(BootTime {
-                boot_id: 7,
-                since_boot: Duration::from_secs(since_s),
-            }),
-        )
-    };
     let with_history = |history: Vec<CrashRecord>, total: u64| StoreImage {
         entries: vec![(
             RecoveryEntry {
@@ -296,33 +287,6 @@ fn images_the_store_could_not_hold_are_refused_before_writing() {
             1,
         ),
         with_history(vec![crash(CrashReport::default(), Some(0))], 1),
-        StoreImage {
-            entries: vec![(
-                RecoveryEntry {
-                    window_started_at: one_boot(100),
-                    last_crash: one_boot(50),
-                    ..entry("shared/a@1.0.0")
-                },
-                Vec::new(),
-            )],
-            ..StoreImage::default()
-        },
-        StoreImage {
-            entries: vec![(
-                RecoveryEntry {
-                    last_crash: Timestamp::from_parts(
-                        1_000,
-                        Some(BootTime {
-                            boot_id: 1,
-                            since_boot: Duration::from_secs(5),
-                        }),
-                    ),
-                    ..entry("shared/a@1.0.0")
-                },
-                Vec::new(),
-            )],
-            ..StoreImage::default()
-        },
         StoreImage {
             overrides: Some(vec![(
                 PolicyScope::Service("Bad Name".into()),

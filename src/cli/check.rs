@@ -11,7 +11,10 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::process::ExitCode;
 
-use recovery_store::{BackendRecoveryPolicy, RecoveryStore, SCHEMA_VERSION, StoreError};
+use anyhow::Context as _;
+use recovery_store::{
+    BackendRecoveryPolicy, DroppedRows, RecoveryStore, SCHEMA_VERSION, StoreError,
+};
 
 use super::args::CheckArgs;
 use super::render::{self, damaged_text};
@@ -47,7 +50,21 @@ pub fn check(ctx: &Ctx, args: &CheckArgs, out: &mut impl Write) -> anyhow::Resul
             return unopenable(ctx, args, &diagnosis, out);
         }
     };
-    let (doc, policy, rows) = examine(ctx, &mut store)?;
+    // Removing the rows that cannot be decoded comes first, so the report shows the result.
+    let dropped = if args.drop_damaged {
+        Some(
+            store
+                .drop_damaged_rows(None)
+                .with_context(|| format!("cannot drop the damaged rows of {}", ctx.shown_path()))?,
+        )
+    } else {
+        None
+    };
+    let (mut doc, policy, rows) = examine(ctx, &mut store)?;
+    doc.dropped = dropped.as_ref().map(|d| json::Dropped {
+        overrides: d.overrides.clone(),
+        audit_events: d.audit_events.clone(),
+    });
     let saved = match &args.salvage {
         Some(target) => Some(salvage::write(ctx, &store, target)?),
         None => None,
@@ -57,6 +74,9 @@ pub fn check(ctx: &Ctx, args: &CheckArgs, out: &mut impl Write) -> anyhow::Resul
         json::emit(&mut out, &doc)?;
     } else {
         writeln!(out, "store:     {}", ctx.shown_path())?;
+        if let Some(dropped) = &dropped {
+            write_dropped(&mut out, dropped)?;
+        }
         match doc.integrity {
             "not_checked" => writeln!(
                 out,
@@ -134,6 +154,9 @@ fn unopenable(
             salvageable: diagnosis.salvageable,
             next_step: diagnosis.next_step.clone(),
         }),
+        overrides: None,
+        audit: None,
+        dropped: None,
     };
     let mut out = report_to(args, out);
     if ctx.json {
@@ -301,6 +324,15 @@ fn examine(
         damaged: bad,
         problems,
         diagnosis: None,
+        overrides: Some(json::RowCount {
+            ok: rows.overrides[0],
+            damaged: rows.overrides[1],
+        }),
+        audit: Some(json::RowCount {
+            ok: rows.audit[0],
+            damaged: rows.audit[1],
+        }),
+        dropped: None,
     };
     Ok((doc, policy, rows))
 }
@@ -330,6 +362,32 @@ fn problem_text(err: &StoreError) -> String {
 }
 
 // Where the report goes: stdout, unless the salvaged document itself goes there (`-`).
+/// `dropped:` lines naming what `--drop-damaged` removed.
+fn write_dropped(out: &mut impl Write, dropped: &DroppedRows) -> std::io::Result<()> {
+    if dropped.is_empty() {
+        return writeln!(
+            out,
+            "dropped:   nothing (no damaged override row or audit event)"
+        );
+    }
+    for scope in &dropped.overrides {
+        writeln!(
+            out,
+            "dropped:   damaged policy override {}",
+            sanitize(scope)
+        )?;
+    }
+    if !dropped.audit_events.is_empty() {
+        let seqs: Vec<String> = dropped
+            .audit_events
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        writeln!(out, "dropped:   damaged audit event(s) {}", seqs.join(", "))?;
+    }
+    Ok(())
+}
+
 fn report_to<'a>(args: &CheckArgs, out: &'a mut impl Write) -> Box<dyn Write + 'a> {
     if args
         .salvage

@@ -300,6 +300,28 @@ pub struct Check {
     pub problems: Vec<String>,
     /// For a file that cannot be opened: what is wrong and what can be salvaged.
     pub diagnosis: Option<Diagnosis>,
+    /// Policy override rows that decode and that do not (null when not examined).
+    pub overrides: Option<RowCount>,
+    /// Audit events that decode and that do not (null when not examined).
+    pub audit: Option<RowCount>,
+    /// With `--drop-damaged`: what was removed before the check.
+    pub dropped: Option<Dropped>,
+}
+
+/// Rows of one table: how many decode, how many do not.
+#[derive(Debug, Serialize)]
+pub struct RowCount {
+    pub ok: usize,
+    pub damaged: usize,
+}
+
+/// What `check --drop-damaged` removed.
+#[derive(Debug, Serialize)]
+pub struct Dropped {
+    /// Scope texts of the override rows removed.
+    pub overrides: Vec<String>,
+    /// Sequence numbers of the audit events removed.
+    pub audit_events: Vec<u64>,
 }
 
 /// `check` on a file it cannot open.
@@ -334,6 +356,8 @@ pub struct Import {
     pub overrides_overwritten: Vec<String>,
     /// Overrides the store held that a replace removed before writing the document's.
     pub overrides_replaced: u64,
+    /// Keys a replace removed because the document lacks them.
+    pub removed: Vec<String>,
     /// Audit events in the document: checked, never written to the store's trail.
     pub audit_events_not_imported: usize,
 }

@@ -17,6 +17,7 @@ mod migration;
 mod opening;
 mod overlay;
 mod policy_rows;
+mod repair;
 mod tables;
 mod trust;
 

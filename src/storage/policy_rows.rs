@@ -173,7 +173,7 @@ pub(super) fn read_policy(
         })
 }
 
-fn decode_override(
+pub(super) fn decode_override(
     scope: &[u8],
     value: &[u8],
     path: &Path,
@@ -186,6 +186,11 @@ fn decode_override(
     let parsed = PolicyScope::parse(utf8).map_err(|e| damaged(format!("scope: {e}")))?;
     let (policy, retries) = record::decode_policy(value, CURRENT_VERSION)
         .map_err(|e| damaged(format!("value: {e}")))?;
+    // A value that decodes but that no `policy set` could have stored is damage too: judging
+    // by it could retry a crash loop forever.
+    crate::policy::validate_retries(retries)
+        .and_then(|()| policy.validate())
+        .map_err(|e| damaged(format!("value out of range: {e}")))?;
     Ok((parsed, RecoveryPolicy::new(policy, retries)))
 }
 

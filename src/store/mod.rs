@@ -16,8 +16,10 @@ pub use crate::window::status_of;
 mod options;
 mod policies;
 mod reads;
+mod repair;
 
 pub use options::{DEFAULT_CACHE_SIZE, DEFAULT_LOCK_TIMEOUT, StoreOptions};
+pub use repair::DroppedRows;
 
 /// The recovery policy with its state kept durably in a redb file.
 ///

@@ -282,7 +282,7 @@ fn import_merge_adds_entries_and_refuses_keys_in_both_without_yes() {
         cli.run(&["record-crash", key]);
     }
     let out = cli.run(&["import", "--merge", file]);
-    assert_error(&out, "3 entries already in the store");
+    assert_error(&out, "3 entries the store holds otherwise");
     assert!(stderr(&out).contains("--yes"));
     let done: Import = cli.json(0, &["import", "--merge", "--yes", file]);
     assert_eq!(done.overwritten.len(), 3);

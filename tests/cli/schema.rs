@@ -252,6 +252,26 @@ pub struct Check {
     pub problems: Vec<String>,
     #[serde(deserialize_with = "present")]
     pub diagnosis: Option<Diagnosis>,
+    #[serde(deserialize_with = "present")]
+    pub overrides: Option<RowCount>,
+    #[serde(deserialize_with = "present")]
+    pub audit: Option<RowCount>,
+    #[serde(deserialize_with = "present")]
+    pub dropped: Option<Dropped>,
+}
+
+#[derive(Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RowCount {
+    pub ok: usize,
+    pub damaged: usize,
+}
+
+#[derive(Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Dropped {
+    pub overrides: Vec<String>,
+    pub audit_events: Vec<u64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -268,6 +288,7 @@ pub struct Import {
     pub overwritten: Vec<String>,
     pub overrides_overwritten: Vec<String>,
     pub overrides_replaced: u64,
+    pub removed: Vec<String>,
     pub audit_events_not_imported: usize,
 }
 

@@ -138,6 +138,11 @@ fn export_then_import_restores_everything() {
     assert!(stderr(&out).contains("pass --yes"), "{}", stderr(&out));
     let done: Import = other.json(0, &["import", file_arg, "--yes"]);
     assert_eq!(
+        done.removed,
+        ["shared/gone@1.0.0"],
+        "named: the document lacks it"
+    );
+    assert_eq!(
         (done.imported, done.store.as_str()),
         (3, other.path().to_str().unwrap())
     );
@@ -150,7 +155,7 @@ fn export_then_import_restores_everything() {
     assert_eq!(
         other.ok(&["import", file_arg, "--yes"]),
         format!(
-            "imported 3 entries and the policy (retry backoff 100ms, budget window 30s) into {}, replacing its previous state\nnote: the document's 1 audit event was not imported: a store's trail records only its own changes (keep the document as the old store's record)\n",
+            "{} already holds everything in the document: nothing written\nnote: the document's 1 audit event was not imported: a store's trail records only its own changes (keep the document as the old store's record)\n",
             other.path().display()
         )
     );

@@ -140,7 +140,7 @@ fn importing_a_stores_own_export_changes_nothing_and_needs_no_yes() {
     );
     let out = cli.ok(&["import", &file]);
     assert!(
-        out.contains("which already held exactly that: nothing written"),
+        out.contains("already holds everything in the document: nothing written"),
         "{out}"
     );
     // A merge of it changes nothing either, and says so.
@@ -229,32 +229,31 @@ fn a_document_without_overrides_keeps_the_stores_and_says_so() {
 }
 
 #[test]
-fn a_merge_into_a_missing_store_is_a_replace_into_a_new_one() {
+fn a_merge_into_a_missing_store_keeps_the_reference_default() {
     let cli = rich();
-    let (text, _) = export(&cli);
-    let mut doc: serde_json::Value = serde_json::from_str(&text).unwrap();
-    doc["policy"] = serde_json::json!({
-        "retry_backoff_ms": 18_000_000u64,
-        "budget_window_ms": 2_592_000_000u64,
-        "retries_per_window": 7
-    });
+    let (text, doc) = export(&cli);
     let target = Cli::new();
-    let file = write_doc(&target, "long.json", &doc.to_string());
-    let out = target.run(&["import", "--merge", &file]);
-    assert_error(&out, "over 1 day");
-    assert!(!target.path().exists(), "a refused import creates no store");
-    let done: Import = target.json(0, &["import", "--merge", &file, "--yes"]);
-    assert!(done.new_store && !done.merged);
+    let file = write_doc(&target, "doc.json", &text);
+    let done: Import = target.json(0, &["import", "--merge", &file]);
+    assert!(done.new_store && done.merged && done.changed);
     let policy = target.json::<PolicyDoc>(0, &["policy"]);
     assert_eq!(
-        (
-            policy.retry_backoff_ms,
-            policy.budget_window_ms,
-            policy.retries_per_window
-        ),
-        (18_000_000, 2_592_000_000, 7),
-        "the whole default policy, retries included"
+        (policy.retry_backoff_ms, policy.retries_per_window),
+        (250, 1),
+        "a merge keeps the store's default, a new store's being the reference"
     );
+    assert_eq!(
+        policy.overrides, doc.overrides,
+        "the document's overrides are added"
+    );
+    // A document policy over a day needs --yes only where it takes effect: not in a merge.
+    let mut long: serde_json::Value = serde_json::from_str(&text).unwrap();
+    long["policy"]["budget_window_ms"] = 2_592_000_000u64.into();
+    let other = Cli::new();
+    let file = write_doc(&other, "long.json", &long.to_string());
+    other.ok(&["import", "--merge", &file]);
+    let out = Cli::new().run(&["import", &file]);
+    assert_error(&out, "over 1 day");
 }
 
 #[test]
@@ -275,7 +274,7 @@ fn a_merge_refusal_names_a_few_keys_and_counts_the_rest() {
         cli.expect(1, &["record-crash", &format!("shared/s{i:02}@1.0.0")]);
     }
     let out = cli.run(&["import", "--merge", &file]);
-    assert_error(&out, "19 entries already in the store");
+    assert_error(&out, "19 entries the store holds otherwise");
     let err = stderr(&out);
     assert!(
         err.contains("shared/s04@1.0.0 and 14 more") && !err.contains("shared/s05@1.0.0"),
@@ -384,12 +383,13 @@ fn bad_overrides_and_audit_events_are_named_and_change_nothing() {
             "`audit[0]`",
         ),
         (
-            edit(&|v| v["entries"][0]["history"][0]["exit_code"] = (-7).into()),
-            "exit status -7 is outside 0-255",
-        ),
-        (
-            edit(&|v| v["entries"][0]["history"][0]["pid"] = 0.into()),
-            "which no process has",
+            edit(&|v| {
+                v["entries"][0]["history"] = serde_json::json!([
+                    {"at": {"unix_ms": 1}, "exit_code": 1, "signal": null, "pid": 1, "uid": 0},
+                    {"at": {"unix_ms": 2}, "exit_code": 1, "signal": null, "pid": 1, "uid": 0},
+                ])
+            }),
+            "more than the 1 it can hold",
         ),
     ];
     let before = cli.ok(&["export"]);

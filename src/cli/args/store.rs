@@ -14,6 +14,12 @@ pub struct CheckArgs {
     /// changed by this.
     #[arg(long, value_name = "FILE")]
     pub salvage: Option<PathBuf>,
+    /// First remove every policy override row and audit event that cannot be decoded (they
+    /// hold nothing usable; keys a removed override judged fall back to the next most specific
+    /// policy), with one audit event naming them; then check. Damaged entries stay: `reset
+    /// KEY` clears one.
+    #[arg(long)]
+    pub drop_damaged: bool,
 }
 
 #[derive(Debug, Args)]

@@ -199,7 +199,10 @@ fn import_check_path_and_db() {
     let cli = parse(&["check", "--salvage", "out.json"]).unwrap();
     assert!(matches!(
         cli.command,
-        Command::Check(CheckArgs { salvage: Some(_) })
+        Command::Check(CheckArgs {
+            salvage: Some(_),
+            ..
+        })
     ));
     assert!(matches!(parse(&["path"]).unwrap().command, Command::Path));
     let err = parse(&["--db", "", "list"]).unwrap_err();

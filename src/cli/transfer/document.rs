@@ -24,9 +24,6 @@ use crate::cli::view::{millis, rfc3339};
 pub const FORMAT: &str = "recovery-store-export";
 /// The export document version this build writes (it reads this one and version 1).
 pub const EXPORT_VERSION: u32 = 2;
-/// How far past this host's clock a document's times may be: a day of clock skew between
-/// hosts, not a store from the future.
-const MAX_AHEAD: Duration = Duration::from_secs(24 * 3600);
 /// The most characters of a bad value echoed in an error.
 const ECHO: usize = 64;
 
@@ -201,6 +198,9 @@ pub struct Parsed {
     pub policy: (BackendRecoveryPolicy, Option<u32>),
     /// How many audit events the document carries (checked, never written to a store).
     pub audit_events: usize,
+    /// Crash details no process could have given (see [`CrashReport::validate`], and PID 0),
+    /// dropped: the crash is kept without them, as a broker keeps one.
+    pub details_dropped: usize,
 }
 
 /// The version error, which a fixed document cannot cure: it needs another build.
@@ -221,9 +221,10 @@ impl std::fmt::Display for NewerDocument {
 impl std::error::Error for NewerDocument {}
 
 /// Parses and validates a whole document into what `import` writes. Names the first problem
-/// by its place in the document, e.g. "`entries[3]`.key"; `now` bounds how far in the future
-/// its times may be ([`MAX_AHEAD`]).
-pub fn parse_document(text: &str, now: &Timestamp) -> anyhow::Result<Parsed> {
+/// by its place in the document, e.g. "`entries[3]`.key". Times are taken as they are: a
+/// store legitimately holds late callers' windows, time-namespace boot clocks and times from
+/// a clock that ran ahead.
+pub fn parse_document(text: &str) -> anyhow::Result<Parsed> {
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     if text.trim().is_empty() {
         bail!("the document is empty: give the file `recovery-store export` wrote");
@@ -282,7 +283,8 @@ pub fn parse_document(text: &str, now: &Timestamp) -> anyhow::Result<Parsed> {
         None => None,
         Some(list) => Some(overrides(list)?),
     };
-    let entries = entries(doc.entries, now)?;
+    let mut details_dropped = 0;
+    let entries = entries(doc.entries, &mut details_dropped)?;
     let audit = doc.audit.unwrap_or_default();
     for (i, e) in audit.iter().enumerate() {
         audit_event(e).with_context(|| format!("`audit[{i}]`"))?;
@@ -295,6 +297,7 @@ pub fn parse_document(text: &str, now: &Timestamp) -> anyhow::Result<Parsed> {
         },
         policy: (policy.recovery, retries),
         audit_events: audit.len(),
+        details_dropped,
     })
 }
 
@@ -338,7 +341,14 @@ fn recovery_policy(
         if ms == 0 {
             bail!("`{at}.{name}` must be at least 1");
         }
-        let d = Duration::from_millis(ms);
+        // `export` rounds up to whole milliseconds, so the longest duration a store holds
+        // comes back one rounding over it.
+        let longest_ms = MAX_POLICY_DURATION.as_nanos().div_ceil(1_000_000);
+        let d = if u128::from(ms) == longest_ms {
+            MAX_POLICY_DURATION
+        } else {
+            Duration::from_millis(ms)
+        };
         if d > MAX_POLICY_DURATION {
             bail!(
                 "`{at}.{name}` ({}) is longer than the {} a store can hold",
@@ -362,19 +372,8 @@ fn recovery_policy(
 
 fn entries(
     entries: Vec<ExportEntry>,
-    now: &Timestamp,
+    details_dropped: &mut usize,
 ) -> anyhow::Result<Vec<(RecoveryEntry, Vec<CrashRecord>)>> {
-    let latest = now.unix_nanos().saturating_add(MAX_AHEAD.as_nanos() as i64);
-    let at_most_now = |what: &str, ts: Timestamp| {
-        if ts.unix_nanos() > latest {
-            bail!(
-                "{what} ({}) is more than a day after this host's clock: fix the document, or \
-                 this host's clock",
-                rfc3339(&ts, false)
-            );
-        }
-        Ok(ts)
-    };
     let mut seen = BTreeSet::new();
     let mut out = Vec::with_capacity(entries.len());
     for (i, e) in entries.into_iter().enumerate() {
@@ -395,30 +394,30 @@ fn entries(
             .iter()
             .enumerate()
             .map(|(j, c)| {
-                let place = format!("{at}.history[{j}]");
-                let when = timestamp(&c.at)
-                    .and_then(|ts| at_most_now("the crash", ts))
-                    .with_context(|| format!("{place}.at ({key})"))?;
-                let report = CrashReport {
+                let when =
+                    timestamp(&c.at).with_context(|| format!("{at}.history[{j}].at ({key})"))?;
+                let mut report = CrashReport {
                     exit_code: c.exit_code,
                     signal: c.signal,
                 };
-                report
-                    .validate()
-                    .with_context(|| format!("{place} ({key})"))?;
-                if c.pid == Some(0) {
-                    bail!("{place}.pid ({key}) is 0, which no process has");
+                if report.validate().is_err() {
+                    report = CrashReport::default();
+                    *details_dropped += 1;
                 }
-                Ok(CrashRecord::new(when, report, c.pid, c.uid))
+                let pid = if c.pid == Some(0) {
+                    *details_dropped += 1;
+                    None
+                } else {
+                    c.pid
+                };
+                Ok(CrashRecord::new(when, report, pid, c.uid))
             })
             .collect::<anyhow::Result<Vec<_>>>()?;
         out.push((
             RecoveryEntry {
                 window_started_at: timestamp(&e.window_started_at)
-                    .and_then(|ts| at_most_now("the window start", ts))
                     .with_context(|| format!("{at}.window_started_at ({key})"))?,
                 last_crash: timestamp(&e.last_crash)
-                    .and_then(|ts| at_most_now("the last crash", ts))
                     .with_context(|| format!("{at}.last_crash ({key})"))?,
                 crashes_in_window: e.crashes_in_window,
                 total_crashes: e.total_crashes,

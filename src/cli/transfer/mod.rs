@@ -148,46 +148,54 @@ pub fn import(ctx: &Ctx, args: &ImportArgs, out: &mut impl Write) -> anyhow::Res
         };
         anyhow::anyhow!("cannot read the import document ({shown}): {e}: {next}")
     })?;
-    let parsed = parse_document(&text, &ctx.now()).map_err(|e| {
+    // Document problems read "cannot import FILE: <what is wrong>: fix the document ...".
+    let refused = |e: anyhow::Error| {
         if e.is::<NewerDocument>() {
             anyhow::anyhow!("cannot import {shown}: {e}")
         } else {
-            e.context(format!(
-                "cannot import {shown}: fix the document and run the import again"
-            ))
+            anyhow::anyhow!(
+                "cannot import {shown}: {e:#}: fix the document and run the import again"
+            )
         }
-    })?;
-    let refused = |e: anyhow::Error| {
-        e.context(format!(
-            "cannot import {shown}: fix the document and run the import again"
-        ))
     };
-    parsed.image.validate().map_err(|e| refused(e.into()))?;
-    // A merge into a store that does not exist is a replace into a new one: there is nothing
-    // to keep.
+    let parsed = parse_document(&text).map_err(refused)?;
+    parsed.image.validate().map_err(|e| match e {
+        StoreError::InvalidImport { detail } => refused(anyhow::anyhow!(detail)),
+        other => refused(other.into()),
+    })?;
     let fresh = !ctx.exists();
-    let merge = args.merge && !fresh;
-    // The document's policies take effect as `policy set` would, with the same guard: one over
-    // a day's window or an hour's backoff needs --yes. (A merge keeps the store's default.)
-    if !merge {
-        super::commands::check_policy(&parsed.policy.0, args.yes)
-            .with_context(|| format!("cannot import {shown}: its default policy"))?;
-    }
-    for (scope, p) in parsed.image.overrides.as_deref().unwrap_or_default() {
-        super::commands::check_policy(&p.recovery, args.yes)
-            .with_context(|| format!("cannot import {shown}: the override for {scope}"))?;
-    }
     let into = || format!("cannot import {shown} into {}", ctx.shown_path());
-    // A new store starts with the reference policy; the import then writes the document's
-    // in its transaction.
-    let store = if fresh {
-        ctx.open_create()
-    } else {
-        ctx.open_existing()
+    // The document's policies take effect as `policy set` would, with the same guard: one over
+    // a day's window or an hour's backoff needs --yes, unless the store already holds it. (A
+    // merge keeps the store's default.) A new store is only created once they pass.
+    let guard = |held: Option<&RecoveryStore>| -> anyhow::Result<()> {
+        let stored = held.and_then(|s| s.policies().ok());
+        if !args.merge && stored.as_ref().map(|p| p.default.recovery) != Some(parsed.policy.0) {
+            super::commands::check_policy(&parsed.policy.0, args.yes)
+                .with_context(|| format!("cannot import {shown}: its default policy"))?;
+        }
+        for (scope, p) in parsed.image.overrides.as_deref().unwrap_or_default() {
+            let held = stored
+                .as_ref()
+                .is_some_and(|s| s.overrides.contains(&(scope.clone(), *p)));
+            if !held {
+                super::commands::check_policy(&p.recovery, args.yes)
+                    .with_context(|| format!("cannot import {shown}: the override for {scope}"))?;
+            }
+        }
+        Ok(())
+    };
+    if fresh {
+        guard(None)?;
     }
-    .with_context(into)?;
+    // A new (or empty) store starts with the reference policy; the import then writes the
+    // document's in its transaction.
+    let store = ctx.open_create().with_context(into)?;
+    if !fresh {
+        guard(Some(&store))?;
+    }
     let mut image = parsed.image;
-    let (mode, kept_retries) = if merge {
+    let (mode, kept_retries) = if args.merge {
         image.policy = None;
         (
             ImportMode::Merge {
@@ -209,22 +217,35 @@ pub fn import(ctx: &Ctx, args: &ImportArgs, out: &mut impl Write) -> anyhow::Res
             parsed.policy.1.is_none(),
         )
     };
-    let outcome = store
-        .import_with_reason(&image, mode, args.reason.as_deref())
-        .map_err(|e| match e {
-            StoreError::ImportConflict { detail } => {
-                let alternative = if merge {
-                    ""
-                } else {
-                    ", or --merge to add the document's entries and overrides to it"
-                };
-                anyhow::anyhow!(
-                    "{}: {detail}: pass --yes to let the document's win{alternative}",
-                    into()
+    let imported = store.import_with_reason(&image, mode, args.reason.as_deref());
+    let outcome = match imported {
+        Ok(outcome) => outcome,
+        Err(e) => {
+            let left = if fresh && store.is_empty().unwrap_or(false) {
+                format!(
+                    " (the empty store this import created at {} holds no state: remove it, \
+                     or run the import again)",
+                    ctx.shown_path()
                 )
-            }
-            other => anyhow::Error::from(other).context(into()),
-        })?;
+            } else {
+                String::new()
+            };
+            return Err(match e {
+                StoreError::ImportConflict { detail } => {
+                    let alternative = if args.merge {
+                        ""
+                    } else {
+                        ", or --merge to add the document's entries and overrides to it"
+                    };
+                    anyhow::anyhow!(
+                        "{}: {detail}: pass --yes to let the document's win{alternative}",
+                        into()
+                    )
+                }
+                other => anyhow::Error::from(other).context(format!("{}{left}", into())),
+            });
+        }
+    };
     let applied = store.recovery_policy()?;
     let overrides_kept =
         image.overrides.is_none() && !store.overrides().unwrap_or_default().is_empty();
@@ -235,14 +256,15 @@ pub fn import(ctx: &Ctx, args: &ImportArgs, out: &mut impl Write) -> anyhow::Res
         outcome: &outcome,
         applied: &applied,
         fresh,
-        merged: merge,
+        merged: args.merge,
         kept_retries,
         overrides_kept,
         audit_events: parsed.audit_events,
+        details_dropped: parsed.details_dropped,
     };
     if ctx.json {
         report.json(out)?;
-    } else if merge {
+    } else if args.merge {
         report.merged(out)?;
     } else {
         report.replaced(out)?;
@@ -263,6 +285,8 @@ struct Report<'a> {
     /// The document carried no overrides, and the store's stayed.
     overrides_kept: bool,
     audit_events: usize,
+    /// Crash details no process could have given, imported without them.
+    details_dropped: usize,
 }
 
 impl Report<'_> {
@@ -286,6 +310,7 @@ impl Report<'_> {
                     .collect(),
                 overrides_overwritten: scopes(&self.outcome.overrides_overwritten),
                 overrides_replaced: self.outcome.overrides_replaced,
+                removed: self.outcome.removed.clone(),
                 audit_events_not_imported: self.audit_events,
             },
         )
@@ -329,19 +354,35 @@ impl Report<'_> {
     }
 
     fn replaced(&self, out: &mut impl Write) -> anyhow::Result<()> {
+        if !self.outcome.changed && !self.fresh {
+            writeln!(
+                out,
+                "{} already holds everything in the document: nothing written",
+                self.ctx.shown_path()
+            )?;
+            return self.notes(out);
+        }
         let n = self.image.entries.len();
         let noun = if n == 1 { "entry" } else { "entries" };
-        let state = if self.fresh {
+        let mut state = if self.fresh {
             ", a new store".to_owned()
-        } else if !self.outcome.changed {
-            ", which already held exactly that: nothing written".to_owned()
         } else {
-            match self.outcome.overrides_replaced {
-                0 => ", replacing its previous state".to_owned(),
-                1 => ", replacing its previous state and its 1 override".to_owned(),
-                k => format!(", replacing its previous state and its {k} overrides"),
-            }
+            ", replacing its previous state".to_owned()
         };
+        let removed = &self.outcome.removed;
+        if !removed.is_empty() {
+            let shown: Vec<String> = removed.iter().map(|k| sanitize(k).into_owned()).collect();
+            state.push_str(&format!(
+                "; removed {} the document lacks ({})",
+                render::entries(removed.len()),
+                named(&shown)
+            ));
+        }
+        match self.outcome.overrides_replaced {
+            0 => {}
+            1 => state.push_str("; replaced its 1 other override"),
+            k => state.push_str(&format!("; replaced its {k} other overrides")),
+        }
         writeln!(
             out,
             "imported {n} {noun}{} and the policy ({}) into {}{state}",
@@ -374,6 +415,14 @@ impl Report<'_> {
             writeln!(
                 out,
                 "note: the document carries no overrides; the store's stayed (`recovery-store policy` lists them)"
+            )?;
+        }
+        if self.details_dropped > 0 {
+            writeln!(
+                out,
+                "note: {} crash detail(s) no process could have given (an exit status outside \
+                 0-255, a signal outside 1-64, both at once, or PID 0) were imported without it",
+                self.details_dropped
             )?;
         }
         if self.audit_events > 0 {
