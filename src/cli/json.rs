@@ -246,8 +246,9 @@ pub struct PolicySet {
     pub scope: String,
     #[serde(flatten)]
     pub policy: StoredPolicy,
-    /// The policy that judged the scope before; null when that was a damaged override.
-    pub previous: Option<StoredPolicy>,
+    /// The policy that judged the scope before; when `previous_damaged` is set (a damaged
+    /// override judged it, with values unknown), the policy below that row, else the default.
+    pub previous: StoredPolicy,
     /// The damaged override (`service:NAME` or `key:KEY`) that judged the scope before, whose
     /// values could not be read; null otherwise.
     pub previous_damaged: Option<String>,

@@ -222,6 +222,11 @@ fn set(
         (None, Ok(p)) => Some(*p),
         _ => None,
     };
+    // `previous` stays an object in JSON: under a damaged row (named by `previous_damaged`),
+    // the policy below it, else the default.
+    let shown_previous = old
+        .or_else(|| below.as_ref().ok().copied())
+        .unwrap_or_else(|| policies.default_policy());
     let new = match (below, change.complete()) {
         (_, Some(complete)) => complete,
         (Ok(base), None) => change.over(&base),
@@ -257,7 +262,7 @@ fn set(
             &json::PolicySet {
                 scope: shown,
                 policy: json::StoredPolicy::of(&new),
-                previous: old.as_ref().map(json::StoredPolicy::of),
+                previous: json::StoredPolicy::of(&shown_previous),
                 previous_damaged: damaged_before,
             },
         )?;

@@ -244,7 +244,7 @@ fn policy_set_checks_the_change_and_says_what_it_did() {
     );
     let doc: PolicySet = cli.json(0, &["policy", "set", "--budget-window", "2d", "--yes"]);
     assert_eq!(doc.budget_window_ms, 2 * 86_400_000);
-    assert_eq!(doc.previous.unwrap().budget_window_ms, 30_000);
+    assert_eq!(doc.previous.budget_window_ms, 30_000);
     let text = cli.ok(&["policy", "set", "--budget-window", "1m"]);
     assert_eq!(
         text,

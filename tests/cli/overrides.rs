@@ -31,11 +31,11 @@ fn the_most_specific_policy_decides_and_is_named() {
             retry_backoff_ms: 250,
             budget_window_ms: 30_000,
             retries_per_window: 2,
-            previous: Some(StoredPolicy {
+            previous: StoredPolicy {
                 retry_backoff_ms: 250,
                 budget_window_ms: 30_000,
                 retries_per_window: 1
-            }),
+            },
             previous_damaged: None,
         }
     );

@@ -182,9 +182,8 @@ pub struct PolicySet {
     pub retry_backoff_ms: u64,
     pub budget_window_ms: u64,
     pub retries_per_window: u32,
-    /// Null when a damaged override judged the scope before.
-    #[serde(deserialize_with = "present")]
-    pub previous: Option<StoredPolicy>,
+    /// Under a damaged override (`previous_damaged`), the policy below it.
+    pub previous: StoredPolicy,
     /// The damaged override that judged the scope before.
     #[serde(deserialize_with = "present")]
     pub previous_damaged: Option<String>,

@@ -211,7 +211,10 @@ fn a_key_override_with_every_field_unblocks_a_key_under_a_damaged_service_row() 
         ),
         (100, 10_000, 2)
     );
-    assert_eq!(doc.previous, None);
+    assert_eq!(
+        doc.previous.retries_per_window, 1,
+        "the default, below the damaged row"
+    );
     assert_eq!(doc.previous_damaged.as_deref(), Some("service:zc"));
     let now = at("2026-01-01T00:00:02Z");
     let status: Status = cli.json(0, &with_now(&now, &["status", ZC]));
@@ -256,6 +259,6 @@ fn policy_set_over_a_damaged_service_row_says_it_was_damaged() {
     assert!(text.contains("retries per window: 4"), "{text}");
     // Now intact: a second set shows real previous values.
     let doc: PolicySet = cli.json(0, &["policy", "set", "--service", "zc", "--retries", "3"]);
-    assert_eq!(doc.previous.map(|p| p.retries_per_window), Some(4));
+    assert_eq!(doc.previous.retries_per_window, 4);
     assert_eq!(doc.previous_damaged, None);
 }

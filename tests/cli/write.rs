@@ -135,11 +135,11 @@ fn policy_shows_and_sets() {
             retry_backoff_ms: 10,
             budget_window_ms: 60_000,
             retries_per_window: 1,
-            previous: Some(StoredPolicy {
+            previous: StoredPolicy {
                 retry_backoff_ms: 10,
                 budget_window_ms: 5_000,
                 retries_per_window: 1
-            }),
+            },
             previous_damaged: None,
         }
     );
@@ -197,11 +197,11 @@ fn policy_set_retries_allows_n_retries_per_window() {
             retry_backoff_ms: 250,
             budget_window_ms: 30_000,
             retries_per_window: 3,
-            previous: Some(StoredPolicy {
+            previous: StoredPolicy {
                 retry_backoff_ms: 250,
                 budget_window_ms: 30_000,
                 retries_per_window: 1
-            }),
+            },
             previous_damaged: None,
         }
     );
@@ -230,6 +230,6 @@ fn policy_set_retries_allows_n_retries_per_window() {
             .contains("3 retries per window")
     );
     let doc: PolicySet = cli.json(0, &["policy", "set", "--retries", "1"]);
-    assert_eq!(doc.previous.unwrap().retries_per_window, 3);
+    assert_eq!(doc.previous.retries_per_window, 3);
     assert_eq!(doc.retries_per_window, 1);
 }
