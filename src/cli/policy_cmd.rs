@@ -301,7 +301,13 @@ fn unset(
     let store = ctx.open_existing()?;
     let removed = store
         .remove_override(scope, reason)
-        .with_context(|| format!("cannot remove the {scope} policy of {}", ctx.shown_path()))?;
+        .with_context(|| {
+            format!(
+                "cannot remove the {} policy of {}",
+                sanitize(&scope.to_string()),
+                ctx.shown_path()
+            )
+        })?;
     // The next most specific policy may be a damaged row: the key then gets no decision.
     if let PolicyScope::Key(key) = scope {
         let stored = store.snapshot(|s| s.stored_policies())?;
@@ -321,14 +327,18 @@ fn unset(
                 removed,
             },
         )?;
-    } else if removed {
-        writeln!(
-            out,
-            "removed the {scope} override: its keys are judged by the next most specific policy \
-             from their next decision"
-        )?;
     } else {
-        writeln!(out, "no {scope} override is stored: nothing was written")?;
+        // A stored name that is not a valid one may hold anything: sanitized.
+        let shown = sanitize(&scope.to_string()).into_owned();
+        if removed {
+            writeln!(
+                out,
+                "removed the {shown} override: its keys are judged by the next most specific \
+                 policy from their next decision"
+            )?;
+        } else {
+            writeln!(out, "no {shown} override is stored: nothing was written")?;
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
