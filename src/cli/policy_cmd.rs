@@ -299,15 +299,13 @@ fn unset(
     out: &mut impl Write,
 ) -> anyhow::Result<ExitCode> {
     let store = ctx.open_existing()?;
-    let removed = store
-        .remove_override(scope, reason)
-        .with_context(|| {
-            format!(
-                "cannot remove the {} policy of {}",
-                sanitize(&scope.to_string()),
-                ctx.shown_path()
-            )
-        })?;
+    let removed = store.remove_override(scope, reason).with_context(|| {
+        format!(
+            "cannot remove the {} policy of {}",
+            sanitize(&scope.to_string()),
+            ctx.shown_path()
+        )
+    })?;
     // The next most specific policy may be a damaged row: the key then gets no decision.
     if let PolicyScope::Key(key) = scope {
         let stored = store.snapshot(|s| s.stored_policies())?;
