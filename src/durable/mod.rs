@@ -39,7 +39,8 @@ pub const MAX_PENDING: usize = 65_536;
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum StoreHealth {
-    /// Every decision so far is in the file.
+    /// Every decision so far is in the file, and the store judges every key this handle asked
+    /// about.
     Durable,
     /// The store failed, or it cannot judge some key (the override row that would decide it, or
     /// its entry, is damaged: see [`DurableRecoveryState::unjudged`]); those decisions come
