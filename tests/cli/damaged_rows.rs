@@ -1,8 +1,9 @@
 //! Damaged rows of schema 2's `policy_overrides` and `audit` tables, written as raw bytes
 //! beside the library: `check` names each one; `list`, `metrics`, `prune`, `reset --refused`,
 //! `status`, `policy` and `audit` keep serving what is not damaged, and never judge a key by
-//! another policy than the damaged override stored for it; `policy unset` and `policy set`
-//! repair a damaged row.
+//! another policy than the damaged override stored for it; `run` of such a key exits 2 naming the
+//! row, before starting the command or after a crash it cannot record; `policy unset` and
+//! `policy set` repair a damaged row.
 
 use super::run_store::lines;
 use super::*;
