@@ -3,8 +3,8 @@
 //! command that removes it; the strict readers name the row; the snapshot readers read past it;
 //! a damaged audit event is named by its sequence number. A broker's `DurableRecoveryState`
 //! keeps every other key durable, holds the judged key's decisions apart (judged by the policy
-//! it last read, else with no retry) and writes them through once the row is repaired. Rows are damaged by writing raw bytes
-//! beside the library, as a bit flip or a foreign writer would.
+//! it last read, else with no retry) and writes them through once the row is repaired. Rows are
+//! damaged by writing raw bytes beside the library, as a bit flip or a foreign writer would.
 
 use std::path::Path;
 use std::time::Instant;
