@@ -9,6 +9,10 @@
 //! decision comes from an in-memory [`BackendRecoveryState`] that mirrors every crash and
 //! success here; the thread still applies the call, in order and with its own time, once it
 //! gets through.
+//!
+//! A key the store cannot judge (the override row that would decide it, or its entry, is
+//! damaged) is no store failure: its answers are [`Answer::Unjudged`], with the store's error,
+//! and `run` stops supervising it rather than judge it by another policy.
 
 use std::path::PathBuf;
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
@@ -56,6 +60,9 @@ pub enum Answer {
     Decision(BackendRecoveryDecision),
     /// A write with nothing to say.
     Done,
+    /// The store cannot judge this key: its error, naming the damaged override row (or entry)
+    /// and the command that repairs it. Any decision was taken in memory only.
+    Unjudged(String),
 }
 
 /// What the supervisor learns from one call: the answer, and whether the store's health just
@@ -209,7 +216,10 @@ impl Ledger {
         while let Ok(reply) = self.replies.try_recv() {
             self.answered = self.answered.max(reply.id);
             let durable = reply.health.is_ok();
+            // Not a store failure: the answer itself says what is wrong, and `run` ends on it.
+            let unjudged = matches!(reply.answer, Some(Answer::Unjudged(_)));
             match reply.health {
+                _ if unjudged => {}
                 Ok(()) => {
                     self.unsaved = false;
                     if self.degraded {
@@ -300,6 +310,16 @@ pub enum Outcome {
     Memory,
 }
 
+impl Outcome {
+    /// The store's error when it cannot judge this key ([`Answer::Unjudged`]).
+    pub fn unjudged(&self) -> Option<&str> {
+        match self {
+            Self::Store(Answer::Unjudged(error), _) => Some(error),
+            _ => None,
+        }
+    }
+}
+
 /// The store thread: applies jobs in order. While the store is degraded it flushes the
 /// queued writes every [`RETRY`], and each answer carries the store's health.
 fn serve(
@@ -324,7 +344,7 @@ fn serve(
         let _ = std::io::Write::write_all(&mut std::io::stderr(), line.as_bytes());
     }
     loop {
-        let degraded = !matches!(state.health(), StoreHealth::Durable);
+        let degraded = !matches!(state.health_of(&key), StoreHealth::Durable);
         let next = if degraded {
             jobs.recv_timeout(RETRY)
         } else {
@@ -340,7 +360,7 @@ fn serve(
             }
             Err(RecvTimeoutError::Disconnected) => return,
         };
-        let health = match state.health() {
+        let health = match state.health_of(&key) {
             StoreHealth::Durable => Ok(()),
             StoreHealth::Degraded { cause, pending, .. } => Err((cause, pending)),
             _ => Err(("store unavailable".into(), 0)),
@@ -351,6 +371,16 @@ fn serve(
 }
 
 fn apply(state: &mut DurableRecoveryState, key: &BackendKey, job: Job) -> Answer {
+    let asks = matches!(job, Job::Policy | Job::Status(_) | Job::Crash(_));
+    let answer = answer(state, key, job);
+    // Whatever memory decided, a key the store cannot judge is not supervised on it.
+    match state.unjudged(key) {
+        Some(error) if asks => Answer::Unjudged(error.to_string()),
+        _ => answer,
+    }
+}
+
+fn answer(state: &mut DurableRecoveryState, key: &BackendKey, job: Job) -> Answer {
     match job {
         // The policy that judges this key: an override of it or its service, or the default.
         Job::Policy => Answer::Policy(state.policy_for(key).recovery),

@@ -3,9 +3,9 @@
 
 use std::time::Instant;
 
-use super::DurableRecoveryState;
 use super::anchor::Anchor;
 use super::queue::Pending;
+use super::{DurableRecoveryState, unjudged};
 use crate::key::BackendKey;
 use crate::policy::{BackendRecoveryDecision, BackendStatus};
 use crate::record::CrashReport;
@@ -91,7 +91,10 @@ impl DurableRecoveryState {
             self.memory_only.insert(key.clone(), entry);
             return decision;
         }
-        if let Some(store) = self.reachable_store() {
+        // A failing store leaves the decision to memory, as below.
+        let _ = self.retry_unjudged(key);
+        let judged = !self.unjudged.contains_key(key);
+        if let Some(store) = self.reachable_store().filter(|_| judged) {
             let recorded = match at {
                 Some(now) => store.record_crash_with(key, now, report),
                 None => store.record_crash_now_with(key, report),
@@ -106,15 +109,25 @@ impl DurableRecoveryState {
                     }
                     return decision;
                 }
+                Err(err) if unjudged::is_unjudged(&err, key) => self.mark_unjudged(key, err),
                 Err(err) => self.degrade(&err),
             }
         }
         let now = at.unwrap_or_else(Timestamp::now);
         let previous = self.remembered(key);
         let policy = self.policy_of(key);
-        let (entry, decision) = window::crash(previous.as_ref(), key, now, &policy);
-        self.shadow.insert(key.clone(), Some(entry));
-        self.queue(Pending::Crash(key.clone(), now, report));
+        let (entry, decision) = unjudged::crash_under(previous.as_ref(), key, now, &policy);
+        let op = Pending::Crash(key.clone(), now, report);
+        match self.unjudged.get_mut(key) {
+            Some(u) => {
+                u.entry = Some(entry);
+                self.hold(op);
+            }
+            None => {
+                self.shadow.insert(key.clone(), Some(entry));
+                self.queue(op);
+            }
+        }
         decision
     }
 
@@ -127,9 +140,21 @@ impl DurableRecoveryState {
             return;
         }
         self.committed.remove(key);
+        if let Some(u) = self.unjudged.get_mut(key) {
+            // Held with the key's other decisions (it makes them moot), and written through at
+            // once when the store answers: clearing state needs no policy.
+            u.entry = None;
+            self.hold(Pending::Success(key.clone()));
+            let _ = self.retry_unjudged(key);
+            return;
+        }
         if let Some(store) = self.reachable_store() {
             match store.record_success(key) {
                 Ok(_) => return,
+                Err(err) if unjudged::is_unjudged(&err, key) => {
+                    self.mark_unjudged(key, err);
+                    return self.record_success(key);
+                }
                 Err(err) => self.degrade(&err),
             }
         }
@@ -145,8 +170,11 @@ impl DurableRecoveryState {
         let entry = if key.validate().is_err() {
             self.memory_only.get(key).cloned()
         } else {
+            let _ = self.retry_unjudged(key);
+            let judged = !self.unjudged.contains_key(key);
             let current = self
                 .reachable_store()
+                .filter(|_| judged)
                 .map(|s| Ok((s.entry_and_policy(key)?, s.recovery_policy()?)));
             match current {
                 Some(Ok(((entry, policy), default))) => {
@@ -155,14 +183,18 @@ impl DurableRecoveryState {
                     entry
                 }
                 Some(Err(err)) => {
-                    self.degrade(&err);
+                    if unjudged::is_unjudged(&err, key) {
+                        self.mark_unjudged(key, err);
+                    } else {
+                        self.degrade(&err);
+                    }
                     self.remembered(key)
                 }
                 None => self.remembered(key),
             }
         };
         entry.map_or(BackendStatus::Healthy, |e| {
-            window::status_under(&e, now, &self.policy_of(key))
+            unjudged::status_under(&e, now, &self.policy_of(key))
         })
     }
 }

@@ -5,11 +5,9 @@
 //! fails (locked past its bound, disk full, damaged, unreadable) they come from the same policy
 //! held in memory, and the state reaches the file once the store is back.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::{Path, PathBuf};
-#[cfg(doc)]
-use std::time::Instant;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use crate::error::StoreError;
 use crate::key::BackendKey;
@@ -23,8 +21,10 @@ mod anchor;
 mod decide;
 mod degraded;
 mod queue;
+mod unjudged;
 use degraded::Degraded;
 use queue::Pending;
+use unjudged::Unjudged;
 
 /// First wait before a degraded handle tries its store again; it doubles up to
 /// [`MAX_RETRY_INTERVAL`] while the store keeps failing.
@@ -39,16 +39,20 @@ pub const MAX_PENDING: usize = 65_536;
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum StoreHealth {
-    /// Every decision so far is in the file.
+    /// Every decision so far is in the file, and the store judges every key this handle asked
+    /// about.
     Durable,
-    /// The store failed; decisions come from the policy held in memory and wait to be written
-    /// through.
+    /// The store failed, or it cannot judge some key (the override row that would decide it, or
+    /// its entry, is damaged: see [`DurableRecoveryState::unjudged`]); those decisions come
+    /// from memory and wait to be written through.
     Degraded {
         /// When the first failure of this episode happened.
         since: SystemTime,
-        /// The latest failure, as the store reported it (it says what to do).
+        /// The latest failure, as the store reported it (it says what to do); for a key the
+        /// store cannot judge, that key and the error naming the damaged row and its remedy.
         cause: String,
-        /// Decisions waiting to be written to the file.
+        /// Decisions waiting to be written to the file (a failing store's queue, and those
+        /// held for keys the store cannot judge).
         pending: usize,
         /// Decisions dropped because more than [`MAX_PENDING`] were waiting.
         dropped: u64,
@@ -74,6 +78,16 @@ pub enum StoreHealth {
 /// - **Keys the store refuses** ([`BackendKey::validate`]) are decided in memory only, as the
 ///   reference does, and never written; [`memory_only_keys`](Self::memory_only_keys) counts
 ///   them.
+/// - **Keys the store cannot judge**, because the override row that would decide them (their
+///   `key:` row, else their `service:` row) or their entry is damaged, are a permanent error of
+///   that key, never an outage: every other key stays durable. Such a key is decided in memory
+///   by the policy the store applied to it when it last answered for it through this handle,
+///   else with no retry at all (every crash refused for the rest of the default's budget
+///   window), never by the default as if nothing were wrong. Its decisions are held for it
+///   alone and written through once the store judges it again (the row removed or replaced;
+///   tried on every call for the key, on [`flush`](Self::flush), and every 30 s); until then
+///   [`health`](Self::health) stays degraded naming the key and the row, and
+///   [`unjudged`](Self::unjudged) returns the error. A handle dropped first loses them.
 /// - **Drop** writes through what is pending, if the store answers; if it still fails, the
 ///   pending decisions are lost with the handle, as the in-memory module's would be. Call
 ///   [`flush`](Self::flush) first to find out.
@@ -99,6 +113,11 @@ pub struct DurableRecoveryState {
     committed: HashMap<BackendKey, RecoveryEntry>,
     degraded: Option<Degraded>,
     memory_only: HashMap<BackendKey, RecoveryEntry>,
+    /// Keys the store refuses to judge (a damaged override row or entry of their own), each
+    /// with its state and decisions held in memory, apart from `shadow` and `pending`.
+    unjudged: BTreeMap<BackendKey, Unjudged>,
+    /// When the unjudged keys are next tried without a call of their own.
+    unjudged_next_try: Instant,
 }
 
 impl DurableRecoveryState {
@@ -189,6 +208,8 @@ impl DurableRecoveryState {
             committed: HashMap::new(),
             degraded: None,
             memory_only: HashMap::new(),
+            unjudged: BTreeMap::new(),
+            unjudged_next_try: Instant::now(),
         };
         if let Some(err) = failure {
             state.degrade(&err);
@@ -212,10 +233,15 @@ impl DurableRecoveryState {
     }
 
     /// The policy that judges `key` now: read from the store (its key override, its service's,
-    /// or the default) and remembered for degraded decisions; while degraded, the remembered
-    /// one ([`policy_of`](Self::policy_of)).
+    /// or the default) and remembered for degraded decisions; while degraded, or while the
+    /// store cannot judge the key ([`unjudged`](Self::unjudged)), the one it is decided by in
+    /// memory ([`policy_of`](Self::policy_of)).
     pub fn policy_for(&mut self, key: &BackendKey) -> RecoveryPolicy {
         if key.validate().is_ok() {
+            // An unjudged key is tried again first; a failing store leaves it to memory.
+            let _ = self.retry_unjudged(key);
+        }
+        if key.validate().is_ok() && !self.unjudged.contains_key(key) {
             let read = self
                 .reachable_store()
                 .map(|s| Ok((s.entry_and_policy(key)?.1, s.recovery_policy()?)));
@@ -224,6 +250,7 @@ impl DurableRecoveryState {
                     self.policy = default;
                     self.key_policies.insert(key.clone(), policy);
                 }
+                Some(Err(err)) if unjudged::is_unjudged(&err, key) => self.mark_unjudged(key, err),
                 Some(Err(err)) => self.degrade(&err),
                 None => {}
             }
@@ -231,11 +258,20 @@ impl DurableRecoveryState {
         self.policy_of(key)
     }
 
-    /// The policy `key` is judged by while degraded: the one (override or default) the store
+    /// The policy `key` is judged by in memory: the one (override or default) the store
     /// applied to it when it last answered for this key, else the store's default as last read.
     /// While the store answers, the store applies the current one itself.
+    ///
+    /// For a key the store cannot judge ([`unjudged`](Self::unjudged)) and never judged through
+    /// this handle, the default's backoff and budget window with `retries_per_window` 0: no
+    /// retry, every crash is refused for the rest of the window. (The stored [`RecoveryPolicy`]
+    /// allows 1 or more; 0 only ever comes from here, and the store refuses to store it.)
     pub fn policy_of(&self, key: &BackendKey) -> RecoveryPolicy {
-        self.key_policies.get(key).copied().unwrap_or(self.policy)
+        match self.key_policies.get(key) {
+            Some(policy) => *policy,
+            None if self.unjudged.contains_key(key) => unjudged::no_retry(self.policy),
+            None => self.policy,
+        }
     }
 
     /// The store file's path.
@@ -245,7 +281,9 @@ impl DurableRecoveryState {
 
     /// The store handle, when the store is open and nothing waits to be written through.
     pub fn store(&self) -> Option<&RecoveryStore> {
-        self.store.as_ref().filter(|_| self.degraded.is_none())
+        self.store
+            .as_ref()
+            .filter(|_| self.degraded.is_none() && self.held_counts().0 == 0)
     }
 }
 

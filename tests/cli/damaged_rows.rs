@@ -1,9 +1,11 @@
 //! Damaged rows of schema 2's `policy_overrides` and `audit` tables, written as raw bytes
 //! beside the library: `check` names each one; `list`, `metrics`, `prune`, `reset --refused`,
 //! `status`, `policy` and `audit` keep serving what is not damaged, and never judge a key by
-//! another policy than the damaged override stored for it; `policy unset` and `policy set`
-//! repair a damaged row.
+//! another policy than the damaged override stored for it; `run` of such a key exits 2 naming the
+//! row, before starting the command or after a crash it cannot record; `policy unset` and
+//! `policy set` repair a damaged row.
 
+use super::run_store::lines;
 use super::*;
 use crate::damaged_rows::{GARBAGE, damage_first_audit_event, put_override};
 
@@ -330,4 +332,87 @@ fn export_leaves_the_damaged_rows_out_and_says_so() {
     assert_eq!(doc["entries"].as_array().unwrap().len(), 4);
     assert_eq!(doc["overrides"].as_array().unwrap().len(), 1);
     assert_eq!(doc["audit"].as_array().unwrap().len(), 1);
+}
+
+/// `run ZC -- COMMAND` with `--json` when asked; the command appends to the returned file.
+fn run_zc(cli: &Cli, json: bool, rest: &str) -> (Output, std::path::PathBuf) {
+    let (cmd, starts) = super::run_store::counting(cli, rest);
+    let mut args = Vec::from(if json { &["--json"][..] } else { &[] });
+    args.extend(["run", ZC, "--", "sh", "-c", &cmd]);
+    (cli.run(&args), starts)
+}
+
+fn total_crashes(cli: &Cli, key: &str) -> u64 {
+    let store = recovery_store::RecoveryStore::open(cli.path()).unwrap();
+    store
+        .get(&key.parse().unwrap())
+        .unwrap()
+        .map_or(0, |e| e.total_crashes)
+}
+
+#[test]
+fn run_refuses_to_supervise_a_key_the_damaged_override_judges() {
+    let cli = store_with_damaged_override();
+    for json in [false, true] {
+        let (out, starts) = run_zc(&cli, json, "exit 1");
+        assert_eq!(out.status.code(), Some(2), "{}", describe(&out));
+        assert!(out.stdout.is_empty(), "{}", describe(&out));
+        assert_eq!(lines(&starts), 0, "never started");
+        let err = stderr(&out);
+        assert!(
+            err.contains(&format!("run {ZC}: not started: policy override")),
+            "{err}"
+        );
+        assert_names_the_row(&err);
+        // Not a store outage, nothing kept in memory, nothing lost.
+        for wrong in ["unavailable", "in memory", "reset", "lost", "not in it"] {
+            assert!(!err.contains(wrong), "{wrong:?} in {err}");
+        }
+    }
+    assert_eq!(total_crashes(&cli, ZC), 2, "nothing recorded");
+    // Keys the row does not judge are supervised as ever, by their own policies.
+    let doc: Run = cli.json(75, &["run", OTHER, "--", "sh", "-c", "exit 3"]);
+    assert_eq!((doc.starts, doc.crashes), (2, 2), "the default's one retry");
+    // Once the row is replaced, ZC is supervised by it.
+    cli.ok(&["policy", "set", "--service", "zc", "--retries", "2"]);
+    let (out, starts) = run_zc(&cli, true, "exit 3");
+    assert_eq!(out.status.code(), Some(75), "{}", describe(&out));
+    assert_eq!(lines(&starts), 3, "two retries under the replaced row");
+}
+
+// The row is damaged while the command runs: its crash cannot be judged, so `run` records
+// nothing, restarts nothing and says why.
+#[test]
+fn run_stops_when_the_override_judging_its_key_is_damaged_while_it_runs() {
+    let cli = store_with_damaged_override();
+    cli.ok(&["policy", "set", "--service", "zc", "--retries", "5"]);
+    let go = cli.tmp.dir.path().join("go");
+    let rest = format!(
+        "while [ ! -e '{}' ]; do sleep 0.02; done; exit 3",
+        go.display()
+    );
+    let (cmd, starts) = super::run_store::counting(&cli, &rest);
+    let child = super::run_store::spawn_run(&cli, &["run", ZC, "--", "sh", "-c", &cmd]);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while lines(&starts) == 0 {
+        assert!(std::time::Instant::now() < deadline, "never started");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    put_override(cli.path(), b"service:zc", GARBAGE);
+    std::fs::write(&go, b"").unwrap();
+    let out = child.into_inner().wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", describe(&out));
+    assert_eq!(lines(&starts), 1, "not restarted");
+    let err = stderr(&out);
+    assert!(
+        err.contains("exited with code 3: crash not recorded, not restarted: policy override"),
+        "{err}"
+    );
+    assert_names_the_row(&err);
+    assert!(!err.contains("unavailable"), "{err}");
+    assert_eq!(
+        total_crashes(&cli, ZC),
+        2,
+        "the crash was judged by no policy"
+    );
 }

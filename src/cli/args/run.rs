@@ -13,6 +13,8 @@ use super::values::{parse_duration, parse_key};
 const RUN_EXIT_CODES: &str = "\
 Exit codes of run:
   0      the command exited 0
+  2      error, e.g. the store cannot judge KEY (the policy override that would decide it, or
+         its entry, is damaged): the error names it and the command that repairs it
   75     refused (EX_TEMPFAIL), or another run supervises KEY
   126    the command is not executable
   127    no such command
@@ -22,7 +24,8 @@ Exit codes of run:
 A stop (SIGINT, SIGTERM) is passed to the command's process group once and is never recorded
 as a crash. SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2 and SIGWINCH are passed on. When the store is
 damaged, unreadable or stalled, run supervises under the same policy in memory and writes its
-state through once the store is back.";
+state through once the store is back; a damaged override row that would judge KEY is no such
+failure: run exits 2 rather than judge KEY by another policy.";
 
 #[derive(Debug, Args)]
 #[command(after_help = RUN_EXIT_CODES)]

@@ -14,6 +14,9 @@
 //!   killed by a forwarded SIGHUP, SIGQUIT, SIGUSR1 or SIGUSR2.
 //! - A stalled or broken store never stops supervision: decisions then come from the same
 //!   policy in memory (see [`super::ledger`]).
+//! - A key the store cannot judge (the override row that would decide it, or its entry, is
+//!   damaged) is not supervised: `run` exits 2 with the store's error, before starting the
+//!   command, or after a crash it could not record (the command is then not restarted).
 
 use std::io::Write;
 use std::os::unix::process::ExitStatusExt;
@@ -24,7 +27,7 @@ use anyhow::Context as _;
 use recovery_store::{BackendRecoveryDecision, CrashReport, StoreOptions};
 
 use super::args::RunArgs;
-use super::ledger::{Ledger, Standing};
+use super::ledger::{Ledger, Outcome, Standing};
 use super::process::{self, Locked, Wakeups};
 use super::sanitize::sanitize_lossy;
 use super::view::span;
@@ -43,8 +46,10 @@ const STORE_GRACE: Duration = Duration::from_secs(1);
 
 /// `recovery-store run`: supervises `args.command` as `args.key` until it exits 0, is refused,
 /// cannot be started, or is stopped on request; returns the exit status documented in
-/// `run --help` (0, 75, 126, 127, or the command's status / 128+N after a stop). Errors are only
-/// those of `run` itself (signal handlers, the store thread); a store that fails is not one.
+/// `run --help` (0, 75, 126, 127, or the command's status / 128+N after a stop). Errors are
+/// those of `run` itself (signal handlers, the store thread) and a key the store cannot judge
+/// (a damaged override row that would decide it, or its damaged entry); a store that fails is
+/// not one.
 pub fn run(ctx: &Ctx, args: RunArgs, out: &mut impl Write) -> anyhow::Result<ExitCode> {
     // First of all, so that a stop is answered at every moment from here on.
     let wake = Wakeups::install().context("cannot install signal handlers")?;
@@ -160,8 +165,9 @@ impl Supervisor {
 
     fn supervise_until_end(&mut self) -> anyhow::Result<End> {
         let pending = self.ledger.ask_policy();
-        if let Err(sig) = self.await_store(&pending)? {
-            return Ok(self.stopped_idle(sig));
+        match self.await_store(&pending)? {
+            Ok(outcome) => self.judged(&outcome, "not started")?,
+            Err(sig) => return Ok(self.stopped_idle(sig)),
         }
         let window = self.ledger.policy().budget_window;
         self.healthy_after = match self.args.healthy_after {
@@ -186,6 +192,7 @@ impl Supervisor {
                 Ok(outcome) => outcome,
                 Err(sig) => return Ok(self.stopped_idle(sig)),
             };
+            self.judged(&outcome, "not started")?;
             if let Standing::Refused(retry_after) = self.ledger.standing(outcome) {
                 self.say.line(format_args!(
                     "refused (backend unavailable), retry after {}: {}",
@@ -232,6 +239,14 @@ impl Supervisor {
                 Ok(outcome) => outcome,
                 Err(sig) => return Ok(self.stopped_idle(sig)),
             };
+            self.judged(
+                &outcome,
+                &format!(
+                    "{} {}: crash not recorded, not restarted",
+                    self.name,
+                    describe(ran.status)
+                ),
+            )?;
             let (decision, stored) = self.ledger.crash_decision(outcome);
             let recorded = if stored {
                 "crash recorded"
@@ -308,6 +323,16 @@ impl Supervisor {
             return Some(End::Exited);
         }
         None
+    }
+
+    /// Ends `run` with an error (exit 2) when the store cannot judge the key: the override row
+    /// that would decide it (or its entry) is damaged, and no other policy may judge it. The
+    /// error names the row and the command that repairs it; `what` says what `run` did.
+    pub(super) fn judged(&self, outcome: &Outcome, what: &str) -> anyhow::Result<()> {
+        match outcome.unjudged() {
+            None => Ok(()),
+            Some(error) => Err(anyhow::anyhow!("run {}: {what}: {error}", self.args.key)),
+        }
     }
 
     /// What a refusal tells the reader to do next.

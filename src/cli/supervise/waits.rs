@@ -92,6 +92,7 @@ impl Supervisor {
                 Ok(outcome) => outcome,
                 Err(sig) => return Ok(Some(self.stopped_idle(sig))),
             };
+            self.judged(&outcome, "not started")?;
             if let Standing::Free = self.ledger.standing(outcome) {
                 self.say
                     .line(format_args!("no longer refused: trying again"));
