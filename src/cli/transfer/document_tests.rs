@@ -1,6 +1,7 @@
 //! Parsing export documents: what each version means, and that each problem is named.
 
 use super::*;
+use recovery_store::{BackendRecoveryPolicy, CrashReport};
 
 fn doc(entries: &str) -> String {
     format!(
