@@ -83,7 +83,8 @@ pub enum StoreError {
 
     /// One stored entry could not be decoded.
     #[error(
-        "entry {key:?} in {path} cannot be decoded ({detail}): clear it with `recovery-store reset --raw`"
+        "entry {key:?} in {path} cannot be decoded ({detail}): clear it with `recovery-store reset --raw {}`",
+        shell_quote(key)
     )]
     CorruptEntry {
         /// The store file.
@@ -326,4 +327,17 @@ fn io_message(action: &str, path: &std::path::Path, source: &std::io::Error) -> 
         _ => "check the path and its permissions",
     };
     format!("{action} {path}: {source}: {advice}")
+}
+
+/// `text` quoted for a POSIX shell: as it is when it needs no quoting, else in single quotes.
+pub(crate) fn shell_quote(text: &str) -> String {
+    if !text.is_empty()
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-./@#:_+=,".contains(&b))
+    {
+        text.to_owned()
+    } else {
+        format!("'{}'", text.replace('\'', r"'\''"))
+    }
 }

@@ -258,23 +258,26 @@ pub(crate) fn remedy(scope: &str) -> String {
     // typed, so only the repair is offered for it.
     let typable =
         |text: &str| !text.is_empty() && !text.chars().any(|c| c.is_control() || c == '\u{fffd}');
-    let quoted = |text: &str| {
-        if validate_service_name(text).is_ok() {
-            text.to_owned()
-        } else {
-            format!("'{}'", text.replace('\'', r"'\''"))
-        }
-    };
     let flag = if let Some(name) = scope
         .strip_prefix(schema::SCOPE_SERVICE)
-        .filter(|name| typable(name))
+        .filter(|name| validate_service_name(name).is_ok())
     {
-        format!("--service {}", quoted(name))
+        format!("--service {name}")
     } else if let Some(key) = scope
         .strip_prefix(schema::SCOPE_KEY)
         .filter(|k| k.parse::<BackendKey>().is_ok())
     {
         format!("--key {key}")
+    } else if let Some(name) = scope
+        .strip_prefix(schema::SCOPE_SERVICE)
+        .filter(|name| typable(name))
+    {
+        // Not a valid name: it judges nothing, and `policy set` would refuse the name.
+        return format!(
+            "its name is not a valid service name, so it judges no backend; `recovery-store \
+             policy unset --service {}` removes it, and {DROP}",
+            crate::error::shell_quote(name)
+        );
     } else {
         return format!(
             "its scope is not a valid service:NAME or key:KEY, so it judges no backend; {DROP}"
@@ -370,7 +373,11 @@ mod tests {
             remedy("key:shared/zc@1.0.0")
                 .contains("`recovery-store policy unset --key shared/zc@1.0.0`")
         );
-        assert!(remedy("service:it's").contains(r"--service 'it'\''s'"));
+        let text = remedy("service:it's");
+        assert!(
+            text.contains(r"policy unset --service 'it'\''s'") && !text.contains("policy set"),
+            "{text}"
+        );
         // A name that cannot be typed is not offered to `policy unset`.
         for untypable in ["service:\u{1b}[31mEVIL", "service:zc\u{fffd}", "service:"] {
             let text = remedy(untypable);

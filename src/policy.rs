@@ -58,8 +58,25 @@ impl BackendRecoveryPolicy {
     ///
     /// # Errors
     ///
-    /// [`StoreError::InvalidPolicy`] naming both durations.
+    /// [`StoreError::InvalidPolicy`] naming both durations, or the one longer than
+    /// [`MAX_POLICY_DURATION`](crate::MAX_POLICY_DURATION).
     pub fn validate(&self) -> Result<(), StoreError> {
+        let longest = crate::record::MAX_POLICY_DURATION;
+        for (what, d) in [
+            ("retry backoff", self.retry_backoff),
+            ("budget window", self.budget_window),
+        ] {
+            if d > longest {
+                return Err(StoreError::InvalidPolicy {
+                    detail: format!(
+                        "the {what} ({}) is longer than the {} a store can hold: choose a \
+                         shorter one",
+                        humantime::format_duration(d),
+                        humantime::format_duration(Duration::from_secs(longest.as_secs()))
+                    ),
+                });
+            }
+        }
         if self.retry_backoff >= self.budget_window {
             return Err(StoreError::InvalidPolicy {
                 detail: format!(

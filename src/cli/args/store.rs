@@ -18,7 +18,7 @@ pub struct CheckArgs {
     /// hold nothing usable; keys a removed override judged fall back to the next most specific
     /// policy), with one audit event naming them; then check. Damaged entries stay: `reset
     /// KEY` clears one.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "salvage")]
     pub drop_damaged: bool,
 }
 
