@@ -1,5 +1,5 @@
 //! `audit`: the audit trail, oldest first, as a table or as
-//! `{events: [{at, action, key, scope, uid, user, pid, reason}]}`. Opens the store read-only and
+//! `{events: [{seq, at, action, key, scope, uid, user, pid, reason}]}`. Opens the store read-only and
 //! never creates one.
 //!
 //! Each event is decoded on its own: the events that decode are listed, and each one that does
@@ -26,6 +26,8 @@ struct Audit {
 /// One event: `key` is set for one-key actions (`reset`, `success`), `scope` for the others.
 #[derive(Debug, Serialize)]
 struct Event {
+    /// The event's sequence number: counts up from 1, never reused.
+    seq: u64,
     at: Time,
     action: &'static str,
     key: Option<String>,
@@ -39,6 +41,7 @@ struct Event {
 impl Event {
     fn of(e: &AuditEvent) -> Self {
         Self {
+            seq: e.seq,
             at: Time::of(&e.at),
             action: e.action.as_str(),
             key: e.key.clone(),

@@ -16,7 +16,6 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use recovery_store::{
     AppliedPolicy, BackendKey, BackendRecoveryPolicy, PolicyScope, RecoveryPolicy, StoreError,
-    StoreOptions,
 };
 
 use super::args::PolicyAction;
@@ -241,10 +240,9 @@ fn set(
     check_policy(&new.recovery, yes)?;
     let store = match existing {
         Some(store) => store,
-        None => ctx.open_create_with(match &scope {
-            None => StoreOptions::default().policy(new.recovery),
-            Some(_) => StoreOptions::default(),
-        })?,
+        // Created with the reference policy, then set like any other change: its audit event
+        // records who chose the policy.
+        None => ctx.open_create()?,
     };
     let shown = scope
         .as_ref()

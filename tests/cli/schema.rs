@@ -389,6 +389,7 @@ pub struct Audit {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AuditEvent {
+    pub seq: u64,
     pub at: Time,
     pub action: String,
     #[serde(deserialize_with = "present")]

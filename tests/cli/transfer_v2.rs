@@ -56,6 +56,13 @@ fn export_carries_retries_overrides_and_the_audit_trail() {
     assert_eq!(doc.overrides.len(), 2);
     let trail: Audit = cli.json(0, &["audit"]);
     assert_eq!(doc.audit.len(), trail.events.len());
+    let seqs: Vec<u64> = trail.events.iter().map(|e| e.seq).collect();
+    let exported: Vec<u64> = doc.audit.iter().map(|e| e.seq).collect();
+    assert_eq!(
+        seqs, exported,
+        "`audit --json` and `export` number events alike"
+    );
+    assert_eq!(seqs, (1..=seqs.len() as u64).collect::<Vec<_>>());
     let reasons: Vec<_> = doc
         .audit
         .iter()
