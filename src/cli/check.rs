@@ -13,7 +13,7 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use recovery_store::{
-    BackendRecoveryPolicy, DroppedRows, RecoveryStore, SCHEMA_VERSION, StoreError,
+    DroppedRows, RecoveryPolicy, RecoveryStore, SCHEMA_VERSION, StoreError,
 };
 
 use super::args::CheckArgs;
@@ -86,7 +86,7 @@ pub fn check(ctx: &Ctx, args: &CheckArgs, out: &mut impl Write) -> anyhow::Resul
         }
         writeln!(out, "schema:    ok (version {})", doc.schema_version)?;
         match &policy {
-            Some(p) => writeln!(out, "policy:    ok ({})", render::policy_text(p))?,
+            Some(p) => writeln!(out, "policy:    ok ({})", render::stored_policy_text_full(p))?,
             None => writeln!(out, "policy:    damaged")?,
         }
         writeln!(
@@ -202,7 +202,7 @@ struct Rows {
 fn examine(
     ctx: &Ctx,
     store: &mut RecoveryStore,
-) -> anyhow::Result<(json::Check, Option<BackendRecoveryPolicy>, Rows)> {
+) -> anyhow::Result<(json::Check, Option<RecoveryPolicy>, Rows)> {
     let mut problems = Vec::new();
     let integrity = match store.check_integrity() {
         Err(busy @ StoreError::Busy { .. }) => return Err(busy.into()),
@@ -220,7 +220,7 @@ fn examine(
         }
     };
     let policy = store
-        .policy()
+        .recovery_policy()
         .map_err(|e| problems.push(problem_text(&e)))
         .ok();
     // Without a readable default policy (already a problem) the overrides are not examined.
@@ -319,7 +319,7 @@ fn examine(
         ok: problems.is_empty(),
         integrity,
         schema_version: SCHEMA_VERSION,
-        policy: policy.as_ref().map(json::Policy::of),
+        policy: policy.as_ref().map(json::StoredPolicy::of),
         entries: good,
         damaged: bad,
         problems,

@@ -12,7 +12,7 @@ use std::cell::RefCell;
 use serde::ser::{Error as _, SerializeSeq};
 use serde::{Serialize, Serializer};
 
-use recovery_store::{BackendRecoveryPolicy, CrashRecord, RecoveryPolicy, StoreError, Timestamp};
+use recovery_store::{CrashRecord, RecoveryPolicy, StoreError, Timestamp};
 
 use super::crashes::CrashJson;
 use super::locate::Source;
@@ -29,21 +29,6 @@ impl Time {
         Self {
             rfc3339: rfc3339(ts, true),
             unix_ms: ts.unix_millis(),
-        }
-    }
-}
-
-#[derive(Debug, Serialize)]
-pub struct Policy {
-    pub retry_backoff_ms: u64,
-    pub budget_window_ms: u64,
-}
-
-impl Policy {
-    pub fn of(p: &BackendRecoveryPolicy) -> Self {
-        Self {
-            retry_backoff_ms: millis(p.retry_backoff),
-            budget_window_ms: millis(p.budget_window),
         }
     }
 }
@@ -295,7 +280,8 @@ pub struct Check {
     pub ok: bool,
     pub integrity: &'static str,
     pub schema_version: u32,
-    pub policy: Option<Policy>,
+    /// The default policy with its retries per window; null when it cannot be read.
+    pub policy: Option<StoredPolicy>,
     pub entries: usize,
     pub damaged: usize,
     pub problems: Vec<String>,

@@ -20,13 +20,6 @@ pub struct Time {
     pub unix_ms: i64,
 }
 
-#[derive(Debug, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct Policy {
-    pub retry_backoff_ms: u64,
-    pub budget_window_ms: u64,
-}
-
 /// A stored policy with its retries per window: `policy`, `policy set` and `show`.
 #[derive(Debug, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -245,7 +238,7 @@ pub struct Check {
     pub integrity: String,
     pub schema_version: u32,
     #[serde(deserialize_with = "present")]
-    pub policy: Option<Policy>,
+    pub policy: Option<StoredPolicy>,
     pub entries: usize,
     pub damaged: usize,
     pub problems: Vec<String>,

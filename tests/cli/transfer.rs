@@ -21,9 +21,10 @@ fn check_reports_a_sound_store() {
     assert_eq!(doc.store, cli.path().to_str().unwrap());
     assert_eq!(
         doc.policy,
-        Some(Policy {
+        Some(StoredPolicy {
             retry_backoff_ms: 250,
-            budget_window_ms: 30_000
+            budget_window_ms: 30_000,
+            retries_per_window: 1,
         })
     );
 }
