@@ -80,11 +80,14 @@ pub fn parse_document(text: &str) -> anyhow::Result<Parsed> {
         let inner = e.into_inner();
         if inner.is_syntax() || inner.is_eof() {
             anyhow::anyhow!("not a valid export document: not JSON ({inner})")
-        } else if place == "." {
+        } else if place == "." && !inner.to_string().starts_with("missing field") {
+            // serde's own words here name its internal types.
             anyhow::anyhow!(
-                "not an export document ({inner}): an export document is a JSON object with \
-                 `format`, `version`, `policy` and `entries`"
+                "not an export document: an export document is a JSON object with `format`, \
+                 `version`, `policy` and `entries`"
             )
+        } else if place == "." {
+            anyhow::anyhow!("{inner}")
         } else {
             anyhow::anyhow!("`{place}`: {inner}")
         }
