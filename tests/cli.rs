@@ -18,6 +18,7 @@ mod drop_damaged;
 mod files;
 mod inspect;
 mod listing;
+mod lookup_damaged;
 mod metrics;
 mod operator;
 mod overrides;

@@ -51,8 +51,9 @@ one entry: give the hash the broker uses";
 const LIST_EXIT: &str = "Exit codes: 0 listed (also when nothing matches), 2 error or no store.";
 const SHOW_EXIT: &str =
     "Exit codes: 0 shown (also for a key with no recorded state), 2 error or no store.";
-const STATUS_EXIT: &str =
-    "Exit codes: 0 the backend may start now, 1 refused, 2 error or no store.";
+const STATUS_EXIT: &str = "Exit codes: 0 the backend may start now, 1 refused, 2 error or no \
+store, or unknown: a match cannot be judged (a damaged entry or policy override) and no judged \
+match is refused.";
 const RESET_EXIT: &str = "Exit codes: 0 done (each key that had no state is listed), 2 error, \
 no store, a missing --yes, or a hash-less key matching several entries without --all-hashes.";
 const RECORD_CRASH_EXIT: &str = "Exit codes: 0 retry allowed, 1 refused, 2 error. Creates the \

@@ -85,8 +85,9 @@ fn metrics(ctx: &Ctx, args: &MetricsArgs, out: &mut impl Write) -> anyhow::Resul
 /// The entries `key` names, judged now, with the policy that judged the worst of them (of the
 /// key itself when nothing matched).
 ///
-/// A match a damaged override would judge is named on stderr and left unjudged; the lookup
-/// fails only when no match could be judged (or, with none, when the key itself cannot be).
+/// A match that cannot be judged (a damaged entry, or a damaged override that would judge it)
+/// is left in [`Found::unjudged`]; the lookup fails only when no match could be judged (or, with
+/// none, when the key itself cannot be).
 fn lookup(
     ctx: &Ctx,
     key: &BackendKey,
@@ -94,34 +95,59 @@ fn lookup(
     let store = ctx.open_read()?;
     let stored = store.snapshot(|s| s.stored_policies())?;
     let now = ctx.now();
-    let mut found = lookup::find(&store, key, now, &stored)
+    let found = lookup::find(&store, key, now, &stored)
         .with_context(|| format!("cannot read the state of {key}"))?;
     let applied = match found.worst_policy() {
         Some(applied) => applied.clone(),
         // Every match is unjudged: no answer could be true.
-        None if !found.unjudged.is_empty() => return Err(found.unjudged.remove(0).1.into()),
+        None if !found.unjudged.is_empty() => bail!(unknown(key, &found)),
         None => stored.judge(key)?,
     };
-    for text in found.unjudged_texts() {
-        eprintln!("recovery-store: {}", super::sanitize::sanitize(&text));
-    }
     Ok((found, applied, now))
 }
 
-/// The matches a damaged override would judge, as `--json` names them.
+/// Names each unjudged match on stderr, one line each.
+fn warn_unjudged(found: &Found) {
+    for text in found.unjudged_texts() {
+        eprintln!("recovery-store: {}", super::sanitize::sanitize(&text));
+    }
+}
+
+/// The one error line for a key whose answer an unjudged match could change.
+fn unknown(key: &BackendKey, found: &Found) -> String {
+    if !found.widened(key) {
+        return format!(
+            "cannot tell whether {key} may start: {}",
+            found.unjudged_texts().join("; ")
+        );
+    }
+    let judged = if found.views.is_empty() {
+        String::new()
+    } else {
+        format!(" ({} judged may start)", render::entries(found.views.len()))
+    };
+    format!(
+        "cannot tell whether {key} may start: {} of its matches cannot be judged{judged}: {}",
+        found.unjudged.len(),
+        found.unjudged_texts().join("; ")
+    )
+}
+
+/// The matches that could not be judged, as `--json` names them.
 fn unjudged_json(found: &Found) -> Vec<json::Damaged> {
     found
         .unjudged
         .iter()
-        .map(|(key, err)| json::Damaged {
-            key: key.to_string(),
-            error: lookup::unjudged_text(key, err),
+        .map(|u| json::Damaged {
+            key: u.key.clone(),
+            error: u.text(),
         })
         .collect()
 }
 
 fn show(ctx: &Ctx, key: &BackendKey, out: &mut impl Write) -> anyhow::Result<ExitCode> {
     let (found, policy, now) = lookup(ctx, key)?;
+    warn_unjudged(&found);
     let histories = if found.views.is_empty() {
         Vec::new()
     } else {
@@ -165,6 +191,11 @@ fn status(ctx: &Ctx, key: &BackendKey, out: &mut impl Write) -> anyhow::Result<E
     let (found, applied, now) = lookup(ctx, key)?;
     let worst = found.worst();
     let state = worst.map_or(State::Healthy, |v| v.state);
+    // A refusal stands whatever the unjudged matches hold; "may start" would not.
+    if state.may_start() && !found.unjudged.is_empty() {
+        bail!(unknown(key, &found));
+    }
+    warn_unjudged(&found);
     if ctx.json {
         json::emit(
             out,

@@ -128,16 +128,12 @@ pub fn show(
         show_one(out, &v.entry.key, Some(v), &[], now, applied)?;
         crashes::table(out, histories.get(i).map_or(&[], Vec::as_slice), now)?;
     }
-    for (i, (key, err)) in found.unjudged.iter().enumerate() {
+    for (i, u) in found.unjudged.iter().enumerate() {
         if i > 0 || !found.views.is_empty() {
             writeln!(out)?;
         }
-        writeln!(out, "key:    {key}")?;
-        writeln!(
-            out,
-            "state:  unknown: {}",
-            sanitize(&format!("cannot be judged: {err}"))
-        )?;
+        writeln!(out, "key:    {}", sanitize(&u.key))?;
+        writeln!(out, "state:  unknown: {}", sanitize(&u.text()))?;
     }
     Ok(())
 }
@@ -254,7 +250,7 @@ fn status_line(out: &mut impl Write, key: &BackendKey, found: &Found) -> io::Res
                 found
                     .unjudged
                     .iter()
-                    .map(|(k, _)| format!("{k} not judged (damaged policy override)")),
+                    .map(|u| format!("{} not judged ({})", sanitize(&u.key), u.why())),
             )
             .collect();
         let judged = if found.unjudged.is_empty() {

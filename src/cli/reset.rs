@@ -137,21 +137,16 @@ fn clear_keys(store: &RecoveryStore, args: &ResetArgs) -> anyhow::Result<Cleared
             exact.contains(text)
                 || raw.contains(text)
                 || raw.contains(sanitize(text).as_ref())
-                || text
-                    .parse::<BackendKey>()
-                    .is_ok_and(|k| widened.iter().any(|w| lookup::same_build(&k, w)))
+                || widened.iter().any(|w| lookup::names_stored(w, text))
         })?
     };
     let mut no_state = Vec::new();
     for key in &args.keys {
         let text = key.to_string();
         let widen = args.all_hashes && key.exe_hash.is_empty();
-        let hit = cleared.iter().any(|c| {
-            *c == text
-                || (widen
-                    && c.parse::<BackendKey>()
-                        .is_ok_and(|k| lookup::same_build(&k, key)))
-        });
+        let hit = cleared
+            .iter()
+            .any(|c| *c == text || (widen && lookup::names_stored(key, c)));
         if !hit {
             no_state.push((key.to_string(), lookup::similar(store, key)?));
         }
@@ -172,13 +167,20 @@ fn clear_keys(store: &RecoveryStore, args: &ResetArgs) -> anyhow::Result<Cleared
     })
 }
 
-/// Stored keys of `key`'s instance, service and version that carry an executable hash.
+/// Stored keys of `key`'s instance, service and version that carry an executable hash, damaged
+/// entries included (by their stored text).
 fn hashed_entries(store: &RecoveryStore, key: &BackendKey) -> anyhow::Result<Vec<String>> {
     let mut hashed = Vec::new();
-    store.for_each_entry(&key.to_string(), |entry| {
+    let plain = key.to_string();
+    store.for_each_entry(&plain, |entry| {
         match entry {
             Ok(e) if lookup::same_build(&e.key, key) && !e.key.exe_hash.is_empty() => {
                 hashed.push(e.key.to_string());
+            }
+            Err(StoreError::CorruptEntry { key: raw, .. })
+                if raw != plain && lookup::names_stored(key, &raw) =>
+            {
+                hashed.push(format!("{} (damaged)", sanitize(&raw)));
             }
             Ok(_) | Err(StoreError::CorruptEntry { .. }) => {}
             Err(other) => return Err(other),
