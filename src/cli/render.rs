@@ -342,11 +342,16 @@ pub fn applied_policy_text(applied: &AppliedPolicy) -> String {
 
 /// A stored policy in one line with its retries per window, always.
 pub fn stored_policy_text_full(p: &RecoveryPolicy) -> String {
-    format!(
-        "{}, {} retries per window",
-        policy_text(&p.recovery),
-        p.retries_per_window
-    )
+    format!("{}, {}", policy_text(&p.recovery), retries(p.retries_per_window))
+}
+
+/// "1 retry per window", "3 retries per window".
+pub fn retries(n: u32) -> String {
+    if n == 1 {
+        "1 retry per window".to_owned()
+    } else {
+        format!("{n} retries per window")
+    }
 }
 
 /// A stored policy in one line: [`policy_text`], and its retries per window when not the
