@@ -12,9 +12,7 @@ use std::io::Write;
 use std::process::ExitCode;
 
 use anyhow::Context as _;
-use recovery_store::{
-    DroppedRows, RecoveryPolicy, RecoveryStore, SCHEMA_VERSION, StoreError,
-};
+use recovery_store::{DroppedRows, RecoveryPolicy, RecoveryStore, SCHEMA_VERSION, StoreError};
 
 use super::args::CheckArgs;
 use super::render::{self, damaged_text};
@@ -86,7 +84,11 @@ pub fn check(ctx: &Ctx, args: &CheckArgs, out: &mut impl Write) -> anyhow::Resul
         }
         writeln!(out, "schema:    ok (version {})", doc.schema_version)?;
         match &policy {
-            Some(p) => writeln!(out, "policy:    ok ({})", render::stored_policy_text_full(p))?,
+            Some(p) => writeln!(
+                out,
+                "policy:    ok ({})",
+                render::stored_policy_text_full(p)
+            )?,
             None => writeln!(out, "policy:    damaged")?,
         }
         writeln!(

@@ -342,7 +342,11 @@ pub fn applied_policy_text(applied: &AppliedPolicy) -> String {
 
 /// A stored policy in one line with its retries per window, always.
 pub fn stored_policy_text_full(p: &RecoveryPolicy) -> String {
-    format!("{}, {}", policy_text(&p.recovery), retries(p.retries_per_window))
+    format!(
+        "{}, {}",
+        policy_text(&p.recovery),
+        retries(p.retries_per_window)
+    )
 }
 
 /// "1 retry per window", "3 retries per window".
