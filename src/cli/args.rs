@@ -49,21 +49,24 @@ shared, private:NAME or explicit:NAME; e.g. shared/zccache@1.11.20#98ea6e4f216f.
 one entry: give the hash the broker uses";
 
 const LIST_EXIT: &str = "Exit codes: 0 listed (also when nothing matches), 2 error or no store.";
-const SHOW_EXIT: &str =
-    "Exit codes: 0 shown (also for a key with no recorded state), 2 error or no store.";
+const SHOW_EXIT: &str = "Exit codes: 0 shown (also for a key with no recorded state), 2 error, \
+no store, or no match that can be judged (a damaged entry or a damaged policy override; named).";
 const STATUS_EXIT: &str = "Exit codes: 0 the backend may start now, 1 refused, 2 error or no \
 store, or unknown: a match cannot be judged (a damaged entry or policy override) and no judged \
 match is refused.";
-const RESET_EXIT: &str = "Exit codes: 0 done (each key that had no state is listed), 2 error, \
-no store, a missing --yes, or a hash-less key matching several entries without --all-hashes.";
+const RESET_EXIT: &str = "Exit codes: 0 done (each key that had no state is listed), 1 --refused \
+left keys a damaged policy override judges (named on stderr), 2 error, no store, a missing \
+--yes, or a hash-less key matching entries under an executable hash without --all-hashes.";
 const RECORD_CRASH_EXIT: &str = "Exit codes: 0 retry allowed, 1 refused, 2 error. Creates the \
 store when it is missing (and says so on stderr).";
 const RECORD_SUCCESS_EXIT: &str =
     "Exit codes: 0 recorded, 2 error or no store (never creates one).";
 const PRUNE_EXIT: &str = "Exit codes: 0 pruned, 1 entries a damaged policy override would judge \
                           were left (named on stderr), 2 error or no store (never creates one).";
-const POLICY_EXIT: &str = "Exit codes: 0 shown or changed, 2 error, no store (`policy` alone), \
-an invalid policy, or an extreme one without --yes. `policy set` creates the store when missing.";
+const POLICY_EXIT: &str = "Exit codes: 0 shown or changed, 1 `policy` shown with damaged \
+override rows (named), 2 error, no store (`policy` alone), an invalid policy, or an extreme one \
+without --yes. `policy set` creates the store when missing (unless it sets the reference \
+policy a new store has anyway).";
 const CHECK_EXIT: &str = "Exit codes: 0 no problems, 1 problems found (or the file cannot be \
 opened; the report says what is wrong and what can be salvaged), 2 error or no file.";
 const EXPORT_EXIT: &str = "Exit codes: 0 exported, 1 damaged entries, override rows or audit \
@@ -73,8 +76,9 @@ document (nothing changes), state the import would overwrite without --yes (entr
 default policy or overrides; under --merge, entries or overrides in both that differ), or a \
 window over a day or a backoff over an hour without --yes. Creates the store when it is \
 missing. The document's audit events are never written to the store's trail.";
-const AUDIT_EXIT: &str = "Exit codes: 0 listed (also when there is no event), 2 error or no store \
-(never creates one; opens read-only).";
+const AUDIT_EXIT: &str = "Exit codes: 0 listed (also when there is no event), 1 damaged events \
+were left out (named on stderr and in --json `damaged`), 2 error or no store (never creates \
+one; opens read-only).";
 const PATH_EXIT: &str = "Exit codes: 0 printed (whether or not the file exists), 2 no path can \
 be chosen.";
 

@@ -1,6 +1,6 @@
 //! `audit`: the audit trail, oldest first, as a table or as
-//! `{events: [{seq, at, action, key, scope, uid, user, pid, reason}]}`. Opens the store read-only and
-//! never creates one.
+//! `{events: [{seq, at, action, key, scope, uid, user, pid, reason}], damaged: [{seq, error}]}`.
+//! Opens the store read-only and never creates one.
 //!
 //! Each event is decoded on its own: the events that decode are listed, and each one that does
 //! not is named on stderr by its sequence number, with exit 1 (as `export` leaves out a damaged
@@ -21,6 +21,15 @@ use super::{Ctx, NEGATIVE};
 #[derive(Debug, Serialize)]
 struct Audit {
     events: Vec<Event>,
+    /// Events that cannot be decoded, left out of `events`.
+    damaged: Vec<Damaged>,
+}
+
+/// A damaged event: its sequence number and why it cannot be read.
+#[derive(Debug, Serialize)]
+struct Damaged {
+    seq: u64,
+    error: String,
 }
 
 /// One event: `key` is set for one-key actions (`reset`, `success`), `scope` for the others.
@@ -73,6 +82,16 @@ pub fn audit(
             out,
             &Audit {
                 events: events.iter().map(Event::of).collect(),
+                damaged: damaged
+                    .iter()
+                    .filter_map(|err| match err {
+                        StoreError::CorruptAuditEvent { seq, .. } => Some(Damaged {
+                            seq: *seq,
+                            error: err.to_string(),
+                        }),
+                        _ => None,
+                    })
+                    .collect(),
             },
         )?;
         return Ok(code);
@@ -82,15 +101,23 @@ pub fn audit(
         writeln!(out, "no audit events{what}")?;
         return Ok(code);
     }
-    let header = ["TIME", "ACTION", "KEY/SCOPE", "USER (UID)", "PID", "REASON"];
-    let rows: Vec<[String; 6]> = events.iter().map(row).collect();
+    let header = [
+        "SEQ",
+        "TIME",
+        "ACTION",
+        "KEY/SCOPE",
+        "USER (UID)",
+        "PID",
+        "REASON",
+    ];
+    let rows: Vec<[String; 7]> = events.iter().map(row).collect();
     let mut widths = header.map(str::len);
     for r in &rows {
         for (w, cell) in widths.iter_mut().zip(r) {
             *w = (*w).max(cell.chars().count());
         }
     }
-    let line = |cells: [&str; 6]| {
+    let line = |cells: [&str; 7]| {
         let mut text = String::new();
         for (i, (cell, w)) in cells.iter().zip(widths).enumerate() {
             if i + 1 == cells.len() {
@@ -108,7 +135,7 @@ pub fn audit(
     Ok(code)
 }
 
-fn row(e: &AuditEvent) -> [String; 6] {
+fn row(e: &AuditEvent) -> [String; 7] {
     let known = |v: Option<String>| v.unwrap_or_else(|| "-".into());
     let user = match (&e.user, e.uid) {
         (Some(name), Some(uid)) => format!("{} ({uid})", sanitize(name)),
@@ -117,6 +144,7 @@ fn row(e: &AuditEvent) -> [String; 6] {
         (None, None) => "-".into(),
     };
     [
+        e.seq.to_string(),
         rfc3339(&e.at, false),
         e.action.as_str().to_owned(),
         known(

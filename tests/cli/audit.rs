@@ -69,9 +69,18 @@ fn resets_and_policy_changes_are_listed_with_who_and_why() {
     let table = cli.ok(&["audit"]);
     let lines: Vec<&str> = table.lines().collect();
     assert_eq!(lines.len(), 4, "{table}");
-    for column in ["TIME", "ACTION", "KEY/SCOPE", "USER (UID)", "PID", "REASON"] {
+    for column in [
+        "SEQ",
+        "TIME",
+        "ACTION",
+        "KEY/SCOPE",
+        "USER (UID)",
+        "PID",
+        "REASON",
+    ] {
         assert!(lines[0].contains(column), "{table}");
     }
+    assert!(lines[1].starts_with("1 "), "numbered as in --json: {table}");
     assert!(lines[1].contains("reset") && lines[1].contains(A));
     assert!(lines[1].ends_with("hotfix deployed"), "{table}");
     assert!(lines[1].contains(&format!("({uid})")), "{table}");

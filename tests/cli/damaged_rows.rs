@@ -200,6 +200,9 @@ fn audit_lists_the_events_that_decode_and_names_the_damaged_one() {
     let doc: Audit = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(doc.events.len(), 1);
     assert_eq!(doc.events[0].scope.as_deref(), Some("service:zc"));
+    assert_eq!(doc.damaged.len(), 1, "named in the document too");
+    assert_eq!(doc.damaged[0].seq, seq);
+    assert!(doc.damaged[0].error.contains("check --drop-damaged"));
     assert!(
         stderr(&out).contains(&format!("audit event {seq} ")),
         "{}",

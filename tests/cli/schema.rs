@@ -377,6 +377,14 @@ pub struct ExportAudit {
 #[serde(deny_unknown_fields)]
 pub struct Audit {
     pub events: Vec<AuditEvent>,
+    pub damaged: Vec<DamagedEvent>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DamagedEvent {
+    pub seq: u64,
+    pub error: String,
 }
 
 #[derive(Debug, Deserialize)]

@@ -17,7 +17,7 @@ pub struct CheckArgs {
     /// First remove every policy override row and audit event that cannot be decoded (they
     /// hold nothing usable; keys a removed override judged fall back to the next most specific
     /// policy), with one audit event naming them; then check. Damaged entries stay: `reset
-    /// KEY` clears one.
+    /// --raw KEY` clears one.
     #[arg(long, conflicts_with = "salvage")]
     pub drop_damaged: bool,
 }
