@@ -238,22 +238,28 @@ fn set(
         }
     };
     check_policy(&new.recovery, yes)?;
-    let store = match existing {
-        Some(store) => store,
-        // Created with the reference policy, then set like any other change: its audit event
-        // records who chose the policy.
-        None => ctx.open_create()?,
-    };
     let shown = scope
         .as_ref()
         .map_or_else(|| "default".to_owned(), ToString::to_string);
-    let written = match &scope {
-        None => store
-            .set_recovery_policy(new, reason)
-            .map(|()| old != Some(new)),
-        Some(scope) => store.set_override(scope, new, reason),
-    }
-    .with_context(|| format!("cannot set the {shown} policy of {}", ctx.shown_path()))?;
+    // The reference policy on a missing store changes nothing: no store is created for it.
+    let nothing_to_record = existing.is_none() && scope.is_none() && new == old.unwrap_or_default();
+    let written = if nothing_to_record {
+        false
+    } else {
+        let store = match existing {
+            Some(store) => store,
+            // Created with the reference policy, then set like any other change: its audit
+            // event records who chose the policy.
+            None => ctx.open_create()?,
+        };
+        match &scope {
+            None => store
+                .set_recovery_policy(new, reason)
+                .map(|()| old != Some(new)),
+            Some(scope) => store.set_override(scope, new, reason),
+        }
+        .with_context(|| format!("cannot set the {shown} policy of {}", ctx.shown_path()))?
+    };
     if ctx.json {
         json::emit(
             out,

@@ -233,3 +233,33 @@ fn policy_set_retries_allows_n_retries_per_window() {
     assert_eq!(doc.previous.retries_per_window, 3);
     assert_eq!(doc.retries_per_window, 1);
 }
+
+#[test]
+fn policy_set_of_the_reference_policy_creates_no_store_and_a_change_records_its_event() {
+    let cli = Cli::new();
+    let out = cli.ok(&[
+        "policy",
+        "set",
+        "--retries",
+        "1",
+        "--retry-backoff",
+        "250ms",
+    ]);
+    assert!(out.contains("nothing was written"), "{out}");
+    assert!(!cli.path().exists(), "nothing to record, so no store");
+    cli.ok(&["policy", "set", "--retries", "2", "--reason", "bursty"]);
+    let trail: Audit = cli.json(0, &["audit"]);
+    assert_eq!(
+        trail.events.len(),
+        1,
+        "the new store's policy was chosen by someone"
+    );
+    assert_eq!(
+        (
+            trail.events[0].action.as_str(),
+            trail.events[0].scope.as_deref(),
+            trail.events[0].reason.as_deref()
+        ),
+        ("policy_set", Some("default"), Some("bursty"))
+    );
+}
