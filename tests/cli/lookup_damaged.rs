@@ -136,3 +136,19 @@ fn a_hash_less_reset_never_says_no_state_for_damaged_matches() {
     let line = cli.ok(&["status", ENT]);
     assert!(line.contains("healthy: may start now"), "{line}");
 }
+
+#[test]
+fn every_match_a_damaged_service_override_blocks_is_named() {
+    let cli = Cli::new();
+    crash(&cli, T0, AA);
+    crash(&cli, T0, BB);
+    cli.ok(&["policy", "set", "--service", "ent", "--retries", "3"]);
+    put_override(cli.path(), b"service:ent", GARBAGE);
+    let now = at(T2);
+    for command in ["status", "show"] {
+        let out = cli.run(&with_now(&now, &[command, ENT]));
+        assert_eq!(out.status.code(), Some(2), "{}", describe(&out));
+        let err = stderr(&out);
+        assert!(err.contains(AA) && err.contains(BB), "{command}: {err}");
+    }
+}
