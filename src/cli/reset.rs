@@ -92,11 +92,16 @@ struct Cleared {
 fn clear_keys(store: &RecoveryStore, args: &ResetArgs) -> anyhow::Result<Cleared> {
     if !args.all_hashes {
         for key in args.keys.iter().filter(|k| k.exe_hash.is_empty()) {
-            let hashed = hashed_entries(store, key)?;
+            let (hashed, itself_damaged) = hashed_entries(store, key)?;
             if !hashed.is_empty() {
+                let itself = if itself_damaged {
+                    format!("; {key} itself is stored too, damaged")
+                } else {
+                    String::new()
+                };
                 bail!(
-                    "{key} has no executable hash and matches {} with one ({}): name one, or pass \
-                     --all-hashes to clear them all (`recovery-store show {key}` shows them)",
+                    "{key} has no executable hash and matches {} with one ({}){itself}: name one, \
+                     or pass --all-hashes to clear them all (`recovery-store show {key}` shows them)",
                     render::entries(hashed.len()),
                     hashed.join(", ")
                 );
@@ -169,8 +174,9 @@ fn clear_keys(store: &RecoveryStore, args: &ResetArgs) -> anyhow::Result<Cleared
 
 /// Stored keys of `key`'s instance, service and version that carry an executable hash, damaged
 /// entries included (by their stored text).
-fn hashed_entries(store: &RecoveryStore, key: &BackendKey) -> anyhow::Result<Vec<String>> {
+fn hashed_entries(store: &RecoveryStore, key: &BackendKey) -> anyhow::Result<(Vec<String>, bool)> {
     let mut hashed = Vec::new();
+    let mut itself_damaged = false;
     let plain = key.to_string();
     store.for_each_entry(&plain, |entry| {
         match entry {
@@ -182,12 +188,13 @@ fn hashed_entries(store: &RecoveryStore, key: &BackendKey) -> anyhow::Result<Vec
             {
                 hashed.push(format!("{} (damaged)", sanitize(&raw)));
             }
+            Err(StoreError::CorruptEntry { key: raw, .. }) if raw == plain => itself_damaged = true,
             Ok(_) | Err(StoreError::CorruptEntry { .. }) => {}
             Err(other) => return Err(other),
         }
         Ok(())
     })?;
-    Ok(hashed)
+    Ok((hashed, itself_damaged))
 }
 
 /// `reset --refused [--service S] [--instance I]`: only backends refused now, like

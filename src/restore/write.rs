@@ -169,8 +169,14 @@ pub(super) fn merge(
     }
     let conflict = !(outcome.overwritten.is_empty() && outcome.overrides_overwritten.is_empty());
     if conflict && !overwrite {
+        let mut damaged = Vec::new();
+        for scope in &outcome.overrides_overwritten {
+            if w.override_is_damaged(scope)? {
+                damaged.push(scope.clone());
+            }
+        }
         return Err(StoreError::ImportConflict {
-            detail: conflicts(&outcome),
+            detail: conflicts(&outcome, &damaged),
         });
     }
     for (entry, history) in &new_entries {
@@ -183,9 +189,10 @@ pub(super) fn merge(
     Ok(outcome)
 }
 
-/// "2 entries the store holds otherwise (a, b) and 1 override stored with another policy
-/// (service:x)".
-fn conflicts(outcome: &ImportOutcome) -> String {
+/// "2 entries the store holds otherwise (a, b), 1 override stored with another policy
+/// (service:x) and 1 damaged override row (service:y)"; `damaged` are those of
+/// `overrides_overwritten` whose stored row cannot be read.
+fn conflicts(outcome: &ImportOutcome, damaged: &[PolicyScope]) -> String {
     let mut parts = Vec::new();
     if !outcome.overwritten.is_empty() {
         let names: Vec<String> = outcome
@@ -199,17 +206,22 @@ fn conflicts(outcome: &ImportOutcome) -> String {
             named(&names)
         ));
     }
-    if !outcome.overrides_overwritten.is_empty() {
-        let names: Vec<String> = outcome
-            .overrides_overwritten
-            .iter()
-            .map(ToString::to_string)
-            .collect();
-        parts.push(format!(
-            "{} stored with another policy ({})",
-            count(names.len(), "override", "overrides"),
-            named(&names)
-        ));
+    let (broken, other): (Vec<&PolicyScope>, Vec<&PolicyScope>) = outcome
+        .overrides_overwritten
+        .iter()
+        .partition(|scope| damaged.contains(scope));
+    for (scopes, what) in [
+        (other, "stored with another policy"),
+        (broken, "stored damaged"),
+    ] {
+        if !scopes.is_empty() {
+            let names: Vec<String> = scopes.iter().map(ToString::to_string).collect();
+            parts.push(format!(
+                "{} {what} ({})",
+                count(names.len(), "override", "overrides"),
+                named(&names)
+            ));
+        }
     }
     join_and(&parts)
 }

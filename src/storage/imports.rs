@@ -5,6 +5,7 @@ use redb::ReadableTable;
 
 use super::OVERRIDES;
 use super::guard::engine_err;
+use super::policy_rows::decode_override;
 use super::tables::Writer;
 use crate::error::StoreError;
 use crate::overrides::PolicyScope;
@@ -29,6 +30,21 @@ impl Writer<'_> {
             .get(scope.to_string().as_bytes())
             .map_err(|e| engine_err(path, e))?;
         Ok(held.is_some_and(|v| v.value() != wanted.as_slice()))
+    }
+
+    /// True when the override row of `scope` is stored but cannot be decoded (or holds a
+    /// policy no store could have written).
+    pub fn override_is_damaged(&self, scope: &PolicyScope) -> Result<bool, StoreError> {
+        let path = self.path;
+        let table = self
+            .txn
+            .open_table(OVERRIDES)
+            .map_err(|e| engine_err(path, e))?;
+        let text = scope.to_string();
+        let held = table
+            .get(text.as_bytes())
+            .map_err(|e| engine_err(path, e))?;
+        Ok(held.is_some_and(|v| decode_override(text.as_bytes(), v.value(), path).is_err()))
     }
 
     /// Removes every override; returns how many there were.

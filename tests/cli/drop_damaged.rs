@@ -107,3 +107,22 @@ fn drop_damaged_removes_rows_no_other_command_can_name() {
     assert_eq!(doc.audit.map(|a| a.damaged), Some(0));
     assert_eq!(cli.json::<Audit>(0, &["audit"]).events.len(), before);
 }
+
+#[test]
+fn a_merge_over_a_damaged_override_calls_it_damaged() {
+    let source = Cli::new();
+    source.ok(&["policy", "set", "--service", "zc", "--retries", "5"]);
+    let doc = source.ok(&["export"]);
+    let target = Cli::new();
+    target.ok(&["policy", "set", "--service", "zc", "--retries", "2"]);
+    put_override(target.path(), b"service:zc", GARBAGE);
+    let file = target.tmp.dir.path().join("doc.json");
+    std::fs::write(&file, doc).unwrap();
+    let file = file.to_str().unwrap();
+    let out = target.run(&["import", "--merge", file]);
+    assert_error(&out, "1 override stored damaged (service:zc)");
+    assert!(!stderr(&out).contains("another policy"), "{}", stderr(&out));
+    // With --yes the document's row replaces the damaged one.
+    target.ok(&["import", "--merge", "--yes", file]);
+    assert!(target.ok(&["check"]).contains("no problems found"));
+}

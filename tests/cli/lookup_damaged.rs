@@ -152,3 +152,16 @@ fn every_match_a_damaged_service_override_blocks_is_named() {
         assert!(err.contains(AA) && err.contains(BB), "{command}: {err}");
     }
 }
+
+#[test]
+fn a_hash_less_reset_names_its_own_damaged_entry_too() {
+    let cli = Cli::new();
+    crash(&cli, T0, ENT);
+    crash(&cli, T0, BB);
+    plant_damaged_entry(cli.path(), ENT.as_bytes());
+    let out = cli.run(&["reset", ENT]);
+    assert_error(&out, &format!("{ENT} itself is stored too, damaged"));
+    assert!(stderr(&out).contains(BB), "{}", stderr(&out));
+    let done: Reset = cli.json(0, &["reset", ENT, "--all-hashes"]);
+    assert_eq!(done.cleared.len(), 2, "{:?}", done.cleared);
+}
