@@ -329,15 +329,8 @@ fn io_message(action: &str, path: &std::path::Path, source: &std::io::Error) -> 
     format!("{action} {path}: {source}: {advice}")
 }
 
-/// `text` quoted for a POSIX shell: as it is when it needs no quoting, else in single quotes.
+/// `text` in single quotes for a POSIX shell (`'` written as `'\''`), as the CLI quotes the
+/// commands it suggests.
 pub(crate) fn shell_quote(text: &str) -> String {
-    if !text.is_empty()
-        && text
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-./@#:_+=,".contains(&b))
-    {
-        text.to_owned()
-    } else {
-        format!("'{}'", text.replace('\'', r"'\''"))
-    }
+    format!("'{}'", text.replace('\'', r"'\''"))
 }

@@ -97,9 +97,11 @@ fn a_replace_sets_every_part_and_adds_only_its_own_event() {
         (AuditAction::Import, Some("all"), Some("new host"))
     );
 
-    // The same image again: nothing to refuse and nothing to change.
+    // The same image again: nothing to refuse and nothing to change, so nothing committed.
+    let syncs = store.sync_count();
     let outcome = store.import(&wanted, REPLACE).unwrap();
     assert!(!outcome.changed);
+    assert_eq!(store.sync_count(), syncs, "a no-op replace takes no write");
     assert_eq!(store.audit(None).unwrap(), after, "no event for no change");
     // `None` parts keep the store's.
     let keep = StoreImage {

@@ -94,23 +94,18 @@ impl Unjudged {
     }
 
     /// Its key, why it cannot be judged, and the remedy: for a damaged entry, the
-    /// `recovery-store reset --raw 'KEY'` that clears it (the library's error names no key).
+    /// `recovery-store reset --raw 'KEY'` that clears it.
     pub fn text(&self) -> String {
         match &self.error {
             StoreError::CorruptEntry { detail, .. } => format!(
                 "entry {} cannot be judged: it cannot be decoded ({detail}): clear it with \
                  `recovery-store reset --raw {}`",
                 self.key,
-                shell_quoted(&self.key)
+                super::render::shell_quoted(&self.key)
             ),
             err => format!("entry {} cannot be judged: {err}", self.key),
         }
     }
-}
-
-/// `text` in single quotes for a POSIX shell (`'` written as `'\''`).
-fn shell_quoted(text: &str) -> String {
-    format!("'{}'", text.replace('\'', r"'\''"))
 }
 
 /// An entry judged by a damaged override: its key, and the row's error with its remedy.

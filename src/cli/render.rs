@@ -305,13 +305,19 @@ pub fn damaged_text(err: &StoreError) -> String {
             let shown = sanitize(key);
             format!(
                 "entry {shown} in {} cannot be decoded ({detail}): clear it with \
-                 `recovery-store reset --raw '{}'`",
+                 `recovery-store reset --raw {}`",
                 sanitize_lossy(path),
-                shown.replace('\'', r"'\''")
+                shell_quoted(&shown)
             )
         }
         other => other.to_string(),
     }
+}
+
+/// `text` in single quotes for a POSIX shell (`'` written as `'\''`), as a command the
+/// reader can paste.
+pub fn shell_quoted(text: &str) -> String {
+    format!("'{}'", text.replace('\'', r"'\''"))
 }
 
 /// `1 entry`, `2 entries`.
